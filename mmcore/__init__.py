@@ -1,0 +1,59 @@
+"""mmcore: run multimodal LLMs exported as ExecuTorch `.pte` programs."""
+
+from __future__ import annotations
+
+from mmcore.config import GenerationConfig, resolve_max_new_tokens
+from mmcore.errors import (
+    ConfigError,
+    ContextOverflowError,
+    ExecutionError,
+    InvalidInputError,
+    InvalidProgramError,
+    MissingMetadataError,
+    MissingMethodError,
+    MMCoreError,
+    PluginError,
+    ProgramError,
+    RunnerStateError,
+    TokenizerError,
+    UnsupportedInputError,
+)
+from mmcore.hookspecs import hookimpl
+from mmcore.inputs import EmbeddingsInput, TokensInput
+from mmcore.metadata import LLMMetadata
+from mmcore.plugins import PluginManager, get_plugin_manager
+from mmcore.program import Program
+from mmcore.registry import ModalityHandler, PrefillContext
+from mmcore.tokenizer import Tokenizer, TokenizerLoader, load_tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "ContextOverflowError",
+    "EmbeddingsInput",
+    "ExecutionError",
+    "GenerationConfig",
+    "InvalidInputError",
+    "InvalidProgramError",
+    "LLMMetadata",
+    "MMCoreError",
+    "MissingMetadataError",
+    "MissingMethodError",
+    "ModalityHandler",
+    "PluginError",
+    "PluginManager",
+    "PrefillContext",
+    "Program",
+    "ProgramError",
+    "RunnerStateError",
+    "Tokenizer",
+    "TokenizerError",
+    "TokenizerLoader",
+    "TokensInput",
+    "UnsupportedInputError",
+    "get_plugin_manager",
+    "hookimpl",
+    "load_tokenizer",
+    "resolve_max_new_tokens",
+]

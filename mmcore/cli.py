@@ -1,0 +1,227 @@
+"""The `mmcore` command: parses arguments, builds a runner, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from mmcore import constants as C
+from mmcore.config import GenerationConfig
+from mmcore.errors import MMCoreError
+from mmcore.inputs import TokensInput
+from mmcore.plugins import PluginManager, get_plugin_manager
+from mmcore.program import Program
+from mmcore.runner import GenerationResult, MultimodalRunner, TextLLMRunner
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("mmcore")
+
+
+class _OrderedInput(argparse.Action):
+    """Collects `--text`, `--tokens`, `--image`... into one list, in command-line order."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        items = list(getattr(namespace, "inputs", None) or [])
+        items.append((self.metavar or self.dest, values))
+        namespace.inputs = items
+
+
+def _token_list(value: str) -> TokensInput:
+    try:
+        return TokensInput(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids like 1,2,3, got {value!r}") from None
+
+
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", type=int, default=-1, help="cap on emitted tokens (-1: up to the context)")
+    group.add_argument("--seq-len", type=int, default=-1, help="cap on total positions (-1: the context length)")
+    group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    group.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
+    group.add_argument("--seed", type=int, default=None, help="sampler seed, for reproducible sampling")
+    group.add_argument("--num-bos", type=int, default=0, help="BOS tokens before the first text")
+    group.add_argument("--num-eos", type=int, default=0, help="EOS tokens after the first text")
+    group.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    group.add_argument("--ignore-eos", action="store_true", help="keep generating past EOS")
+    group.add_argument("--echo", action="store_true", help="print the prompt text before the answer")
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help='print one JSON object {"text", "tokens", "stats"}')
+    parser.add_argument("--stats", action="store_true", help="print ExecuTorch-style statistics to stderr")
+
+
+def build_parser(plugin_manager: PluginManager | None = None) -> argparse.ArgumentParser:
+    """The argument parser; `--<modality>` options come from the installed plugins."""
+    parser = argparse.ArgumentParser(prog="mmcore", description="Run multimodal LLMs exported as ExecuTorch .pte")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="generate from a .pte program")
+    run.add_argument("program", help="the .pte program")
+    run.add_argument("--tokenizer", required=True, help="tokenizer file or directory")
+    run.add_argument(
+        "--tokens",
+        type=_token_list,
+        action=_OrderedInput,
+        metavar="tokens",
+        help="token ids prefilled as they are, e.g. 1,2,3 (repeatable, ordered)",
+    )
+    for name, help_text in _plugin_input_options(plugin_manager):
+        run.add_argument(f"--{name}", action=_OrderedInput, metavar=name, help=help_text)
+    _add_generation_flags(run)
+    _add_output_flags(run)
+
+    demo = sub.add_parser("demo", help="run the built-in default program (built on first use)")
+    demo.add_argument("--text", default="the quick brown fox", help="the prompt")
+    _add_generation_flags(demo)
+    _add_output_flags(demo)
+
+    sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mmcore` command; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        pm = get_plugin_manager()
+        parser = build_parser(pm)
+        args = parser.parse_args(args_list)
+        if args.command == "plugins":
+            return _cmd_plugins(pm, args)
+        if args.command == "demo":
+            return _cmd_demo(pm, args)
+        return _cmd_run(pm, args, parser)
+    except MMCoreError as exc:
+        if debug:
+            raise
+        print(f"mmcore: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mmcore: interrupted", file=sys.stderr)
+        return 130
+
+
+def _plugin_input_options(pm: PluginManager | None) -> list[tuple[str, str]]:
+    if pm is None:
+        return []
+    options = []
+    for handler in pm.modality_registry().handlers:
+        if callable(getattr(handler, "parse_cli", None)) and handler.name != "tokens":
+            options.append((handler.name, f"a {handler.name} input (repeatable, ordered)"))
+    return options
+
+
+def _generation_config(args: argparse.Namespace) -> GenerationConfig:
+    return GenerationConfig(
+        echo=args.echo,
+        max_new_tokens=args.max_new_tokens,
+        seq_len=args.seq_len,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        num_bos=args.num_bos,
+        num_eos=args.num_eos,
+        ignore_eos=args.ignore_eos,
+        stop=tuple(args.stop),
+    )
+
+
+def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    config = _generation_config(args)
+    raw_inputs = getattr(args, "inputs", None) or []
+    if not raw_inputs:
+        parser.error(
+            "give at least one input: --text T, --tokens 1,2,3"
+            + "".join(f", --{name} ..." for name, _ in _plugin_input_options(pm) if name != "text")
+        )
+    registry = pm.modality_registry()
+    inputs: list[Any] = []
+    for kind, value in raw_inputs:
+        if kind == "tokens":
+            inputs.append(value)
+        else:
+            handler = registry.get(kind)
+            inputs.append(handler.parse_cli(value) if handler is not None else value)  # type: ignore[attr-defined]
+    program = Program(args.program)
+    if program.has_method(C.TEXT_DECODER):
+        runner: TextLLMRunner | MultimodalRunner = MultimodalRunner(program, args.tokenizer, plugin_manager=pm)
+    else:
+        runner = TextLLMRunner(program, args.tokenizer, plugin_manager=pm)
+        inputs = [getattr(i, "text", i) for i in inputs]
+    return _generate_and_print(runner, inputs, config, args)
+
+
+def _cmd_demo(pm: PluginManager, args: argparse.Namespace) -> int:
+    from mmcore.demo import default_program
+
+    program_path, tokenizer_path = default_program(progress=not args.json)
+    runner = MultimodalRunner(program_path, tokenizer_path, plugin_manager=pm)
+    return _generate_and_print(runner, [args.text], _generation_config(args), args)
+
+
+def _generate_and_print(
+    runner: TextLLMRunner | MultimodalRunner, inputs: list[Any], config: GenerationConfig, args: argparse.Namespace
+) -> int:
+    stream = None if args.json else _print_piece
+    result: GenerationResult = runner.generate(inputs, config, token_callback=stream)
+    if args.json:
+        print(json.dumps({"text": result.text, "tokens": result.tokens, "stats": result.stats.to_dict()}))
+    else:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if args.stats:
+        print(f"PyTorchObserver {result.stats.to_json_string()}", file=sys.stderr)
+        print(result.stats.report(), file=sys.stderr)
+    return 0
+
+
+def _print_piece(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
+def _cmd_plugins(pm: PluginManager, args: argparse.Namespace) -> int:
+    infos = pm.plugin_infos()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "plugins": [info.__dict__ for info in infos],
+                    "failures": [f.__dict__ for f in pm.failures],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if not infos:
+        print("no plugins installed (pip install mmcore-text)")
+    for info in infos:
+        version = info.version or "-"
+        print(f"{info.name} {version}")
+        if info.modalities:
+            print(f"  modalities: {', '.join(info.modalities)}")
+            print(f"  input types: {', '.join(info.input_types)}")
+        if info.tokenizer_loaders:
+            print(f"  tokenizers: {', '.join(info.tokenizer_loaders)}")
+        print(f"  hooks: {', '.join(info.hooks)}")
+    for failure in pm.failures:
+        print(f"{failure.name}: FAILED in {failure.stage}: {failure.error}")
+    return 0

@@ -1,0 +1,127 @@
+"""Decoder runners: one decoder call at given positions, returning last-position logits."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mmcore import constants as C
+from mmcore.errors import ExecutionError, ProgramError
+from mmcore.program import LoadedMethod, Program
+from mmcore.stats import Stats
+
+__all__ = ["TextDecoderRunner", "MultimodalDecoderRunner"]
+
+
+class _DecoderBase:
+    """Position inputs, logits extraction and execution timing shared by both decoder runners."""
+
+    def __init__(self, decoder: LoadedMethod, stats: Stats | None) -> None:
+        self.decoder = decoder
+        self.stats = stats if stats is not None else Stats()
+        spec = decoder.spec
+        self.use_kv_cache = len(spec.inputs) > 1
+        # Position input: `[start]` (the model adds arange(T)) or a full cache-position range `[T]`.
+        self.uses_cache_positions = self.use_kv_cache and spec.input(1).shape[0] > 1
+        self.max_tokens_per_call = spec.input(0).shape[1]
+        output = spec.outputs[0] if spec.outputs else None
+        if output is None or output.rank not in (2, 3):
+            raise ProgramError(
+                f"method '{decoder.name}' must return logits [1, V] or [1, T, V], "
+                f"got {output.describe() if output else 'no tensor output'}"
+            )
+        self.vocab_width = output.shape[-1]
+        self._position = torch.zeros(1, dtype=torch.long)
+
+    def positions(self, start_pos: int, length: int) -> torch.Tensor:
+        """The decoder's position input for `length` rows starting at `start_pos`."""
+        if self.uses_cache_positions:
+            return torch.arange(start_pos, start_pos + length, dtype=torch.long)  # [T]
+        position = self._position  # [1]
+        position[0] = start_pos
+        return position
+
+    def _run_decoder(self, first: torch.Tensor, start_pos: int, length: int) -> torch.Tensor:
+        inputs = [first, self.positions(start_pos, length)] if self.use_kv_cache else [first]
+        outputs = self._timed(self.decoder, inputs)
+        if len(outputs) != 1 or not isinstance(outputs[0], torch.Tensor):
+            raise ExecutionError(
+                f"method '{self.decoder.name}' must return exactly one logits tensor, got {len(outputs)} outputs"
+            )
+        logits = outputs[0]  # [1, V] or [1, T, V]
+        return logits[0, -1] if logits.dim() == 3 else logits[0]  # [V]
+
+    def _timed(self, method: LoadedMethod, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        stats = self.stats
+        start = time.perf_counter()
+        stats.model_execution_start_ms = time.time_ns() // 1_000_000
+        outputs = method.execute(inputs, clone_outputs=False)
+        stats.model_execution_end_ms = time.time_ns() // 1_000_000
+        stats.model_execution_time_s += time.perf_counter() - start
+        return outputs
+
+
+class TextDecoderRunner(_DecoderBase):
+    """Runs a text-only program's `forward(tokens [1, T], positions)` (or `forward(tokens)` without
+    a KV cache)."""
+
+    def __init__(self, program: Program, method_name: str = C.FORWARD, stats: Stats | None = None) -> None:
+        super().__init__(program.method(method_name), stats)
+        self._token = torch.zeros(1, 1, dtype=torch.long)
+
+    def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
+        """Logits `[V]` after feeding `tokens` `[1, T]` at positions `start_pos..start_pos+T-1`.
+
+        The returned tensor is valid until the next call (it aliases the method's output memory).
+        """
+        return self._run_decoder(tokens, start_pos, int(tokens.shape[1]))
+
+    def step_token(self, token: int, pos: int) -> torch.Tensor:
+        """Logits `[V]` after feeding one token at `pos` (KV-cache programs)."""
+        tokens = self._token  # [1, 1]
+        tokens[0, 0] = token
+        return self._run_decoder(tokens, pos, 1)
+
+
+class MultimodalDecoderRunner(_DecoderBase):
+    """Runs `token_embedding` then `text_decoder(embeds [1, T, D], positions)`."""
+
+    def __init__(self, program: Program, stats: Stats | None = None) -> None:
+        program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
+        super().__init__(program.method(C.TEXT_DECODER), stats)
+        if not self.use_kv_cache:
+            raise ProgramError(
+                f"method '{C.TEXT_DECODER}' of {program.path} takes no position input; multimodal "
+                "programs need a KV-cache decoder (embeddings, positions)"
+            )
+        self.embedding = program.method(C.TOKEN_EMBEDDING)
+        embeds = self.decoder.spec.input(0)
+        if embeds.rank != 3:
+            raise ProgramError(
+                f"method '{C.TEXT_DECODER}' input 0 must be embeddings [1, T, D], got {embeds.describe()}"
+            )
+        self.embedding_dim = embeds.shape[2]
+        self.embedding_dtype = embeds.dtype
+        self.max_tokens_per_call = min(self.max_tokens_per_call, self.embedding.spec.input(0).shape[1])
+        self._token = torch.zeros(1, 1, dtype=torch.long)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embeddings `[1, T, D]` of token ids `[1, T]` (valid until the next call)."""
+        return self._timed(self.embedding, [tokens])[0]
+
+    def decode(self, embeddings: torch.Tensor, start_pos: int) -> torch.Tensor:
+        """Logits `[V]` after writing `embeddings` `[1, T, D]` at `start_pos..start_pos+T-1`."""
+        if embeddings.dtype != self.embedding_dtype:
+            embeddings = embeddings.to(self.embedding_dtype)
+        return self._run_decoder(embeddings, start_pos, int(embeddings.shape[1]))
+
+    def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
+        """Logits `[V]` after embedding and feeding `tokens` `[1, T]` at `start_pos`."""
+        return self.decode(self.embed(tokens), start_pos)
+
+    def step_token(self, token: int, pos: int) -> torch.Tensor:
+        """Logits `[V]` after feeding one token at `pos`."""
+        tokens = self._token  # [1, 1]
+        tokens[0, 0] = token
+        return self.decode(self.embed(tokens), pos)

@@ -1,0 +1,74 @@
+"""The exceptions mmcore raises.
+
+Every message names the thing at fault, what was expected, what was found and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MMCoreError",
+    "ProgramError",
+    "InvalidProgramError",
+    "MissingMethodError",
+    "MissingMetadataError",
+    "ExecutionError",
+    "TokenizerError",
+    "ConfigError",
+    "PluginError",
+    "UnsupportedInputError",
+    "InvalidInputError",
+    "ContextOverflowError",
+    "RunnerStateError",
+]
+
+
+class MMCoreError(Exception):
+    """Base class of every error mmcore raises on purpose."""
+
+
+class ProgramError(MMCoreError):
+    """A `.pte` program cannot be used as an LLM program."""
+
+
+class InvalidProgramError(ProgramError):
+    """The file is not a loadable ExecuTorch program (wrong format, truncated, unreadable)."""
+
+
+class MissingMethodError(ProgramError):
+    """The program lacks a method the runner needs (e.g. `text_decoder`)."""
+
+
+class MissingMetadataError(ProgramError):
+    """The program lacks a required constant metadata method (e.g. `get_max_seq_len`)."""
+
+
+class ExecutionError(ProgramError):
+    """Executing a program method failed (wrong input shape or dtype, backend error)."""
+
+
+class TokenizerError(MMCoreError):
+    """A tokenizer cannot be loaded, or does not fit the program."""
+
+
+class ConfigError(MMCoreError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class PluginError(MMCoreError):
+    """A plugin failed to load or register, or registered something invalid."""
+
+
+class UnsupportedInputError(MMCoreError, TypeError):
+    """No installed plugin handles an input of this type."""
+
+
+class InvalidInputError(MMCoreError, ValueError):
+    """An input is of a handled type but its value cannot be used."""
+
+
+class ContextOverflowError(MMCoreError):
+    """A request does not fit the program's context window."""
+
+
+class RunnerStateError(MMCoreError):
+    """The runner cannot do this in its current state (e.g. `generate` with nothing prefilled)."""

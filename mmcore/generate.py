@@ -1,0 +1,73 @@
+"""The decode loop: feed the last token, sample the next, stream it, stop on EOS or request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+
+import torch
+
+from mmcore.sampling import Sampler
+from mmcore.stats import Stats
+
+__all__ = ["TextTokenGenerator", "StepFn"]
+
+# step(token, pos) -> logits [V] after feeding `token` at position `pos`.
+StepFn = Callable[[int, int], torch.Tensor]
+
+
+class TextTokenGenerator:
+    """Runs decode steps until EOS, the step budget, a stop request or a callback says stop."""
+
+    def __init__(self, step: StepFn, eos_ids: Collection[int], stats: Stats) -> None:
+        self._step = step
+        self.eos_ids = frozenset(eos_ids)
+        self.stats = stats
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        """Ask the running loop to end after the current step (safe from another thread)."""
+        self._stop_requested = True
+
+    def clear_stop(self) -> None:
+        self._stop_requested = False
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def generate(
+        self,
+        token: int,
+        start_pos: int,
+        max_steps: int,
+        sampler: Sampler,
+        *,
+        ignore_eos: bool = False,
+        on_token: Callable[[int], bool] | None = None,
+    ) -> list[int]:
+        """Tokens sampled after `token` (fed at `start_pos`), at most `max_steps` of them.
+
+        `on_token(id)` is called for each new token and returns True to end generation.
+        """
+        stats = self.stats
+        eos_ids = self.eos_ids
+        emitted: list[int] = []
+        pos = start_pos
+        while len(emitted) < max_steps:
+            if self._stop_requested:
+                break
+            # Forward the last token to get the next token's logits.
+            logits = self._step(token, pos)  # [V]
+            # Sample the next token.
+            began = time.perf_counter()
+            token = sampler(logits)
+            stats.sampling_time_s += time.perf_counter() - began
+            pos += 1
+            emitted.append(token)
+            # Stream it; the callback or a stop string may end generation.
+            if on_token is not None and on_token(token):
+                break
+            if not ignore_eos and token in eos_ids:
+                break
+        return emitted

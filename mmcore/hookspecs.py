@@ -1,0 +1,50 @@
+"""The hooks mmcore plugins implement.
+
+Plugins mark implementations with `mmcore.hookimpl` and are found through the `mmcore` entry-point
+group. Hooks are called once, when a `PluginManager` first builds its registries; none is ever
+called per input or per token. Hooks evolve only by adding arguments, and an implementation may
+accept a subset of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mmcore.registry import ModalityRegistrar, TokenizerRegistrar
+
+__all__ = ["hookspec", "hookimpl", "mmcore_register_modalities", "mmcore_register_tokenizers"]
+
+PROJECT_NAME = "mmcore"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def mmcore_register_modalities(registry: ModalityRegistrar) -> None:
+    """Register modality handlers: objects that turn inputs of some types into tokens or embeddings.
+
+    Called once per plugin manager, when the modality registry is first needed (the first runner
+    built). Call `registry.add(handler)` for each handler; a handler declares `name`,
+    `input_types`, `preprocess(item, ctx)` and `prefill(prepared, ctx)` (see
+    `mmcore.registry.ModalityHandler`). Registering an input type another plugin already handles
+    raises `PluginError` naming both plugins. Return nothing.
+
+    :param registry: the registrar that records which plugin added each handler.
+    """
+
+
+@hookspec
+def mmcore_register_tokenizers(registry: TokenizerRegistrar) -> None:
+    """Register tokenizer loaders: objects that recognise and load tokenizer files.
+
+    Called once per plugin manager, when `mmcore.load_tokenizer` is first used. Call
+    `registry.add(loader)` for each loader; a loader declares `name`, `can_load(path)` and
+    `load(path)` (see `mmcore.tokenizer.TokenizerLoader`). Loaders are tried in registration order;
+    pass `registry.add(loader, fallback=True)` for catch-all loaders that should come last.
+    Return nothing.
+
+    :param registry: the registrar that records which plugin added each loader.
+    """

@@ -1,0 +1,160 @@
+"""Prefill: writing a prompt (tokens, or embeddings from modality plugins) into the KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
+from mmcore.errors import InvalidInputError, MMCoreError
+from mmcore.inputs import EmbeddingsInput, TokensInput
+from mmcore.program import Program
+from mmcore.registry import ModalityRegistry, PrefillContext, PrefillOutput
+from mmcore.tokenizer import Tokenizer
+
+__all__ = ["TextPrefiller", "MultimodalPrefiller", "Segment"]
+
+Segment = PrefillOutput
+
+
+class TextPrefiller:
+    """Feeds token ids to a `TextDecoderRunner`: one call per chunk of at most `max_seq_len` tokens
+    when the decoder takes several tokens per call, token by token otherwise."""
+
+    def __init__(self, decoder: TextDecoderRunner, max_seq_len: int) -> None:
+        self.decoder = decoder
+        self.chunk_size = max(1, min(max_seq_len, decoder.max_tokens_per_call))
+
+    def prefill(self, tokens: Sequence[int], start_pos: int) -> torch.Tensor:
+        """Logits `[V]` after the last token (a copy, safe to keep)."""
+        if not tokens:
+            raise InvalidInputError("prefill got no tokens: the prompt encoded to an empty sequence")
+        ids = torch.tensor([list(tokens)], dtype=torch.long)  # [1, N]
+        logits = torch.empty(0)
+        pos = start_pos
+        for begin in range(0, ids.shape[1], self.chunk_size):
+            chunk = ids[:, begin : begin + self.chunk_size]  # [1, T]
+            logits = self.decoder.step(chunk, pos)
+            pos += chunk.shape[1]
+        return logits.clone()
+
+
+class MultimodalPrefiller:
+    """Turns ordered inputs into segments through their modality handlers, then writes them.
+
+    Each input's handler is a dict lookup by type; handlers turn inputs into token ids or
+    embeddings `[1, T, D]`. The shared tail lives here once: token ids -> `token_embedding`,
+    embeddings -> `text_decoder` at the current positions, in chunks the decoder accepts.
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        decoder: MultimodalDecoderRunner,
+        registry: ModalityRegistry,
+        tokenizer: Tokenizer | None,
+        *,
+        max_seq_len: int,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.program = program
+        self.decoder = decoder
+        self.registry = registry
+        self.tokenizer = tokenizer
+        self.settings = dict(settings or {})
+        self.chunk_size = max(1, min(max_seq_len, decoder.max_tokens_per_call))
+
+    def prepare(
+        self, inputs: Sequence[Any], *, start_pos: int, num_bos: int = 0, num_eos: int = 0, bos_id: int | None
+    ) -> list[Segment]:
+        """Preprocess every input and run its encoder; nothing is written to the KV cache yet.
+
+        BOS/EOS go with the first input of a conversation (`start_pos == 0`): a text handler adds
+        them; before a non-text first input, `num_bos` BOS ids form their own segment.
+        """
+        segments: list[Segment] = []
+        for index, item in enumerate(inputs):
+            first = index == 0 and start_pos == 0
+            bos, eos = (num_bos, num_eos) if first else (0, 0)
+            if isinstance(item, (TokensInput, EmbeddingsInput)):
+                segment: Segment = item
+            else:
+                handler = self.registry.handler_for(item)
+                if first and bos and handler.name != "text":
+                    if bos_id is None:
+                        raise InvalidInputError(
+                            f"num_bos={bos} was asked for but neither the tokenizer nor the program "
+                            "declares a BOS id; pass num_bos=0"
+                        )
+                    segments.append(TokensInput([bos_id] * bos))
+                    bos, eos = 0, 0
+                ctx = PrefillContext(
+                    program=self.program,
+                    tokenizer=self.tokenizer,
+                    settings=self.settings.get(handler.name, {}),
+                    num_bos=bos,
+                    num_eos=eos,
+                    index=index,
+                )
+                try:
+                    segment = handler.prefill(handler.preprocess(item, ctx), ctx)
+                except MMCoreError:
+                    raise
+                except Exception as exc:
+                    raise InvalidInputError(
+                        f"input {index} ({type(item).__name__}): the '{handler.name}' plugin failed: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+            segments.append(self._checked(segment, index, item))
+        return segments
+
+    def prefill(self, segments: Sequence[Segment], start_pos: int) -> torch.Tensor:
+        """Write segments at increasing positions; logits `[V]` after the last row (a copy)."""
+        logits = torch.empty(0)
+        pos = start_pos
+        step = self.chunk_size
+        for segment in segments:
+            if isinstance(segment, TokensInput):
+                ids = torch.tensor([segment.ids], dtype=torch.long)  # [1, T]
+                for begin in range(0, ids.shape[1], step):
+                    chunk = ids[:, begin : begin + step]
+                    logits = self.decoder.step(chunk, pos)
+                    pos += chunk.shape[1]
+            else:
+                embeds = segment.embeddings  # [1, T, D]
+                for begin in range(0, embeds.shape[1], step):
+                    chunk = embeds[:, begin : begin + step].contiguous()
+                    logits = self.decoder.decode(chunk, pos)
+                    pos += chunk.shape[1]
+        return logits.clone()
+
+    def _checked(self, segment: Any, index: int, item: Any) -> Segment:
+        what = f"input {index} ({type(item).__name__})"
+        if isinstance(segment, TokensInput):
+            if not segment.ids:
+                raise InvalidInputError(f"{what} produced no tokens (an empty text?); remove it or give it content")
+            width = self.decoder.vocab_width
+            bad = [i for i in segment.ids if not 0 <= i < width]
+            if bad:
+                raise InvalidInputError(f"{what} has token ids outside the model's vocabulary [0, {width}): {bad[:8]}")
+            return segment
+        if isinstance(segment, EmbeddingsInput):
+            embeds = segment.embeddings
+            dim = self.decoder.embedding_dim
+            if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or embeds.shape[0] != 1:
+                shape = list(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+                raise InvalidInputError(f"{what} gave embeddings of shape {shape}; expected [1, T, {dim}]")
+            if embeds.shape[2] != dim:
+                raise InvalidInputError(
+                    f"{what} gave embeddings of width {embeds.shape[2]}; the text decoder takes {dim}"
+                )
+            if embeds.shape[1] == 0:
+                raise InvalidInputError(f"{what}: the encoder returned an empty output (0 rows)")
+            if not embeds.is_floating_point():
+                raise InvalidInputError(f"{what} gave {embeds.dtype} embeddings; expected floating point")
+            return segment
+        raise InvalidInputError(
+            f"{what}: its plugin's prefill returned {type(segment).__name__}; expected TokensInput or EmbeddingsInput"
+        )

@@ -1,0 +1,280 @@
+"""The program layer: the only code that touches `executorch.runtime`.
+
+Each compute method is loaded from its own runtime `Program`, so running one method (an encoder with
+large activations) can never overwrite another method's planned memory (the decoder's KV cache).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmcore.errors import ExecutionError, InvalidProgramError, MissingMethodError
+
+__all__ = ["Program", "LoadedMethod", "MethodSpec", "TensorSpec", "SCALAR_TYPES"]
+
+logger = logging.getLogger(__name__)
+
+# ExecuTorch ScalarType ids -> torch dtypes (runtime/core/portable_type/scalar_type.h).
+SCALAR_TYPES: dict[int, torch.dtype] = {
+    0: torch.uint8,
+    1: torch.int8,
+    2: torch.int16,
+    3: torch.int32,
+    4: torch.int64,
+    5: torch.float16,
+    6: torch.float32,
+    7: torch.float64,
+    11: torch.bool,
+    15: torch.bfloat16,
+    27: torch.uint16,
+}
+
+_FILE_IDENTIFIER_PREFIX = b"ET"
+_EXTENDED_HEADER_MAGIC = b"eh00"
+_MIN_PROGRAM_BYTES = 16
+# Modules that register ExecuTorch's LLM custom ops and quantized kernels with the runtime.
+_KERNEL_MODULES = ("executorch.extension.llm.custom_ops.custom_ops", "executorch.kernels.quantized")
+_kernels_lock = threading.Lock()
+_kernels_loaded = False
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A method input or output: dtype and shape (upper bounds for dynamic dimensions)."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def describe(self) -> str:
+        return f"{str(self.dtype).removeprefix('torch.')}{list(self.shape)}"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's signature; `None` stands for a non-tensor value."""
+
+    name: str
+    inputs: tuple[TensorSpec | None, ...]
+    outputs: tuple[TensorSpec | None, ...]
+
+    def input(self, index: int) -> TensorSpec:
+        spec = self.inputs[index] if index < len(self.inputs) else None
+        if spec is None:
+            raise ExecutionError(f"method '{self.name}' has no tensor input {index}")
+        return spec
+
+
+class LoadedMethod:
+    """A method loaded from its own runtime program, ready to execute."""
+
+    def __init__(self, name: str, method: Any, spec: MethodSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self._call = method.call
+
+    def execute(self, inputs: Sequence[torch.Tensor], *, clone_outputs: bool = True) -> list[Any]:
+        """Run the method. Without `clone_outputs` the outputs alias the method's memory and are
+        valid only until its next call."""
+        try:
+            return list(self._call(inputs, clone_outputs))
+        except RuntimeError as exc:
+            shapes = ", ".join(_describe_value(x) for x in inputs)
+            expected = ", ".join(s.describe() if s else "value" for s in self.spec.inputs)
+            raise ExecutionError(
+                f"executing method '{self.name}' failed: {exc}. Inputs were ({shapes}); the method "
+                f"expects ({expected}) (dynamic dimensions show their upper bound)"
+            ) from exc
+
+    def check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
+        """Raise `ExecutionError` unless the inputs fit the method's declared dtypes and bounds."""
+        if len(inputs) != len(self.spec.inputs):
+            raise ExecutionError(f"method '{self.name}' takes {len(self.spec.inputs)} inputs, got {len(inputs)}")
+        for index, (value, spec) in enumerate(zip(inputs, self.spec.inputs, strict=True)):
+            if spec is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise ExecutionError(
+                    f"method '{self.name}' input {index} must be a tensor {spec.describe()}, got {type(value).__name__}"
+                )
+            fits = value.dtype == spec.dtype and value.dim() == spec.rank
+            fits = fits and all(0 < n <= bound for n, bound in zip(value.shape, spec.shape, strict=True))
+            if not fits:
+                raise ExecutionError(
+                    f"method '{self.name}' input {index} must be {spec.describe()} (dynamic dimensions "
+                    f"show their upper bound), got {_describe_value(value)}"
+                )
+
+
+class Program:
+    """An ExecuTorch `.pte` program: its methods, their signatures and its constant metadata."""
+
+    def __init__(self, path: str | os.PathLike[str], *, data_path: str | os.PathLike[str] | None = None):
+        self.path = Path(path)
+        self.data_path = Path(data_path) if data_path is not None else None
+        validate_program_file(self.path)
+        _load_kernel_libraries()
+        self._runtime = _runtime()
+        self._index = self._load_runtime_program()
+        self.method_names: frozenset[str] = frozenset(self._index.method_names)
+        self._specs: dict[str, MethodSpec] = {}
+        self._constants: dict[str, Any] = {}
+        self._methods: dict[str, LoadedMethod] = {}
+
+    def __repr__(self) -> str:
+        return f"Program({str(self.path)!r}, methods={sorted(self.method_names)})"
+
+    def has_method(self, name: str) -> bool:
+        return name in self.method_names
+
+    def require(self, *names: str) -> None:
+        """Raise `MissingMethodError` naming every absent method."""
+        missing = [n for n in names if n not in self.method_names]
+        if missing:
+            raise MissingMethodError(
+                f"program {self.path} has no method(s) {missing}; it has {sorted(self.method_names)}. "
+                "Export the model with these methods (see ExecuTorch's LLM export contract)"
+            )
+
+    def method_spec(self, name: str) -> MethodSpec:
+        """Input and output dtypes and shapes of a method."""
+        spec = self._specs.get(name)
+        if spec is None:
+            self.require(name)
+            meta = self._index.metadata(name)
+            spec = MethodSpec(
+                name=name,
+                inputs=tuple(_tensor_spec(meta, "input", i) for i in range(meta.num_inputs())),
+                outputs=tuple(_tensor_spec(meta, "output", i) for i in range(meta.num_outputs())),
+            )
+            self._specs[name] = spec
+        return spec
+
+    def constant(self, name: str) -> Any:
+        """Value of a zero-input metadata method: a scalar, or a list when it returns several."""
+        if name not in self._constants:
+            self.require(name)
+            try:
+                outputs = self._index.load_method(name).execute([])
+            except RuntimeError as exc:
+                raise ExecutionError(f"reading metadata method '{name}' failed: {exc}") from exc
+            values = [_scalar(v) for v in outputs]
+            self._constants[name] = values[0] if len(values) == 1 else values
+        return self._constants[name]
+
+    def constant_or(self, name: str, default: Any) -> Any:
+        return self.constant(name) if name in self.method_names else default
+
+    def method(self, name: str) -> LoadedMethod:
+        """A compute method, loaded once from its own runtime program."""
+        loaded = self._methods.get(name)
+        if loaded is None:
+            spec = self.method_spec(name)
+            try:
+                raw = self._load_runtime_program()._program.load_method(name)
+            except RuntimeError as exc:
+                raise InvalidProgramError(
+                    f"loading method '{name}' of {self.path} failed: {exc}. If the log mentions a "
+                    "missing operator, the program needs a kernel library this ExecuTorch build lacks"
+                ) from exc
+            loaded = LoadedMethod(name, raw, spec)
+            self._methods[name] = loaded
+        return loaded
+
+    @cached_property
+    def metadata_names(self) -> frozenset[str]:
+        """Names of the zero-input methods (constant metadata)."""
+        return frozenset(n for n in self.method_names if self._index.metadata(n).num_inputs() == 0)
+
+    def _load_runtime_program(self) -> Any:
+        try:
+            return self._runtime.load_program(self.path, data_path=str(self.data_path) if self.data_path else None)
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
+
+
+def validate_program_file(path: Path) -> None:
+    """Check that a file is a whole ExecuTorch program before the runtime sees it.
+
+    The runtime aborts the process on some malformed files, so the header is checked here: the
+    flatbuffer file identifier (`ET..` at bytes 4-8) and, when present, the extended header's sizes.
+    """
+    if not path.exists():
+        raise InvalidProgramError(f"program file {path} does not exist")
+    if not path.is_file():
+        raise InvalidProgramError(f"program path {path} is not a file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(40)
+    if size < _MIN_PROGRAM_BYTES or head[4:6] != _FILE_IDENTIFIER_PREFIX or not head[6:8].isdigit():
+        raise InvalidProgramError(
+            f"{path} is not an ExecuTorch program: expected a .pte file (flatbuffer identifier 'ETnn' "
+            f"at byte 4), found {head[4:8]!r}. Export the model with executorch.exir to get a .pte"
+        )
+    if head[8:12] == _EXTENDED_HEADER_MAGIC and len(head) >= 32:
+        (program_size,) = struct.unpack_from("<Q", head, 16)
+        (segment_base,) = struct.unpack_from("<Q", head, 24)
+        segment_size = struct.unpack_from("<Q", head, 32)[0] if len(head) >= 40 else 0
+        if program_size > size or (segment_base and segment_base + segment_size > size):
+            expected = max(program_size, segment_base + segment_size)
+            raise InvalidProgramError(
+                f"{path} is truncated: its header describes {expected} bytes but the file has {size}. "
+                "Copy or export the program again"
+            )
+
+
+def _runtime() -> Any:
+    from executorch.runtime import Runtime
+
+    return Runtime.get()
+
+
+def _load_kernel_libraries() -> None:
+    """Register ExecuTorch's LLM custom ops (custom SDPA, KV cache) and quantized kernels once."""
+    global _kernels_loaded
+    with _kernels_lock:
+        if _kernels_loaded:
+            return
+        for module in _KERNEL_MODULES:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # noqa: BLE001 - optional kernels; log and go on
+                logger.debug("kernel library %s not loaded: %s", module, exc)
+        _kernels_loaded = True
+
+
+def _tensor_spec(meta: Any, kind: str, index: int) -> TensorSpec | None:
+    try:
+        info = meta.input_tensor_meta(index) if kind == "input" else meta.output_tensor_meta(index)
+    except (RuntimeError, IndexError):
+        return None
+    dtype = SCALAR_TYPES.get(int(info.dtype()))
+    if dtype is None:
+        return None
+    return TensorSpec(dtype=dtype, shape=tuple(int(n) for n in info.sizes()))
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}"
+    return type(value).__name__

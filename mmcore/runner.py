@@ -1,0 +1,498 @@
+"""The runners: `TextLLMRunner` (text-only programs) and `MultimodalRunner` (ordered mixed inputs)."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from mmcore import constants as C
+from mmcore.config import GenerationConfig
+from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
+from mmcore.errors import ContextOverflowError, InvalidInputError, RunnerStateError, TokenizerError
+from mmcore.generate import TextTokenGenerator
+from mmcore.inputs import EmbeddingsInput, TokensInput
+from mmcore.metadata import LLMMetadata
+from mmcore.plugins import PluginManager, get_plugin_manager
+from mmcore.prefill import MultimodalPrefiller, Segment, TextPrefiller
+from mmcore.program import Program
+from mmcore.sampling import Sampler
+from mmcore.stats import Stats, now_ms
+from mmcore.streaming import TextStreamer
+from mmcore.tokenizer import Tokenizer, load_tokenizer
+
+__all__ = ["IRunner", "TextLLMRunner", "MultimodalRunner", "GenerationResult", "TokenCallback", "StatsCallback"]
+
+logger = logging.getLogger(__name__)
+
+TokenCallback = Callable[[str], None]
+StatsCallback = Callable[[Stats], None]
+StopReason = Literal["eos", "length", "stop_string", "stopped"]
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class GenerationResult:
+    """What one `generate` call produced.
+
+    Fields:
+        text: the generated text (special tokens left out; cut before a stop string).
+        tokens: every generated token id, the first (prefill) token and a final EOS included.
+        stats: the call's statistics.
+        stop_reason: why generation ended.
+    """
+
+    text: str
+    tokens: list[int]
+    stats: Stats
+    stop_reason: StopReason = "length"
+    prompt_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class IRunner(abc.ABC):
+    """ExecuTorch's runner interface."""
+
+    @abc.abstractmethod
+    def is_loaded(self) -> bool: ...
+
+    @abc.abstractmethod
+    def load(self) -> None: ...
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompt: Any,
+        config: GenerationConfig | None = None,
+        token_callback: TokenCallback | None = None,
+        stats_callback: StatsCallback | None = None,
+    ) -> GenerationResult: ...
+
+    @abc.abstractmethod
+    def prefill(self, prompt: Any, num_bos: int = 0, num_eos: int = 0) -> int: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def reset(self) -> None: ...
+
+
+class _RunnerBase(IRunner):
+    """Position tracking, rollback, budget checks and the generate skeleton shared by both runners.
+
+    Positions continue across `generate` calls as in ExecuTorch (after a turn the KV cache holds
+    everything but the last emitted token). Unlike ExecuTorch, a call that fails rolls the position
+    back, so the next call behaves as if the failed one had never happened.
+    """
+
+    def __init__(
+        self, program: Program | PathLike, tokenizer: Tokenizer | PathLike | None, plugin_manager: PluginManager | None
+    ) -> None:
+        self.plugin_manager = plugin_manager
+        self.program = program if isinstance(program, Program) else Program(program)
+        self.tokenizer: Tokenizer = self._resolve_tokenizer(tokenizer)
+        self.metadata = LLMMetadata.from_program(self.program, self.tokenizer)
+        self.stats = Stats()
+        self.pos = 0
+        self._pending_logits: torch.Tensor | None = None
+        self._loaded = False
+        self._busy = threading.Lock()
+        self._generator: TextTokenGenerator | None = None
+
+    # -- IRunner -------------------------------------------------------------------------------
+    def is_loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        """Load the tokenizer, metadata and methods (idempotent)."""
+        if self._loaded:
+            return
+        self.stats.model_load_start_ms = now_ms()
+        self._load_methods()
+        self._check_vocab()
+        self.stats.model_load_end_ms = now_ms()
+        self._loaded = True
+
+    def stop(self) -> None:
+        """End the running `generate` within one decode step (callable from another thread)."""
+        if self._generator is not None:
+            self._generator.stop()
+
+    def reset(self) -> None:
+        """Start a new conversation at position 0 (stale cache rows are masked by position)."""
+        self.pos = 0
+        self._pending_logits = None
+        self.stats.reset()
+
+    # -- shared generate skeleton --------------------------------------------------------------
+    def _generate(
+        self,
+        segments_fn: Callable[[], Any],
+        prompt_len_fn: Callable[[Any], int],
+        write_fn: Callable[[Any, int], torch.Tensor],
+        config: GenerationConfig | None,
+        token_callback: TokenCallback | None,
+        stats_callback: StatsCallback | None,
+        echo_texts: Sequence[str],
+    ) -> GenerationResult:
+        config = config if config is not None else GenerationConfig()
+        if not self._busy.acquire(blocking=False):
+            raise RunnerStateError("generate is already running on this runner; runners serve one call at a time")
+        start_pos, pending = self.pos, self._pending_logits
+        try:
+            self.load()
+            assert self._generator is not None
+            self._generator.clear_stop()
+            stats = self.stats
+            stats.reset()
+            stats.inference_start_ms = now_ms()
+            began = time.perf_counter()
+            prepared = segments_fn()
+            prompt_len = prompt_len_fn(prepared)
+            if prompt_len == 0 and pending is None:
+                raise RunnerStateError(
+                    "nothing to generate from: the request has no inputs and nothing was prefilled; "
+                    "pass at least one input (or call prefill() first)"
+                )
+            self._check_budget(start_pos, prompt_len, config)
+            if config.echo and token_callback is not None:
+                for text in echo_texts:
+                    token_callback(text)
+            logits = write_fn(prepared, start_pos) if prompt_len else pending
+            assert logits is not None
+            self._pending_logits = None
+            self.pos = start_pos + prompt_len
+            stats.prompt_eval_end_ms = now_ms()
+            stats.prefill_time_s = time.perf_counter() - began
+            stats.num_prompt_tokens = prompt_len
+            result = self._decode(logits, config, token_callback)
+            result.prompt_tokens = prompt_len
+            stats.inference_end_ms = now_ms()
+            stats.decode_time_s = time.perf_counter() - began - stats.prefill_time_s
+            stats.finish()
+        except BaseException:
+            self.pos, self._pending_logits = start_pos, pending
+            raise
+        finally:
+            self._busy.release()
+        if stats_callback is not None and not config.warming:
+            stats_callback(stats)
+        return result
+
+    def _decode(
+        self, logits: torch.Tensor, config: GenerationConfig, token_callback: TokenCallback | None
+    ) -> GenerationResult:
+        assert self._generator is not None
+        stats = self.stats
+        budget = config.resolve_max_new_tokens(self.metadata.max_context_len, self.pos)
+        sampler = Sampler(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed)
+        streamer = TextStreamer(self.tokenizer, stop=config.stop)
+        eos_ids = self.metadata.eos_ids
+        began = time.perf_counter()
+        first = sampler(logits)
+        stats.sampling_time_s += time.perf_counter() - began
+        stats.first_token_ms = now_ms()
+
+        def on_token(token: int) -> bool:
+            piece = streamer.push(token)
+            if piece and token_callback is not None:
+                token_callback(piece)
+            return streamer.stopped
+
+        tokens = [first]
+        stop_now = on_token(first) or (not config.ignore_eos and first in eos_ids)
+        if not stop_now and budget > 1:
+            tokens += self._generator.generate(
+                first, self.pos, budget - 1, sampler, ignore_eos=config.ignore_eos, on_token=on_token
+            )
+        # The last emitted token is never fed to the decoder (as ExecuTorch).
+        self.pos += len(tokens) - 1
+        tail = streamer.flush()
+        if tail and token_callback is not None:
+            token_callback(tail)
+        stats.num_generated_tokens = len(tokens) - 1
+        reason: StopReason
+        if streamer.stopped:
+            reason = "stop_string"
+        elif not config.ignore_eos and tokens[-1] in eos_ids:
+            reason = "eos"
+        elif self._generator.stop_requested:
+            reason = "stopped"
+        else:
+            reason = "length"
+        return GenerationResult(text=streamer.text, tokens=tokens, stats=stats, stop_reason=reason)
+
+    def _check_budget(self, start_pos: int, prompt_len: int, config: GenerationConfig) -> None:
+        context = self.metadata.max_context_len
+        occupied = start_pos + prompt_len
+        if occupied >= context:
+            raise ContextOverflowError(
+                f"the prompt needs {prompt_len} positions after the {start_pos} already used, "
+                f"{occupied} in all, but the program's context holds {context} (leaving none to "
+                "generate); shorten the prompt or call reset() to start a new conversation"
+            )
+        if config.resolve_max_new_tokens(context, occupied) <= 0:
+            raise ContextOverflowError(
+                f"seq_len={config.seq_len} leaves no room to generate after {occupied} prompt positions; "
+                "raise seq_len or shorten the prompt"
+            )
+
+    def _check_vocab(self) -> None:
+        width = self._logits_width()
+        if self.tokenizer.vocab_size > width:
+            raise TokenizerError(
+                f"the tokenizer has {self.tokenizer.vocab_size} ids but the program's logits cover "
+                f"only {width}; this tokenizer does not belong to this program (use the tokenizer "
+                "the model was exported with)"
+            )
+
+    def _resolve_tokenizer(self, source: Tokenizer | PathLike | None) -> Tokenizer:
+        if source is None:
+            raise TokenizerError("this runner needs a tokenizer: pass a tokenizer object or the path of its files")
+        if isinstance(source, (str, os.PathLike)):
+            return load_tokenizer(source, plugin_manager=self._plugins())
+        if not isinstance(source, Tokenizer):
+            raise TokenizerError(f"{type(source).__name__} is not a tokenizer (see mmcore.Tokenizer)")
+        return source
+
+    def _plugins(self) -> PluginManager:
+        if self.plugin_manager is None:
+            self.plugin_manager = get_plugin_manager()
+        return self.plugin_manager
+
+    @abc.abstractmethod
+    def _load_methods(self) -> None: ...
+
+    @abc.abstractmethod
+    def _logits_width(self) -> int: ...
+
+
+class TextLLMRunner(_RunnerBase):
+    """Runs a text-only program (`forward(tokens, positions)`), as ExecuTorch's `TextLLMRunner`."""
+
+    def __init__(
+        self,
+        program: Program | PathLike,
+        tokenizer: Tokenizer | PathLike,
+        *,
+        method_name: str = C.FORWARD,
+        plugin_manager: PluginManager | None = None,
+    ) -> None:
+        super().__init__(program, tokenizer, plugin_manager)
+        if method_name == C.FORWARD and not self.program.has_method(C.FORWARD) and self.program.has_method(C.PREFILL):
+            method_name = C.PREFILL
+        self.program.require(method_name)
+        self.method_name = method_name
+        self._history: list[int] = []  # the whole sequence, for programs without a KV cache
+
+    def _load_methods(self) -> None:
+        self.decoder = TextDecoderRunner(self.program, self.method_name, self.stats)
+        step_decoder = self.decoder
+        if self.program.has_method("decode") and self.method_name != "decode":
+            step_decoder = TextDecoderRunner(self.program, "decode", self.stats)
+        self.prefiller = TextPrefiller(self.decoder, self.metadata.max_seq_len)
+        if self.decoder.use_kv_cache:
+            step = step_decoder.step_token
+        else:
+            step = self._step_without_cache
+        self._generator = TextTokenGenerator(step, self.metadata.eos_ids, self.stats)
+
+    def _logits_width(self) -> int:
+        return self.decoder.vocab_width
+
+    def generate(
+        self,
+        prompt: str | Sequence[str | TokensInput] = "",
+        config: GenerationConfig | None = None,
+        token_callback: TokenCallback | None = None,
+        stats_callback: StatsCallback | None = None,
+    ) -> GenerationResult:
+        """Generate from `prompt` (text, or texts and token ids in order); an empty prompt continues
+        from what `prefill` left."""
+        parts = self._as_parts(prompt)
+        cfg = config if config is not None else GenerationConfig()
+        return self._generate(
+            lambda: self._encode(parts, cfg.num_bos, cfg.num_eos) if parts else [],
+            len,
+            self._write_tokens,
+            cfg,
+            token_callback,
+            stats_callback,
+            [p for p in parts if isinstance(p, str)],
+        )
+
+    def prefill(self, prompt: Any, num_bos: int = 0, num_eos: int = 0) -> int:
+        """Write `prompt` into the KV cache without generating; returns the new position."""
+        parts = self._as_parts(prompt)
+        if not parts:
+            raise InvalidInputError("prefill got an empty prompt; pass text or token ids")
+        self.load()
+        start_pos = self.pos
+        tokens = self._encode(parts, num_bos, num_eos)
+        self._check_budget(start_pos, len(tokens), GenerationConfig())
+        try:
+            self._pending_logits = self._write_tokens(tokens, start_pos)
+        except BaseException:
+            self.pos = start_pos
+            raise
+        self.pos = start_pos + len(tokens)
+        return self.pos
+
+    def reset(self) -> None:
+        super().reset()
+        self._history = []
+
+    def _as_parts(self, prompt: Any) -> list[str | TokensInput]:
+        items = [prompt] if isinstance(prompt, (str, TokensInput)) else prompt
+        if not isinstance(items, Sequence) or not all(isinstance(p, (str, TokensInput)) for p in items):
+            raise InvalidInputError(
+                f"TextLLMRunner takes a str, a TokensInput or a list of them, got {type(prompt).__name__}"
+            )
+        return [p for p in items if not (isinstance(p, str) and not p)]
+
+    def _encode(self, parts: Sequence[str | TokensInput], num_bos: int, num_eos: int) -> list[int]:
+        """Token ids of the parts in order; BOS/EOS go with a first text at the conversation start."""
+        tokens: list[int] = []
+        for index, part in enumerate(parts):
+            if isinstance(part, TokensInput):
+                ids = list(part.ids)
+            else:
+                first = index == 0 and self.pos == 0
+                ids = self.tokenizer.encode(part, bos=num_bos if first else 0, eos=num_eos if first else 0)
+            if not ids:
+                raise InvalidInputError(f"prompt part {index} ({_preview(part)}) encoded to no tokens")
+            tokens += ids
+        width = self.decoder.vocab_width
+        bad = [i for i in tokens if not 0 <= i < width]
+        if bad:
+            raise InvalidInputError(f"token ids outside the model's vocabulary [0, {width}): {bad[:8]}")
+        return tokens
+
+    def _write_tokens(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        if self.decoder.use_kv_cache:
+            return self.prefiller.prefill(tokens, start_pos)
+        self._history = self._history[:start_pos] + tokens
+        return self._step_full()
+
+    def _step_without_cache(self, token: int, pos: int) -> torch.Tensor:
+        self._history = [*self._history[:pos], token]
+        return self._step_full()
+
+    def _step_full(self) -> torch.Tensor:
+        if len(self._history) > self.decoder.max_tokens_per_call:
+            raise ContextOverflowError(
+                f"this program has no KV cache and takes at most {self.decoder.max_tokens_per_call} "
+                f"tokens per call; the sequence has {len(self._history)}"
+            )
+        return self.decoder.step(torch.tensor([self._history], dtype=torch.long), 0).clone()
+
+
+class MultimodalRunner(_RunnerBase):
+    """Runs a multimodal program (`token_embedding`, `text_decoder`, encoders) on ordered inputs.
+
+    Inputs are token ids (`TokensInput`), embeddings (`EmbeddingsInput`) or anything an installed
+    modality plugin handles (`str` with mmcore-text, images with mmcore-image, ...).
+    """
+
+    def __init__(
+        self,
+        program: Program | PathLike,
+        tokenizer: Tokenizer | PathLike,
+        *,
+        plugin_manager: PluginManager | None = None,
+        modality_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(program, tokenizer, plugin_manager)
+        self.program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
+        self.modality_settings = dict(modality_settings or {})
+
+    def _load_methods(self) -> None:
+        self.decoder = MultimodalDecoderRunner(self.program, self.stats)
+        self.prefiller = MultimodalPrefiller(
+            self.program,
+            self.decoder,
+            self._plugins().modality_registry(),
+            self.tokenizer,
+            max_seq_len=self.metadata.max_seq_len,
+            settings=self.modality_settings,
+        )
+        self._generator = TextTokenGenerator(self.decoder.step_token, self.metadata.eos_ids, self.stats)
+
+    def _logits_width(self) -> int:
+        return self.decoder.vocab_width
+
+    def generate(
+        self,
+        prompt: Sequence[Any] | str = (),
+        config: GenerationConfig | None = None,
+        token_callback: TokenCallback | None = None,
+        stats_callback: StatsCallback | None = None,
+    ) -> GenerationResult:
+        """Prefill the inputs in order, then generate. An empty list continues from `prefill`."""
+        inputs = self._as_inputs(prompt)
+        cfg = config if config is not None else GenerationConfig()
+        return self._generate(
+            lambda: self._prepare(inputs, cfg.num_bos, cfg.num_eos),
+            _segments_length,
+            self._write,
+            cfg,
+            token_callback,
+            stats_callback,
+            [text for text in map(_echo_text, inputs) if text is not None],
+        )
+
+    def prefill(self, prompt: Any, num_bos: int = 0, num_eos: int = 0) -> int:
+        """Write inputs into the KV cache without generating; returns the new position."""
+        inputs = self._as_inputs(prompt)
+        if not inputs:
+            raise InvalidInputError("prefill got an empty input list; pass at least one input")
+        self.load()
+        start_pos = self.pos
+        segments = self._prepare(inputs, num_bos, num_eos)
+        self._check_budget(start_pos, _segments_length(segments), GenerationConfig())
+        try:
+            self._pending_logits = self._write(segments, start_pos)
+        except BaseException:
+            self.pos = start_pos
+            raise
+        self.pos = start_pos + _segments_length(segments)
+        return self.pos
+
+    def _prepare(self, inputs: Sequence[Any], num_bos: int, num_eos: int) -> list[Segment]:
+        bos_id = self.metadata.bos_id
+        return self.prefiller.prepare(inputs, start_pos=self.pos, num_bos=num_bos, num_eos=num_eos, bos_id=bos_id)
+
+    def _write(self, segments: list[Segment], start_pos: int) -> torch.Tensor:
+        return self.prefiller.prefill(segments, start_pos)
+
+    def _as_inputs(self, prompt: Sequence[Any] | str) -> list[Any]:
+        if isinstance(prompt, str):
+            return [prompt] if prompt else []
+        if isinstance(prompt, (TokensInput, EmbeddingsInput)) or not isinstance(prompt, Sequence):
+            raise InvalidInputError(
+                f"MultimodalRunner takes a list of inputs, got {type(prompt).__name__}; wrap it: [input]"
+            )
+        return list(prompt)
+
+
+def _preview(part: str | TokensInput) -> str:
+    return repr(part[:40]) if isinstance(part, str) else f"TokensInput of {len(part)} ids"
+
+
+def _segments_length(segments: Sequence[Segment]) -> int:
+    return sum(len(s) for s in segments)
+
+
+def _echo_text(item: Any) -> str | None:
+    if isinstance(item, str):
+        return item
+    text = getattr(item, "text", None)
+    return text if isinstance(text, str) else None

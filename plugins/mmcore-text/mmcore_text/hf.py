@@ -1,0 +1,243 @@
+"""Hugging Face `tokenizer.json` tokenizers, with BOS/EOS found as ExecuTorch's C++ runner finds them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tokenizers
+
+from mmcore.errors import TokenizerError
+from mmcore_text._common import check_ids, frame, require_file
+
+__all__ = ["HFTokenizer", "HFTokenizerLoader", "HFJsonFallbackLoader"]
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_JSON = "tokenizer.json"
+# Read in this order; the first file naming a token wins (as in the C++ HFTokenizer).
+_CONFIG_FILES = ("special_tokens_map.json", "tokenizer_config.json")
+_GENERATION_CONFIG = "generation_config.json"
+
+
+class HFTokenizer:
+    """A `tokenizers.Tokenizer` that adds exactly the BOS/EOS ids asked for and no other special tokens."""
+
+    def __init__(
+        self,
+        tokenizer: tokenizers.Tokenizer,
+        *,
+        bos_id: int | None,
+        eos_id: int | None,
+        extra_eos_ids: Iterable[int] = (),
+        source: str = "HFTokenizer",
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._bos_id = bos_id
+        self._eos_id = eos_id
+        eos = set(extra_eos_ids)
+        if eos_id is not None:
+            eos.add(eos_id)
+        self._eos_ids = frozenset(eos)
+        self._source = source
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> HFTokenizer:
+        """Load a `tokenizer.json` file, or a directory holding one and optionally its config files.
+
+        BOS/EOS come from `special_tokens_map.json` / `tokenizer_config.json` and extra EOS ids from
+        `generation_config.json` when `path` is a directory; otherwise (or when those name no usable
+        token) from the added token whose content uniquely contains "bos"/"begin" or "eos"/"end".
+        """
+        target = Path(path)
+        configs: dict[str, dict[str, Any]] = {}
+        if target.is_dir():
+            json_path = target / _TOKENIZER_JSON
+            if not json_path.is_file():
+                raise TokenizerError(
+                    f"tokenizer directory {target} holds no {_TOKENIZER_JSON}; pass a tokenizer.json file "
+                    "or a directory holding one"
+                )
+            for name in (*_CONFIG_FILES, _GENERATION_CONFIG):
+                content = _read_config(target / name)
+                if content is not None:
+                    configs[name] = content
+        else:
+            json_path = require_file(target, "Hugging Face tokenizer.json")
+        try:
+            tokenizer = tokenizers.Tokenizer.from_file(str(json_path))
+        except Exception as exc:
+            raise TokenizerError(
+                f"cannot load Hugging Face tokenizer {json_path}: {exc}; expected a tokenizer.json "
+                "written by the `tokenizers` library (tokenizer.save(path))"
+            ) from exc
+        bos_id, eos_id = _resolve_special_ids(tokenizer, configs, json_path)
+        extra = _generation_eos_ids(configs.get(_GENERATION_CONFIG), target / _GENERATION_CONFIG)
+        if eos_id is None and extra:
+            eos_id = extra[0]
+        logger.debug("loaded %s: bos=%s eos=%s extra eos=%s", json_path, bos_id, eos_id, sorted(extra))
+        return cls(tokenizer, bos_id=bos_id, eos_id=eos_id, extra_eos_ids=extra, source=str(target))
+
+    @property
+    def bos_id(self) -> int | None:
+        """Beginning-of-sequence id, if one was configured or could be guessed."""
+        return self._bos_id
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """The configured or guessed EOS id together with `generation_config.json`'s `eos_token_id`."""
+        return self._eos_ids
+
+    @property
+    def eos_id(self) -> int | None:
+        """The EOS id `encode(..., eos=n)` appends."""
+        return self._eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Regular and added tokens together."""
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def backend(self) -> tokenizers.Tokenizer:
+        """The underlying `tokenizers.Tokenizer`."""
+        return self._tokenizer
+
+    def encode(self, text: str, *, bos: int = 0, eos: int = 0) -> list[int]:
+        """Ids of `text` (special-token strings in it become their ids) with `bos` BOS and `eos` EOS ids."""
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False).ids) if text else []
+        return frame(ids, bos=bos, eos=eos, bos_id=self._bos_id, eos_id=self._eos_id, name=self._name())
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """Text of `ids`; special tokens are dropped unless `skip_special_tokens` is False."""
+        values = check_ids(ids, self.vocab_size, self._name())
+        return str(self._tokenizer.decode(values, skip_special_tokens=skip_special_tokens))
+
+    def _name(self) -> str:
+        return f"HFTokenizer({self._source})"
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer(source={self._source!r}, vocab_size={self.vocab_size}, bos_id={self._bos_id})"
+
+
+class HFTokenizerLoader:
+    """Loads `tokenizer.json` files and directories holding one."""
+
+    name = "hf"
+
+    def can_load(self, path: Path) -> bool:
+        """A file named tokenizer.json, or a directory holding one."""
+        if path.is_dir():
+            return (path / _TOKENIZER_JSON).is_file()
+        return path.is_file() and path.name == _TOKENIZER_JSON
+
+    def load(self, path: Path) -> HFTokenizer:
+        """Load the Hugging Face tokenizer at `path`."""
+        return HFTokenizer.from_path(path)
+
+
+class HFJsonFallbackLoader:
+    """Tries any other `.json` file as a Hugging Face tokenizer, after every other loader."""
+
+    name = "hf-json"
+
+    def can_load(self, path: Path) -> bool:
+        """Any `.json` file."""
+        return path.is_file() and path.suffix.lower() == ".json"
+
+    def load(self, path: Path) -> HFTokenizer:
+        """Load `path` as a Hugging Face tokenizer."""
+        return HFTokenizer.from_path(path)
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerError(
+            f"cannot read tokenizer config {path}: {exc}; fix or remove the file (it names BOS/EOS tokens)"
+        ) from exc
+    if not isinstance(content, dict):
+        raise TokenizerError(
+            f"tokenizer config {path} holds a {type(content).__name__}, expected a JSON object; fix or remove the file"
+        )
+    return content
+
+
+def _token_content(value: object) -> str | None:
+    """A config's token entry: a string, or a dict with a "content" string (AddedToken form)."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping):
+        content = value.get("content")
+        if isinstance(content, str) and content:
+            return content
+    return None
+
+
+def _configured_id(tokenizer: tokenizers.Tokenizer, configs: Mapping[str, Mapping[str, Any]], key: str) -> int | None:
+    for name in _CONFIG_FILES:
+        config = configs.get(name)
+        if config is None or key not in config:
+            continue
+        content = _token_content(config[key])
+        if content is None:
+            continue
+        token_id = tokenizer.token_to_id(content)
+        if token_id is None:
+            logger.warning("%s names %s %r, which is not in the vocabulary; ignoring it", name, key, content)
+            continue
+        return int(token_id)
+    return None
+
+
+def _guess_id(added: Mapping[int, str], needles: tuple[str, ...], role: str, source: Path) -> int | None:
+    """The unique added token containing one of `needles`, narrowed by "text" when several do."""
+    candidates = {i: c for i, c in added.items() if any(n in c for n in needles)}
+    if len(candidates) > 1:
+        narrowed = {i: c for i, c in candidates.items() if "text" in c}
+        if narrowed:
+            candidates = narrowed
+    if len(candidates) == 1:
+        return next(iter(candidates))
+    logger.debug(
+        "%s: no unique %s token among added tokens (candidates: %s); %s left unset",
+        source,
+        role,
+        sorted(candidates.values()),
+        role,
+    )
+    return None
+
+
+def _resolve_special_ids(
+    tokenizer: tokenizers.Tokenizer, configs: Mapping[str, Mapping[str, Any]], source: Path
+) -> tuple[int | None, int | None]:
+    bos_id = _configured_id(tokenizer, configs, "bos_token")
+    eos_id = _configured_id(tokenizer, configs, "eos_token")
+    if bos_id is None or eos_id is None:
+        added = {int(i): t.content for i, t in tokenizer.get_added_tokens_decoder().items()}
+        if bos_id is None:
+            bos_id = _guess_id(added, ("bos", "begin"), "BOS", source)
+        if eos_id is None:
+            eos_id = _guess_id(added, ("eos", "end"), "EOS", source)
+    return bos_id, eos_id
+
+
+def _generation_eos_ids(config: Mapping[str, Any] | None, source: Path) -> list[int]:
+    if config is None:
+        return []
+    value = config.get("eos_token_id")
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    ids = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+    if len(ids) != len(values):
+        logger.warning("%s: eos_token_id %r holds non-id values; using %s", source, value, ids)
+    return ids

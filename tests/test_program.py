@@ -1,0 +1,102 @@
+"""The program layer: method specs, metadata with ExecuTorch's defaults, and clean errors for bad files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmcore import InvalidProgramError, LLMMetadata, MissingMetadataError, MissingMethodError, Program
+from mmcore.runner import MultimodalRunner
+from mmcore.testing import VisionEncoderSpec
+
+
+def test_method_specs_and_metadata(make_spec, program_path, vocab_size):
+    spec = make_spec(vision=VisionEncoderSpec(dtype="uint8", rank=3), eos_ids=(1, 7))
+    program = Program(program_path(spec))
+    assert {"token_embedding", "text_decoder", "vision_encoder", "get_max_seq_len"} <= program.method_names
+    image = program.method_spec("vision_encoder").input(0)
+    assert (image.dtype, image.shape) == (torch.uint8, (3, 32, 32))
+    decoder = program.method_spec("text_decoder")
+    assert decoder.input(0).shape == (1, 64, 64)  # dynamic T shows its upper bound
+    assert decoder.outputs[0].shape == (1, vocab_size)
+
+    meta = LLMMetadata.from_program(program)
+    assert (meta.max_seq_len, meta.max_context_len, meta.use_kv_cache, meta.enable_dynamic_shape) == (64, 128, True, True)
+    assert meta.eos_ids == {1, 7}
+    assert meta.vocab_size == vocab_size
+
+
+def test_metadata_defaults_when_optional_methods_are_absent(make_spec, program_path):
+    spec = make_spec(omit_metadata=("get_max_context_len", "get_eos_ids", "use_kv_cache", "enable_dynamic_shape"))
+    meta = LLMMetadata.from_program(Program(program_path(spec)))
+    assert meta.max_context_len == meta.max_seq_len == 64  # context defaults to max_seq_len
+    assert meta.use_kv_cache is True and meta.enable_dynamic_shape is False
+    assert meta.eos_ids == frozenset()
+
+
+def test_missing_max_seq_len_is_a_typed_error(make_spec, program_path, tokenizer_dir, plugin_manager):
+    pte = program_path(make_spec(omit_metadata=("get_max_seq_len",)))
+    with pytest.raises(MissingMetadataError, match="get_max_seq_len.*constant_methods"):
+        MultimodalRunner(pte, tokenizer_dir, plugin_manager=plugin_manager).load()
+
+
+@pytest.mark.parametrize("missing", ["token_embedding", "text_decoder"])
+def test_missing_required_method_is_a_typed_error(missing, make_spec, program_path, tokenizer_dir, plugin_manager):
+    pte = program_path(make_spec(omit_methods=(missing,)))
+    with pytest.raises(MissingMethodError, match=missing):
+        MultimodalRunner(pte, tokenizer_dir, plugin_manager=plugin_manager)
+
+
+def test_not_a_pte_file(tmp_path):
+    bogus = tmp_path / "model.pte"
+    bogus.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(InvalidProgramError, match="not an ExecuTorch program"):
+        Program(bogus)
+    text = tmp_path / "notes.pte"
+    text.write_text("hello")
+    with pytest.raises(InvalidProgramError, match="not an ExecuTorch program"):
+        Program(text)
+    with pytest.raises(InvalidProgramError, match="does not exist"):
+        Program(tmp_path / "absent.pte")
+    with pytest.raises(InvalidProgramError, match="not a file"):
+        Program(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.25, 0.6, 0.99])
+def test_truncated_pte_is_rejected_before_the_runtime_sees_it(keep, make_spec, program_path, tmp_path):
+    data = program_path(make_spec()).read_bytes()
+    cut = tmp_path / "cut.pte"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(InvalidProgramError, match="truncated"):
+        Program(cut)
+
+
+def test_bad_files_never_crash_the_process(tmp_path, make_spec, program_path):
+    """The runtime aborts on some malformed files; the CLI must exit 1 with a message instead."""
+    data = program_path(make_spec()).read_bytes()
+    cases = {"random.pte": bytes(reversed(data)), "cut.pte": data[: len(data) // 2]}
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mmcore", "run", str(path), "--tokenizer", str(tmp_path), "--tokens", "1,2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("mmcore: error:")
+
+
+def test_custom_ops_are_registered_without_user_imports():
+    # A fresh interpreter: loading any Program registers ExecuTorch's LLM custom ops (custom_sdpa).
+    code = (
+        "import sys, mmcore.program as p; p._load_kernel_libraries(); "
+        "from executorch.runtime import Runtime; "
+        "ops = Runtime.get().operator_registry.operator_names; "
+        "sys.exit(0 if any('custom_sdpa' in o for o in ops) else 3)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0
