@@ -99,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        for noisy in ("torchao", "torch.utils._pytree"):  # import-time warnings of optional kernels
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         pm = get_plugin_manager()
         parser = build_parser(pm)
@@ -170,9 +173,11 @@ def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.Argum
 
 
 def _cmd_demo(pm: PluginManager, args: argparse.Namespace) -> int:
-    from mmcore.demo import default_program
+    from mmcore.demo import default_program, is_built
 
-    program_path, tokenizer_path = default_program(progress=not args.json)
+    if not is_built():
+        print("mmcore: building the default demo program (first run only, 10-20 s)...", file=sys.stderr)
+    program_path, tokenizer_path = default_program()
     runner = MultimodalRunner(program_path, tokenizer_path, plugin_manager=pm)
     return _generate_and_print(runner, [args.text], _generation_config(args), args)
 

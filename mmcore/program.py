@@ -1,17 +1,21 @@
-"""The program layer: the only code that touches `executorch.runtime`.
+"""The program layer: the only code that touches the ExecuTorch runtime.
 
-Each compute method is loaded from its own runtime `Program`, so running one method (an encoder with
+Each compute method is loaded from its own runtime program, so running one method (an encoder with
 large activations) can never overwrite another method's planned memory (the decoder's KV cache).
+The runtime's extension module is used directly: `executorch.runtime` imports `executorch.exir`,
+which adds seconds to start-up and is not needed to run programs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import struct
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +51,7 @@ _MIN_PROGRAM_BYTES = 16
 _KERNEL_MODULES = ("executorch.extension.llm.custom_ops.custom_ops", "executorch.kernels.quantized")
 _kernels_lock = threading.Lock()
 _kernels_loaded = False
+_runtime_module: Any = None
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,10 @@ class Program:
         self.path = Path(path)
         self.data_path = Path(data_path) if data_path is not None else None
         validate_program_file(self.path)
-        _load_kernel_libraries()
-        self._runtime = _runtime()
         self._index = self._load_runtime_program()
-        self.method_names: frozenset[str] = frozenset(self._index.method_names)
+        self.method_names: frozenset[str] = frozenset(
+            self._index.get_method_name(i) for i in range(self._index.num_methods())
+        )
         self._specs: dict[str, MethodSpec] = {}
         self._constants: dict[str, Any] = {}
         self._methods: dict[str, LoadedMethod] = {}
@@ -155,7 +160,7 @@ class Program:
         spec = self._specs.get(name)
         if spec is None:
             self.require(name)
-            meta = self._index.metadata(name)
+            meta = self._index.method_meta(name)
             spec = MethodSpec(
                 name=name,
                 inputs=tuple(_tensor_spec(meta, "input", i) for i in range(meta.num_inputs())),
@@ -169,7 +174,7 @@ class Program:
         if name not in self._constants:
             self.require(name)
             try:
-                outputs = self._index.load_method(name).execute([])
+                outputs = self._load_method(self._index, name).call([], True)
             except RuntimeError as exc:
                 raise ExecutionError(f"reading metadata method '{name}' failed: {exc}") from exc
             values = [_scalar(v) for v in outputs]
@@ -184,27 +189,39 @@ class Program:
         loaded = self._methods.get(name)
         if loaded is None:
             spec = self.method_spec(name)
-            try:
-                raw = self._load_runtime_program()._program.load_method(name)
-            except RuntimeError as exc:
-                raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {exc}. If the log mentions a "
-                    "missing operator, the program needs a kernel library this ExecuTorch build lacks"
-                ) from exc
-            loaded = LoadedMethod(name, raw, spec)
+            loaded = LoadedMethod(name, self._load_method(self._load_runtime_program(), name), spec)
             self._methods[name] = loaded
         return loaded
 
     @cached_property
     def metadata_names(self) -> frozenset[str]:
         """Names of the zero-input methods (constant metadata)."""
-        return frozenset(n for n in self.method_names if self._index.metadata(n).num_inputs() == 0)
+        return frozenset(n for n in self.method_names if self._index.method_meta(n).num_inputs() == 0)
 
     def _load_runtime_program(self) -> Any:
+        runtime = _runtime()
         try:
-            return self._runtime.load_program(self.path, data_path=str(self.data_path) if self.data_path else None)
+            return runtime._load_program(
+                str(self.path),
+                enable_etdump=False,
+                debug_buffer_size=0,
+                program_verification=runtime.Verification.InternalConsistency,
+                data_path=str(self.data_path) if self.data_path else None,
+            )
         except (RuntimeError, ValueError) as exc:
             raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
+
+    def _load_method(self, runtime_program: Any, name: str) -> Any:
+        """Load a method; on failure register the optional kernel libraries once and retry."""
+        try:
+            return runtime_program.load_method(name)
+        except RuntimeError as first_error:
+            if not _load_kernel_libraries():
+                raise InvalidProgramError(
+                    f"loading method '{name}' of {self.path} failed: {first_error}. If the log mentions "
+                    "a missing operator, the program needs a kernel library this ExecuTorch build lacks"
+                ) from first_error
+        return self._load_method(runtime_program, name)
 
 
 def validate_program_file(path: Path) -> None:
@@ -238,23 +255,53 @@ def validate_program_file(path: Path) -> None:
 
 
 def _runtime() -> Any:
-    from executorch.runtime import Runtime
+    """ExecuTorch's runtime extension module (torch is imported first: it loads libtorch)."""
+    global _runtime_module
+    if _runtime_module is None:
+        import torch  # noqa: F401
+        from executorch.extension.pybindings import _C
 
-    return Runtime.get()
+        # Creating the thread pool logs CPU probing details to stderr; create it quietly, once.
+        with _quiet_stderr():
+            _C._threadpool_get_thread_count()
+        _runtime_module = _C
+    return _runtime_module
 
 
-def _load_kernel_libraries() -> None:
-    """Register ExecuTorch's LLM custom ops (custom SDPA, KV cache) and quantized kernels once."""
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence native (file-descriptor 2) stderr output, unless mmcore's logger is at DEBUG."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _load_kernel_libraries() -> bool:
+    """Register ExecuTorch's LLM custom ops (custom SDPA, KV cache) and quantized kernels.
+
+    Returns True the first time (libraries newly registered), False when already done. They are
+    loaded only when a method fails to load, since importing them takes seconds.
+    """
     global _kernels_loaded
     with _kernels_lock:
         if _kernels_loaded:
-            return
+            return False
         for module in _KERNEL_MODULES:
             try:
                 importlib.import_module(module)
             except Exception as exc:  # noqa: BLE001 - optional kernels; log and go on
                 logger.debug("kernel library %s not loaded: %s", module, exc)
         _kernels_loaded = True
+        return True
 
 
 def _tensor_spec(meta: Any, kind: str, index: int) -> TensorSpec | None:

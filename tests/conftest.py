@@ -37,7 +37,9 @@ def make_spec(tiny_decoder: DecoderSpec) -> Callable[..., ProgramSpec]:
     """ProgramSpec with the tiny decoder; keyword arguments override fields (decoder fields via `decoder_*`)."""
 
     def make(**overrides: Any) -> ProgramSpec:
-        decoder_changes = {k.removeprefix("decoder_"): overrides.pop(k) for k in list(overrides) if k.startswith("decoder_")}
+        decoder_changes = {
+            k.removeprefix("decoder_"): overrides.pop(k) for k in list(overrides) if k.startswith("decoder_")
+        }
         decoder = dataclasses.replace(tiny_decoder, **decoder_changes)
         return ProgramSpec(decoder=decoder, **overrides)
 

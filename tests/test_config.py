@@ -15,7 +15,16 @@ def test_defaults_follow_executorch():
 
 @pytest.mark.parametrize(
     ("seq_len", "max_new", "expected"),
-    [(-1, -1, 100 - 30), (-1, 20, 20), (-1, 500, 70), (50, -1, 20), (500, -1, 70), (50, 5, 5), (50, 40, 20), (20, -1, 0)],
+    [
+        (-1, -1, 100 - 30),
+        (-1, 20, 20),
+        (-1, 500, 70),
+        (50, -1, 20),
+        (500, -1, 70),
+        (50, 5, 5),
+        (50, 40, 20),
+        (20, -1, 0),
+    ],
 )
 def test_resolve_max_new_tokens_matches_irunner(seq_len, max_new, expected):
     assert resolve_max_new_tokens(100, 30, seq_len=seq_len, max_new_tokens=max_new) == expected

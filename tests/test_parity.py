@@ -66,7 +66,9 @@ def test_multimodal_runner_chunks_segments_longer_than_the_decoder_accepts(
 
 
 @pytest.mark.parametrize("kind", ["text", "multimodal"])
-def test_static_shape_programs_prefill_token_by_token(kind, make_spec, program_path, tokenizer_dir, plugin_manager, cpp):
+def test_static_shape_programs_prefill_token_by_token(
+    kind, make_spec, program_path, tokenizer_dir, plugin_manager, cpp
+):
     spec = make_spec(kind=kind, dynamic_shape=False)
     pte = program_path(spec)
     runner_cls = TextLLMRunner if kind == "text" else MultimodalRunner

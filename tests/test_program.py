@@ -24,7 +24,12 @@ def test_method_specs_and_metadata(make_spec, program_path, vocab_size):
     assert decoder.outputs[0].shape == (1, vocab_size)
 
     meta = LLMMetadata.from_program(program)
-    assert (meta.max_seq_len, meta.max_context_len, meta.use_kv_cache, meta.enable_dynamic_shape) == (64, 128, True, True)
+    assert (meta.max_seq_len, meta.max_context_len, meta.use_kv_cache, meta.enable_dynamic_shape) == (
+        64,
+        128,
+        True,
+        True,
+    )
     assert meta.eos_ids == {1, 7}
     assert meta.vocab_size == vocab_size
 
@@ -91,12 +96,32 @@ def test_bad_files_never_crash_the_process(tmp_path, make_spec, program_path):
         assert proc.stderr.strip().splitlines()[-1].startswith("mmcore: error:")
 
 
-def test_custom_ops_are_registered_without_user_imports():
-    # A fresh interpreter: loading any Program registers ExecuTorch's LLM custom ops (custom_sdpa).
-    code = (
-        "import sys, mmcore.program as p; p._load_kernel_libraries(); "
-        "from executorch.runtime import Runtime; "
-        "ops = Runtime.get().operator_registry.operator_names; "
-        "sys.exit(0 if any('custom_sdpa' in o for o in ops) else 3)"
-    )
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0
+_CUSTOM_SDPA_EXPORT = """
+import sys, torch
+import executorch.extension.llm.custom_ops.custom_ops  # registers llama::custom_sdpa for export
+from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+class Attend(torch.nn.Module):
+    def forward(self, q):
+        return torch.ops.llama.custom_sdpa(q, q, q, 0, None, 0.0, True)
+
+ep = torch.export.export(Attend(), (torch.randn(1, 4, 2, 8),))
+edge = to_edge_transform_and_lower(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False))
+open(sys.argv[1], "wb").write(edge.to_executorch().buffer)
+"""
+
+_CUSTOM_SDPA_RUN = """
+import sys, torch
+from mmcore import Program
+q = torch.randn(1, 4, 2, 8)
+out = Program(sys.argv[1]).method("forward").execute([q])[0]
+assert out.shape == (1, 4, 2, 8) and torch.isfinite(out).all()
+"""
+
+
+def test_programs_with_llm_custom_ops_load_without_user_imports(tmp_path):
+    pte = tmp_path / "custom_sdpa.pte"
+    export = subprocess.run([sys.executable, "-c", _CUSTOM_SDPA_EXPORT, str(pte)], capture_output=True, timeout=300)
+    assert export.returncode == 0, export.stderr.decode()[-2000:]
+    run = subprocess.run([sys.executable, "-c", _CUSTOM_SDPA_RUN, str(pte)], capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]

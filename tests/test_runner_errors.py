@@ -205,7 +205,9 @@ def test_stop_strings_and_echo(fresh):
     runner.reset()
     pieces: list[str] = []
     cut = runner.generate(
-        ["the quick brown fox"], GREEDY.replace(max_new_tokens=20, stop=(stop,), echo=True), token_callback=pieces.append
+        ["the quick brown fox"],
+        GREEDY.replace(max_new_tokens=20, stop=(stop,), echo=True),
+        token_callback=pieces.append,
     )
     assert cut.stop_reason == "stop_string"
     assert cut.text == plain.text[: plain.text.index(stop)]

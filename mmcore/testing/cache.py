@@ -29,6 +29,12 @@ def program_cache_key(spec: ProgramSpec) -> str:
     return _digest({"spec": spec.cache_key(), **versions})
 
 
+def cached_program_path(spec: ProgramSpec, cache_dir: Path | None = None) -> Path:
+    """Where :func:`build_program` keeps the ``.pte`` of ``spec`` (it may not exist yet)."""
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    return root / f"{spec.kind}-{spec.backend}-{program_cache_key(spec)}.pte"
+
+
 def build_program(spec: ProgramSpec, cache_dir: Path | None = None) -> Path:
     """Path of the ``.pte`` for ``spec``, exporting it on first use (seconds) and reusing it afterwards.
 
@@ -37,7 +43,7 @@ def build_program(spec: ProgramSpec, cache_dir: Path | None = None) -> Path:
     """
     root = cache_dir if cache_dir is not None else default_cache_dir()
     key = program_cache_key(spec)
-    target = root / f"{spec.kind}-{spec.backend}-{key}.pte"
+    target = cached_program_path(spec, root)
     if target.is_file():
         return target
     with file_lock(root / f".{key}.lock"):
