@@ -1,0 +1,34 @@
+"""mmcore-image: the image modality (decoding, resizing, normalisation, `vision_encoder`)."""
+
+from __future__ import annotations
+
+from mmcore import hookimpl
+from mmcore.registry import ModalityRegistrar
+from mmcore_image.decode import ALLOWED_FORMATS, decode_image, to_rgb
+from mmcore_image.handler import VISION_ENCODER, ImageHandler
+from mmcore_image.inputs import ImageInput, ImageSource
+from mmcore_image.preprocess import ImagePreprocessor
+from mmcore_image.settings import DEFAULT_MAX_PIXELS, PreprocessSettings, Resample, ResizeMode
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "VISION_ENCODER",
+    "ImageHandler",
+    "ImageInput",
+    "ImagePreprocessor",
+    "ImageSource",
+    "PreprocessSettings",
+    "Resample",
+    "ResizeMode",
+    "decode_image",
+    "to_rgb",
+]
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def mmcore_register_modalities(registry: ModalityRegistrar) -> None:
+    """Register the image handler (`ImageInput`, `PIL.Image.Image`)."""
+    registry.add(ImageHandler())

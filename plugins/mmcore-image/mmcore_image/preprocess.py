@@ -1,0 +1,40 @@
+"""The image pipeline: decode -> RGB -> resize/crop/pad -> encoder tensor."""
+
+from __future__ import annotations
+
+import torch
+
+from mmcore_image.decode import decode_image
+from mmcore_image.geometry import first_resize_size, fit
+from mmcore_image.inputs import ImageSource, describe_source
+from mmcore_image.settings import PreprocessSettings
+from mmcore_image.values import to_tensor
+
+__all__ = ["ImagePreprocessor"]
+
+
+class ImagePreprocessor:
+    """Turns image sources into vision-encoder input tensors for fixed settings."""
+
+    def __init__(self, settings: PreprocessSettings) -> None:
+        self.settings = settings
+
+    def __call__(self, source: ImageSource, *, what: str | None = None) -> torch.Tensor:
+        """The encoder input `[3, H, W]` or `[1, 3, H, W]` for `source`.
+
+        `what` names the input in error messages (default: a description of `source`).
+        Raises `mmcore.errors.InvalidInputError` when the source cannot be used.
+        """
+        s = self.settings
+        image = decode_image(
+            source,
+            what=what or f"image {describe_source(source)}",
+            max_pixels=s.max_pixels,
+            background=s.background,
+            exif_orientation=s.exif_orientation,
+            draft_size=(lambda w, h: first_resize_size(w, h, s)) if s.jpeg_draft else None,
+        )
+        return to_tensor(fit(image, s), s)  # [1, 3, H, W] or [3, H, W]
+
+    def __repr__(self) -> str:
+        return f"ImagePreprocessor({self.settings!r})"

@@ -1,0 +1,228 @@
+"""Preprocessing settings: read from a modality-settings mapping and the encoder's input spec."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+
+from mmcore.errors import ConfigError
+from mmcore.program import TensorSpec
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "OUTPUT_DTYPES",
+    "PreprocessSettings",
+    "ResizeMode",
+    "Resample",
+    "SETTING_NAMES",
+]
+
+ResizeMode = Literal["stretch", "shortest_edge_crop", "longest_edge_pad"]
+Resample = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+Colour = tuple[int, int, int]
+
+#: Decompression-bomb limit: images with more pixels are refused before decoding.
+DEFAULT_MAX_PIXELS = 64_000_000
+#: Encoder input dtypes this plugin produces.
+OUTPUT_DTYPES: tuple[torch.dtype, ...] = (torch.uint8, torch.float32, torch.bfloat16, torch.float16)
+
+# Hugging Face / Pillow integer resample codes (preprocessor_config.json "resample").
+_RESAMPLE_CODES: dict[int, Resample] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+#: Keys `PreprocessSettings.from_mapping` understands.
+SETTING_NAMES: frozenset[str] = frozenset(
+    {
+        "size",
+        "resize_mode",
+        "resample",
+        "shortest_edge",
+        "pre_resize_longest_edge",
+        "do_rescale",
+        "rescale_factor",
+        "do_normalize",
+        "image_mean",
+        "image_std",
+        "fill",
+        "background",
+        "max_pixels",
+        "jpeg_draft",
+        "exif_orientation",
+    }
+)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """How images become encoder input tensors.
+
+    Fields:
+        size: output (height, width); for dynamic-shaped encoders the declared upper bound.
+        dtype: output dtype (uint8 outputs are raw 0-255 pixels: no rescale, no normalisation).
+        rank: 4 for `[1, 3, H, W]`, 3 for `[3, H, W]`.
+        resize_mode: "stretch" (to `size`, aspect ignored), "shortest_edge_crop" (shortest edge to
+            `shortest_edge`, then a centre crop to `size`, padded with `fill` where too small, as
+            CLIP), "longest_edge_pad" (aspect kept, fitted inside `size`, centred on `fill`).
+        resample: Pillow resampling filter.
+        shortest_edge: target of the shortest edge in "shortest_edge_crop" (default: min of `size`).
+        pre_resize_longest_edge: if set, first resize so the longest edge has this length, the
+            other edge rounded up to even (as Idefics3 / SmolVLM do), then apply `resize_mode`.
+        do_rescale, rescale_factor: multiply 0-255 pixels by `rescale_factor` (float outputs).
+        do_normalize, image_mean, image_std: per-channel `(x - mean) / std` after rescaling.
+        fill: RGB colour of padding, in 0-255 pixel space (before rescaling).
+        background: RGB colour transparent pixels are composited over.
+        max_pixels: images with more pixels are refused (decompression-bomb guard).
+        jpeg_draft: let libjpeg decode JPEGs at 1/2, 1/4 or 1/8 scale when the output is that much
+            smaller (faster, not bit-exact with a full decode).
+        exif_orientation: rotate/flip as the EXIF Orientation tag says.
+    """
+
+    size: tuple[int, int]
+    dtype: torch.dtype = torch.float32
+    rank: int = 4
+    resize_mode: ResizeMode = "stretch"
+    resample: Resample = "bicubic"
+    shortest_edge: int | None = None
+    pre_resize_longest_edge: int | None = None
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = False
+    image_mean: tuple[float, float, float] | None = None
+    image_std: tuple[float, float, float] | None = None
+    fill: Colour = (0, 0, 0)
+    background: Colour = (255, 255, 255)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    jpeg_draft: bool = False
+    exif_orientation: bool = True
+
+    def __post_init__(self) -> None:
+        height, width = self.size
+        if height < 1 or width < 1:
+            raise ConfigError(f"image setting 'size' must be positive, got {self.size}")
+        if self.dtype not in OUTPUT_DTYPES:
+            raise ConfigError(
+                f"the vision encoder takes {self.dtype}; mmcore-image produces "
+                f"{', '.join(str(d).removeprefix('torch.') for d in OUTPUT_DTYPES)}"
+            )
+        if self.rank not in (3, 4):
+            raise ConfigError(f"the vision encoder input must have rank 3 or 4, got rank {self.rank}")
+        if self.resize_mode not in get_args(ResizeMode):
+            raise ConfigError(
+                f"image setting 'resize_mode' must be one of {get_args(ResizeMode)}, got {self.resize_mode!r}"
+            )
+        if self.resample not in get_args(Resample):
+            raise ConfigError(f"image setting 'resample' must be one of {get_args(Resample)}, got {self.resample!r}")
+        for name in ("shortest_edge", "pre_resize_longest_edge"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"image setting {name!r} must be a positive integer, got {value}")
+        if self.do_normalize and (self.image_mean is None or self.image_std is None):
+            raise ConfigError("image setting 'do_normalize' needs 'image_mean' and 'image_std'")
+        if self.image_std is not None and any(s == 0 or not math.isfinite(s) for s in self.image_std):
+            raise ConfigError(f"image setting 'image_std' must be finite and non-zero, got {self.image_std}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"image setting 'max_pixels' must be positive, got {self.max_pixels}")
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of the produced tensor."""
+        chw = (3, *self.size)
+        return (1, *chw) if self.rank == 4 else chw
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any], encoder: TensorSpec) -> PreprocessSettings:
+        """Settings from a modality-settings mapping, with size, dtype and rank from the encoder input.
+
+        Unknown keys raise `ConfigError` (a typo would otherwise be ignored silently).
+        """
+        unknown = sorted(set(settings) - SETTING_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown image setting(s) {unknown}; known settings: {sorted(SETTING_NAMES)}")
+        if encoder.rank not in (3, 4) or encoder.shape[-3] != 3 or (encoder.rank == 4 and encoder.shape[0] != 1):
+            raise ConfigError(
+                f"the vision encoder takes {encoder.describe()}; mmcore-image feeds RGB images as "
+                "[3, H, W] or [1, 3, H, W]"
+            )
+        bound = (encoder.shape[-2], encoder.shape[-1])
+        size = _size(settings["size"]) if "size" in settings else bound
+        if size[0] > bound[0] or size[1] > bound[1]:
+            raise ConfigError(
+                f"image setting 'size' {size} exceeds the vision encoder's input {encoder.describe()}; "
+                f"use at most {bound}"
+            )
+        mean = _triple(settings.get("image_mean"), "image_mean")
+        std = _triple(settings.get("image_std"), "image_std")
+        do_normalize = bool(settings.get("do_normalize", mean is not None and std is not None))
+        values: dict[str, Any] = {
+            "size": size,
+            "dtype": encoder.dtype,
+            "rank": encoder.rank,
+            "do_normalize": do_normalize,
+            "image_mean": mean,
+            "image_std": std,
+        }
+        for name in ("resize_mode", "shortest_edge", "pre_resize_longest_edge", "rescale_factor", "max_pixels"):
+            if name in settings:
+                values[name] = settings[name]
+        for name in ("do_rescale", "jpeg_draft", "exif_orientation"):
+            if name in settings:
+                values[name] = bool(settings[name])
+        if "resample" in settings:
+            values["resample"] = _resample(settings["resample"])
+        for name in ("fill", "background"):
+            if name in settings:
+                values[name] = _colour(settings[name], name)
+        return cls(**values)
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, Mapping) and {"height", "width"} <= set(value):
+        return (int(value["height"]), int(value["width"]))
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise ConfigError(f"image setting 'size' must be an int, (height, width) or {{'height', 'width'}}, got {value!r}")
+
+
+def _triple(value: Any, name: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),) * 3
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3:
+        a, b, c = (float(v) for v in value)
+        return (a, b, c)
+    raise ConfigError(f"image setting {name!r} must be a number or 3 numbers (R, G, B), got {value!r}")
+
+
+def _colour(value: Any, name: str) -> Colour:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,) * 3
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3:
+        r, g, b = (int(v) for v in value)
+        if all(0 <= v <= 255 for v in (r, g, b)):
+            return (r, g, b)
+    raise ConfigError(f"image setting {name!r} must be an RGB colour of three ints in [0, 255], got {value!r}")
+
+
+def _resample(value: Any) -> Resample:
+    if isinstance(value, int) and not isinstance(value, bool) and value in _RESAMPLE_CODES:
+        return _RESAMPLE_CODES[value]
+    if isinstance(value, str) and value.lower() in get_args(Resample):
+        name: Resample = value.lower()  # type: ignore[assignment]
+        return name
+    raise ConfigError(
+        f"image setting 'resample' must be one of {get_args(Resample)} or a Pillow code 0-5, got {value!r}"
+    )

@@ -1,0 +1,55 @@
+"""Pixel values: 0-255 RGB pixels -> the encoder's dtype, rescaled and normalised as configured.
+
+Float outputs are computed the way Hugging Face's slow image processors compute them (rescale in
+float64, then float32; normalise in float32), through a 256-entry table per channel, so the
+results are bit-identical.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmcore_image.settings import PreprocessSettings
+
+__all__ = ["to_tensor", "value_table"]
+
+
+def to_tensor(pixels: np.ndarray[Any, Any], s: PreprocessSettings) -> torch.Tensor:
+    """The encoder input from `pixels` [H, W, 3] uint8: `[3, H, W]` or `[1, 3, H, W]` of `s.dtype`."""
+    if s.dtype == torch.uint8:
+        out = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # [3, H, W] uint8
+    else:
+        table = value_table(
+            s.do_rescale,
+            s.rescale_factor,
+            s.image_mean if s.do_normalize else None,
+            s.image_std if s.do_normalize else None,
+        )
+        values = np.empty((3, *pixels.shape[:2]), dtype=np.float32)  # [3, H, W]
+        for channel in range(3):
+            np.take(table[channel], pixels[:, :, channel], out=values[channel], mode="clip")
+        out = torch.from_numpy(values)
+        if s.dtype != torch.float32:
+            out = out.to(s.dtype)
+    return out.unsqueeze(0) if s.rank == 4 else out
+
+
+@functools.lru_cache(maxsize=64)
+def value_table(
+    do_rescale: bool,
+    rescale_factor: float,
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
+) -> np.ndarray[Any, Any]:
+    """Output value of each pixel value 0-255 per channel: `[3, 256]` float32 (read-only)."""
+    levels = np.arange(256, dtype=np.float64)
+    base = (levels * rescale_factor).astype(np.float32) if do_rescale else levels.astype(np.float32)
+    table = np.repeat(base[None, :], 3, axis=0)  # [3, 256]
+    if mean is not None and std is not None:
+        table = (table - np.asarray(mean, dtype=np.float32)[:, None]) / np.asarray(std, dtype=np.float32)[:, None]
+    table.setflags(write=False)
+    return table
