@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import IO, Any
 
+from mmcore.errors import InvalidInputError
+
 __all__ = ["AudioInput", "AudioSource"]
 
 #: A file path, encoded bytes, a binary file object, or a numpy array / torch tensor of samples.
@@ -35,7 +37,7 @@ class AudioInput:
     def __post_init__(self) -> None:
         rate = self.sample_rate
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0):
-            raise ValueError(f"AudioInput sample_rate must be a positive number of Hz, got {rate!r}")
+            raise InvalidInputError(f"AudioInput sample_rate must be a positive number of Hz, got {rate!r}")
 
     def __repr__(self) -> str:
         source = self.source

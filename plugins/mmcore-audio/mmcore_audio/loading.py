@@ -22,20 +22,38 @@ RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 
 FloatArray = npt.NDArray[np.float32]
 
+# File subtypes read as integers: (soundfile dtype, full scale). libsndfile left-aligns narrower PCM.
+_PCM_READ: dict[str, tuple[str, float]] = {
+    "PCM_S8": ("int16", 2.0**15),
+    "PCM_U8": ("int16", 2.0**15),
+    "PCM_16": ("int16", 2.0**15),
+    "PCM_24": ("int32", 2.0**31),
+    "PCM_32": ("int32", 2.0**31),
+}
+
 
 @dataclass(frozen=True, eq=False)
 class Waveform:
-    """Decoded samples `[samples, channels]` (float32) and their rate in Hz."""
+    """Decoded samples `[samples, channels]` and their rate in Hz.
 
-    samples: FloatArray  # [S, C]
+    `samples` are float32 in [-1, 1] (`full_scale` 1) or integer PCM read straight from a file
+    (int16 or int32, `full_scale` 2**15 or 2**31), which `to_mono` scales.
+    """
+
+    samples: npt.NDArray[Any]  # [S, C]
     sample_rate: float
+    full_scale: float = 1.0
 
 
 def decode(item: AudioInput, where: str) -> Waveform:
     """The samples of `item` as `[samples, channels]` float32; `where` names the input in errors."""
     source = item.source
     if isinstance(source, str | os.PathLike):
-        return _decode_file(os.fspath(source), item.sample_rate, where)
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            problem = "is a directory" if os.path.isdir(path) else "does not exist"
+            raise InvalidInputError(f"{where}: audio file {path!r} {problem}; pass the path of a WAV, FLAC or OGG file")
+        return _decode_file(path, item.sample_rate, where)
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise InvalidInputError(f"{where}: the audio bytes are empty; pass the bytes of a WAV, FLAC or OGG file")
@@ -50,11 +68,16 @@ def decode(item: AudioInput, where: str) -> Waveform:
     )
 
 
-def to_mono(samples: FloatArray) -> FloatArray:
-    """The mean over channels of `[samples, channels]` audio, `[samples]`."""
-    if samples.shape[1] == 1:
-        return np.ascontiguousarray(samples[:, 0])
-    mono: FloatArray = samples.mean(axis=1, dtype=np.float32)
+def to_mono(wave: Waveform) -> FloatArray:
+    """The channel mean of the waveform's samples, as float32 in [-1, 1]: `[samples]`."""
+    samples = wave.samples  # [S, C]
+    channels = samples.shape[1]
+    mono: FloatArray = samples[:, 0].astype(np.float32)  # [S], a copy
+    for channel in range(1, channels):
+        mono += samples[:, channel]
+    divisor = channels * wave.full_scale
+    if divisor != 1:
+        mono /= np.float32(divisor)
     return mono
 
 
@@ -72,36 +95,43 @@ def load_mono(item: AudioInput, sample_rate: int, *, quality: str = "HQ", where:
     Raises `InvalidInputError` for undecodable, empty or non-finite audio. Silence is valid.
     """
     wave = decode(item, where)
-    samples = wave.samples  # [S, C]
-    if samples.shape[0] == 0:
-        raise InvalidInputError(f"{where}: the audio has no samples (0 s long); pass a non-empty clip")
-    finite = np.isfinite(samples)
-    if not finite.all():
-        bad = int(np.argmin(finite.all(axis=1)))
+    if wave.samples.size == 0:
         raise InvalidInputError(
-            f"{where}: the audio has NaN or infinite samples (first at sample {bad}, "
-            f"{bad / wave.sample_rate:.3f} s); pass finite samples in [-1, 1]"
+            f"{where}: the audio has no samples (shape {list(wave.samples.shape)} as [samples, channels]); "
+            "pass a non-empty clip"
         )
-    return resample(to_mono(samples), wave.sample_rate, sample_rate, quality)
+    mono = to_mono(wave)  # [S]; a NaN or inf in any channel stays non-finite in the mean
+    if wave.samples.dtype.kind == "f":
+        finite = np.isfinite(mono)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            raise InvalidInputError(
+                f"{where}: the audio has NaN or infinite samples (first at sample {bad}, "
+                f"{bad / wave.sample_rate:.3f} s); pass finite samples in [-1, 1]"
+            )
+    return resample(mono, wave.sample_rate, sample_rate, quality)
 
 
 def _decode_file(source: Any, sample_rate: float | None, where: str) -> Waveform:
     try:
-        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"{where}: audio file {exc.filename or source!r} does not exist") from exc
+        with soundfile.SoundFile(source) as audio:
+            rate = float(audio.samplerate)
+            # Integer PCM is read as integers and scaled in `to_mono`: exact, and much faster than
+            # libsndfile's own float conversion.
+            dtype, full_scale = _PCM_READ.get(audio.subtype, ("float32", 1.0))
+            data = audio.read(dtype=dtype, always_2d=True)  # [S, C]
     except (soundfile.SoundFileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as exc:
         name = source if isinstance(source, str) else type(source).__name__
         raise InvalidInputError(
             f"{where}: {name!s} is not readable audio ({exc}); pass a WAV, FLAC or OGG file "
             "(or samples as an array with sample_rate)"
         ) from exc
-    if sample_rate is not None and float(sample_rate) != float(rate):
+    if sample_rate is not None and float(sample_rate) != rate:
         raise InvalidInputError(
-            f"{where}: sample_rate={sample_rate:g} was given but the file is sampled at {rate} Hz; "
+            f"{where}: sample_rate={sample_rate:g} was given but the file is sampled at {rate:g} Hz; "
             "leave sample_rate unset for files"
         )
-    return Waveform(samples=data, sample_rate=float(rate))
+    return Waveform(samples=data, sample_rate=rate, full_scale=full_scale)
 
 
 def _is_array(source: Any) -> bool:
@@ -124,7 +154,7 @@ def _from_array(source: Any, sample_rate: float | None, where: str) -> Waveform:
             f"{where}: audio samples must be 1-D (mono) or 2-D ([channels, samples] or [samples, channels]), "
             f"got shape {list(array.shape)}"
         )
-    return Waveform(samples=np.ascontiguousarray(_as_float(samples, where)), sample_rate=float(sample_rate))
+    return Waveform(samples=_as_float(samples, where), sample_rate=float(sample_rate))
 
 
 def _as_numpy(source: Any, where: str) -> np.ndarray[Any, Any]:

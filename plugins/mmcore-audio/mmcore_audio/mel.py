@@ -9,11 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F
 
 from mmcore.errors import ConfigError
 
-__all__ = ["MelConfig", "LogMelSpectrogram", "mel_filter_bank", "log_mel_spectrogram"]
+__all__ = ["MelConfig", "LogMelSpectrogram", "extractor", "log_mel_spectrogram", "mel_filter_bank"]
 
 _LOG_FLOOR = 1e-10
 _DYNAMIC_RANGE = 8.0  # log10 units kept below each window's peak
@@ -68,7 +67,8 @@ def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def mel_filter_bank(config: MelConfig) -> npt.NDArray[np.float64]:
     """Slaney-scale, Slaney-normalised triangular filters `[n_freqs, n_mels]` (float64)."""
     fft_hz = np.linspace(0.0, config.sample_rate // 2, config.n_freqs)  # [F]
-    edges_mel = np.linspace(*_hz_to_mel(np.array([config.f_min, config.f_max])), config.n_mels + 2)
+    low, high = _hz_to_mel(np.array([config.f_min, config.f_max], dtype=np.float64))
+    edges_mel = np.linspace(float(low), float(high), config.n_mels + 2)  # [M + 2]
     edges_hz = _mel_to_hz(edges_mel)  # [M + 2]
     left, centre, right = edges_hz[:-2], edges_hz[1:-1], edges_hz[2:]  # [M] each
     rising = (fft_hz[:, None] - left) / (centre - left)  # [F, M]
@@ -89,27 +89,44 @@ class LogMelSpectrogram:
     def __init__(self, config: MelConfig) -> None:
         self.config = config
         self.window = torch.hann_window(config.n_fft, periodic=True, dtype=torch.float32)  # [n_fft]
-        self.filters = torch.from_numpy(mel_filter_bank(config).astype(np.float32))  # [F, M]
+        filters = mel_filter_bank(config).astype(np.float32)  # [F, M]
+        self.filters_t = torch.from_numpy(np.ascontiguousarray(filters.T))  # [M, F]
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         """`windows: [B, L]` float32 -> features `[B, n_mels, L // hop_length]` float32."""
-        cfg = self.config
-        half = cfg.n_fft // 2
-        length = windows.shape[-1]
+        samples = windows.detach().to(torch.float32).cpu().numpy()
+        return self.from_padded(self.padded_windows(samples.reshape(-1), samples.shape[0], samples.shape[1]))
+
+    def padded_windows(self, samples: npt.NDArray[np.float32], count: int, length: int) -> torch.Tensor:
+        """`samples` cut into `count` windows of `length` (zero-filled past the end), each with the
+        STFT's reflect margins: `[count, length + n_fft]`."""
+        half = self.config.n_fft // 2
         if length <= half:
             raise ConfigError(
-                f"audio windows of {length} samples are too short for n_fft={cfg.n_fft}; "
+                f"audio windows of {length} samples are too short for n_fft={self.config.n_fft}; "
                 f"a window needs more than {half} samples"
             )
-        n_frames = length // cfg.hop_length
-        padded = F.pad(windows.unsqueeze(1), (half, half), mode="reflect").squeeze(1)  # [B, L + n_fft]
+        padded = np.zeros((count, length + 2 * half), dtype=np.float32)  # [B, L + n_fft]
+        used = min(samples.shape[0], count * length)
+        for index in range(count):
+            piece = samples[index * length : min((index + 1) * length, used)]
+            padded[index, half : half + piece.shape[0]] = piece
+        padded[:, :half] = padded[:, 2 * half : half : -1]  # x[half], ..., x[1]
+        padded[:, half + length :] = padded[:, half + length - 2 : length - 2 : -1]  # x[L-2], ..., x[L-1-half]
+        return torch.from_numpy(padded)
+
+    def from_padded(self, padded: torch.Tensor) -> torch.Tensor:
+        """Features `[B, n_mels, T]` of reflect-padded windows `[B, L + n_fft]` (T = L // hop_length)."""
+        cfg = self.config
+        n_frames = (padded.shape[-1] - cfg.n_fft) // cfg.hop_length
         frames = padded.unfold(-1, cfg.n_fft, cfg.hop_length)[:, :n_frames]  # [B, T, n_fft]
         spectrum = torch.fft.rfft(frames * self.window, dim=-1)  # [B, T, F] complex
-        power = spectrum.real.square_() + spectrum.imag.square_()  # [B, T, F]
-        log_mel = torch.matmul(power, self.filters).clamp_(min=_LOG_FLOOR).log10_()  # [B, T, M]
+        power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)  # [B, T, F]
+        mel = torch.matmul(self.filters_t, power.mT)  # [B, M, T]
+        log_mel = mel.clamp_(min=_LOG_FLOOR).log10_()  # [B, M, T]
         peak = log_mel.amax(dim=(1, 2), keepdim=True)  # [B, 1, 1]
         log_mel = torch.maximum(log_mel, peak - _DYNAMIC_RANGE)
-        return log_mel.add_(4.0).div_(4.0).transpose(1, 2).contiguous()  # [B, M, T]
+        return log_mel.add_(4.0).div_(4.0)
 
 
 @functools.lru_cache(maxsize=16)
@@ -121,3 +138,8 @@ def log_mel_spectrogram(windows: torch.Tensor, config: MelConfig) -> torch.Tenso
     """`windows: [B, L]` -> `[B, n_mels, L // hop_length]`, with window and filters built once per config."""
     with torch.no_grad():
         return _extractor(config)(windows)
+
+
+def extractor(config: MelConfig) -> LogMelSpectrogram:
+    """The shared extractor of `config` (window and filters built once)."""
+    return _extractor(config)

@@ -1,0 +1,74 @@
+"""The audio modality: `AudioInput` -> encoder input -> `audio_encoder` embeddings."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+
+from mmcore.errors import InvalidInputError
+from mmcore.inputs import EmbeddingsInput
+from mmcore.registry import PrefillContext
+from mmcore_audio.inputs import AudioInput
+from mmcore_audio.processor import AudioProcessor
+from mmcore_audio.settings import AudioSettings
+
+__all__ = ["AudioHandler", "AUDIO_ENCODER"]
+
+#: The program method that encodes audio.
+AUDIO_ENCODER = "audio_encoder"
+
+
+class AudioHandler:
+    """Decodes, resamples and featurises `AudioInput`s, then runs the program's `audio_encoder`.
+
+    The encoder's input 0 decides the path: `[B, n_mels, n_frames]` gets log-mel windows (B is the
+    batch bound), `[1, n_samples]` gets the waveform. `ctx.settings` overrides the defaults (see
+    `AudioSettings`).
+    """
+
+    name = "audio"
+    input_types: tuple[type, ...] = (AudioInput,)
+
+    def __init__(self) -> None:
+        self._processors: dict[AudioSettings, AudioProcessor] = {}
+        self._lock = threading.Lock()
+
+    def settings(self, ctx: PrefillContext) -> AudioSettings:
+        """The settings in force for the context's program and settings."""
+        spec = ctx.program.method_spec(AUDIO_ENCODER).input(0)
+        return AudioSettings.for_encoder(spec, ctx.settings)
+
+    def preprocess(self, item: AudioInput, ctx: PrefillContext) -> torch.Tensor:
+        """Encoder input: features `[B, n_mels, n_frames]` or a waveform `[1, n_samples]`."""
+        where = f"input {ctx.index} (AudioInput)"
+        if not isinstance(item, AudioInput):
+            raise InvalidInputError(f"{where}: expected an AudioInput, got {type(item).__name__}")
+        return self._processor(self.settings(ctx))(item, where=where)
+
+    def prefill(self, prepared: torch.Tensor, ctx: PrefillContext) -> EmbeddingsInput:
+        """Embeddings `[1, N, D]`: the encoder run on up to `batch_size` windows per call, outputs
+        joined along dim 1 (an output `[b, n, D]` counts as `[1, b*n, D]`)."""
+        method = ctx.program.method(AUDIO_ENCODER)
+        step = self.settings(ctx).batch_size if prepared.dim() == 3 else 1
+        parts: list[torch.Tensor] = []
+        for begin in range(0, prepared.shape[0], step):
+            batch = prepared[begin : begin + step].contiguous()  # [b, M, T] or [1, S]
+            output = method.execute([batch])[0]  # [1, n, D] (cloned)
+            parts.append(output.reshape(1, -1, output.shape[-1]) if output.dim() == 3 else output)
+        return EmbeddingsInput(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+
+    def parse_cli(self, value: str) -> AudioInput:
+        """`--audio PATH` on the command line."""
+        return AudioInput(Path(value))
+
+    def _processor(self, settings: AudioSettings) -> AudioProcessor:
+        with self._lock:
+            processor = self._processors.get(settings)
+            if processor is None:
+                processor = self._processors[settings] = AudioProcessor(settings)
+            return processor
+
+    def __repr__(self) -> str:
+        return "AudioHandler()"
