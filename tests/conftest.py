@@ -94,7 +94,7 @@ class CppReference:
 
     @staticmethod
     def inputs(items: Sequence[Any]) -> list[Any]:
-        """C++ MultimodalInputs from ("tokens", ids) / ("text", str) / ("image", tensor) items."""
+        """C++ MultimodalInputs from ("tokens", ids) / ("text", str) / ("image", tensor) / ("audio", tensor) items."""
         from executorch.extension.llm import runner as et
 
         made = []
@@ -105,6 +105,8 @@ class CppReference:
                 made.append(et.make_text_input(value))
             elif kind == "image":
                 made.append(et.make_image_input(value))
+            elif kind == "audio":
+                made.append(et.make_audio_input(value))
             else:
                 raise ValueError(kind)
         return made
