@@ -1,37 +1,38 @@
-"""The `mmcore` command: parses arguments, builds a runner, prints. No logic of its own."""
+"""The `mmcore` command: parses arguments, assembles a runner, prints. No logic of its own."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import tomllib
 from collections.abc import Sequence
 from typing import Any
 
-from mmcore import constants as C
+from mmcore.assemble import RunnerConfig, assemble, config_schema, load_config, with_overrides
 from mmcore.config import GenerationConfig
 from mmcore.errors import MMCoreError
 from mmcore.inputs import TokensInput
 from mmcore.plugins import PluginManager, get_plugin_manager
-from mmcore.program import Program
 from mmcore.runner import GenerationResult, MultimodalRunner, TextLLMRunner
 
 __all__ = ["main", "build_parser"]
 
-logger = logging.getLogger("mmcore")
+# The CLI is greedy and does not echo unless told (the library keeps ExecuTorch's defaults).
+CLI_GENERATION_DEFAULTS = GenerationConfig(echo=False, temperature=0.0)
+_GENERATION_FLAGS = (
+    "max_new_tokens", "seq_len", "temperature", "top_k", "top_p", "seed", "num_bos", "num_eos", "stop",
+    "ignore_eos", "echo",
+)  # fmt: skip
 
 
 class _OrderedInput(argparse.Action):
     """Collects `--text`, `--tokens`, `--image`... into one list, in command-line order."""
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
         items = list(getattr(namespace, "inputs", None) or [])
         items.append((self.metavar or self.dest, values))
         namespace.inputs = items
@@ -45,18 +46,18 @@ def _token_list(value: str) -> TokensInput:
 
 
 def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("generation")
-    group.add_argument("--max-new-tokens", type=int, default=-1, help="cap on emitted tokens (-1: up to the context)")
-    group.add_argument("--seq-len", type=int, default=-1, help="cap on total positions (-1: the context length)")
-    group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    group.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
-    group.add_argument("--seed", type=int, default=None, help="sampler seed, for reproducible sampling")
-    group.add_argument("--num-bos", type=int, default=0, help="BOS tokens before the first text")
-    group.add_argument("--num-eos", type=int, default=0, help="EOS tokens after the first text")
-    group.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    group.add_argument("--ignore-eos", action="store_true", help="keep generating past EOS")
-    group.add_argument("--echo", action="store_true", help="print the prompt text before the answer")
+    group = parser.add_argument_group("generation (flags override the config file)")
+    group.add_argument("--max-new-tokens", type=int, help="cap on emitted tokens (-1: up to the context)")
+    group.add_argument("--seq-len", type=int, help="cap on total positions (-1: the context length)")
+    group.add_argument("--temperature", type=float, help="0 = greedy (the CLI default)")
+    group.add_argument("--top-k", type=int, help="sample among the k most likely tokens (0: all)")
+    group.add_argument("--top-p", type=float, help="nucleus sampling mass (1: all)")
+    group.add_argument("--seed", type=int, help="sampler seed, for reproducible sampling")
+    group.add_argument("--num-bos", type=int, help="BOS tokens before the first text")
+    group.add_argument("--num-eos", type=int, help="EOS tokens after the first text")
+    group.add_argument("--stop", action="append", help="stop string (repeatable)")
+    group.add_argument("--ignore-eos", action="store_true", default=None, help="keep generating past EOS")
+    group.add_argument("--echo", action="store_true", default=None, help="print the prompt text first")
 
 
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,15 +72,13 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="generate from a .pte program")
-    run.add_argument("program", help="the .pte program")
-    run.add_argument("--tokenizer", required=True, help="tokenizer file or directory")
-    run.add_argument(
-        "--tokens",
-        type=_token_list,
-        action=_OrderedInput,
-        metavar="tokens",
-        help="token ids prefilled as they are, e.g. 1,2,3 (repeatable, ordered)",
-    )
+    run.add_argument("program", nargs="?", help="the .pte program (or `program` in --config)")
+    run.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
+    run.add_argument("--config", help="TOML config: program, tokenizer, modality settings, generation")
+    run.add_argument("--set", action="append", default=[], metavar="MODALITY.KEY=VALUE",
+                     help="a modality setting, e.g. image.resample=bilinear (value parsed as TOML)")  # fmt: skip
+    run.add_argument("--tokens", type=_token_list, action=_OrderedInput, metavar="tokens",
+                     help="token ids prefilled as they are, e.g. 1,2,3 (repeatable, ordered)")  # fmt: skip
     for name, help_text in _plugin_input_options(plugin_manager):
         run.add_argument(f"--{name}", action=_OrderedInput, metavar=name, help=help_text)
     _add_generation_flags(run)
@@ -91,6 +90,8 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     _add_output_flags(demo)
 
     sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
+    config = sub.add_parser("config", help="config file tools")
+    config.add_argument("action", choices=["schema"], help="schema: print the config file's JSON Schema")
     return parser
 
 
@@ -108,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
         if args.command == "plugins":
             return _cmd_plugins(pm, args)
+        if args.command == "config":
+            print(json.dumps(config_schema(pm), indent=2))
+            return 0
         if args.command == "demo":
             return _cmd_demo(pm, args)
         return _cmd_run(pm, args, parser)
@@ -124,52 +128,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _plugin_input_options(pm: PluginManager | None) -> list[tuple[str, str]]:
     if pm is None:
         return []
-    options = []
-    for handler in pm.modality_registry().handlers:
-        if callable(getattr(handler, "parse_cli", None)) and handler.name != "tokens":
-            options.append((handler.name, f"a {handler.name} input (repeatable, ordered)"))
-    return options
+    return [
+        (handler.name, f"a {handler.name} input (repeatable, ordered)")
+        for handler in pm.modality_registry().handlers
+        if callable(getattr(handler, "parse_cli", None)) and handler.name != "tokens"
+    ]
 
 
-def _generation_config(args: argparse.Namespace) -> GenerationConfig:
-    return GenerationConfig(
-        echo=args.echo,
-        max_new_tokens=args.max_new_tokens,
-        seq_len=args.seq_len,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        num_bos=args.num_bos,
-        num_eos=args.num_eos,
-        ignore_eos=args.ignore_eos,
-        stop=tuple(args.stop),
-    )
+def _generation_config(args: argparse.Namespace, base: GenerationConfig) -> GenerationConfig:
+    """`base` with the generation flags given on the command line applied."""
+    given = {name: getattr(args, name) for name in _GENERATION_FLAGS if getattr(args, name, None) is not None}
+    if "stop" in given:
+        given["stop"] = tuple(given["stop"])
+    return base.replace(**given)
+
+
+def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> RunnerConfig:
+    """The config file (if any) with the command line's program, tokenizer, --set and flags applied."""
+    if args.config:
+        config = load_config(args.config, plugin_manager=pm, generation_base=CLI_GENERATION_DEFAULTS)
+    elif args.program:
+        config = load_config({"program": args.program}, plugin_manager=pm, generation_base=CLI_GENERATION_DEFAULTS)
+    else:
+        parser.error("give the program: mmcore run PROGRAM ... (or `program = ...` in a --config file)")
+    settings: dict[str, dict[str, Any]] = {}
+    for assignment in args.set:
+        modality, dot, rest = assignment.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (dot and eq and key):
+            parser.error(f"--set takes MODALITY.KEY=VALUE, got {assignment!r}")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value  # a bare word is a string
+        settings.setdefault(modality, {})[key] = parsed
+    config = with_overrides(
+        config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
+        plugin_manager=pm,
+    )  # fmt: skip
+    return dataclasses.replace(config, generation=_generation_config(args, config.generation))
 
 
 def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    config = _generation_config(args)
     raw_inputs = getattr(args, "inputs", None) or []
     if not raw_inputs:
-        parser.error(
-            "give at least one input: --text T, --tokens 1,2,3"
-            + "".join(f", --{name} ..." for name, _ in _plugin_input_options(pm) if name != "text")
-        )
+        others = "".join(f", --{name} ..." for name, _ in _plugin_input_options(pm) if name != "text")
+        parser.error(f"give at least one input: --text T, --tokens 1,2,3{others}")
+    config = _runner_config(args, pm, parser)
     registry = pm.modality_registry()
     inputs: list[Any] = []
     for kind, value in raw_inputs:
-        if kind == "tokens":
-            inputs.append(value)
-        else:
-            handler = registry.get(kind)
-            inputs.append(handler.parse_cli(value) if handler is not None else value)  # type: ignore[attr-defined]
-    program = Program(args.program)
-    if program.has_method(C.TEXT_DECODER):
-        runner: TextLLMRunner | MultimodalRunner = MultimodalRunner(program, args.tokenizer, plugin_manager=pm)
-    else:
-        runner = TextLLMRunner(program, args.tokenizer, plugin_manager=pm)
-        inputs = [getattr(i, "text", i) for i in inputs]
-    return _generate_and_print(runner, inputs, config, args)
+        handler = None if kind == "tokens" else registry.get(kind)
+        inputs.append(handler.parse_cli(value) if handler is not None else value)  # type: ignore[attr-defined]
+    runner = assemble(config, plugin_manager=pm)
+    if isinstance(runner, TextLLMRunner):
+        inputs = [getattr(item, "text", item) for item in inputs]
+    return _generate_and_print(runner, inputs, config.generation, args)
 
 
 def _cmd_demo(pm: PluginManager, args: argparse.Namespace) -> int:
@@ -179,7 +193,7 @@ def _cmd_demo(pm: PluginManager, args: argparse.Namespace) -> int:
         print("mmcore: building the default demo program (first run only, 10-20 s)...", file=sys.stderr)
     program_path, tokenizer_path = default_program()
     runner = MultimodalRunner(program_path, tokenizer_path, plugin_manager=pm)
-    return _generate_and_print(runner, [args.text], _generation_config(args), args)
+    return _generate_and_print(runner, [args.text], _generation_config(args, CLI_GENERATION_DEFAULTS), args)
 
 
 def _generate_and_print(
@@ -206,21 +220,13 @@ def _print_piece(piece: str) -> None:
 def _cmd_plugins(pm: PluginManager, args: argparse.Namespace) -> int:
     infos = pm.plugin_infos()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "plugins": [info.__dict__ for info in infos],
-                    "failures": [f.__dict__ for f in pm.failures],
-                },
-                indent=2,
-            )
-        )
+        listing = {"plugins": [info.__dict__ for info in infos], "failures": [f.__dict__ for f in pm.failures]}
+        print(json.dumps(listing, indent=2))
         return 0
     if not infos:
         print("no plugins installed (pip install mmcore-text)")
     for info in infos:
-        version = info.version or "-"
-        print(f"{info.name} {version}")
+        print(f"{info.name} {info.version or '-'}")
         if info.modalities:
             print(f"  modalities: {', '.join(info.modalities)}")
             print(f"  input types: {', '.join(info.input_types)}")

@@ -101,6 +101,7 @@ class _RunnerBase(IRunner):
         self.tokenizer: Tokenizer = self._resolve_tokenizer(tokenizer)
         self.metadata = LLMMetadata.from_program(self.program, self.tokenizer)
         self.stats = Stats()
+        self.generation_config = GenerationConfig()  # used when generate() is given no config
         self.pos = 0
         self._pending_logits: torch.Tensor | None = None
         self._loaded = False
@@ -143,7 +144,7 @@ class _RunnerBase(IRunner):
         stats_callback: StatsCallback | None,
         echo_texts: Sequence[str],
     ) -> GenerationResult:
-        config = config if config is not None else GenerationConfig()
+        config = config if config is not None else self.generation_config
         if not self._busy.acquire(blocking=False):
             raise RunnerStateError("generate is already running on this runner; runners serve one call at a time")
         start_pos, pending = self.pos, self._pending_logits
@@ -318,7 +319,7 @@ class TextLLMRunner(_RunnerBase):
         """Generate from `prompt` (text, or texts and token ids in order); an empty prompt continues
         from what `prefill` left."""
         parts = self._as_parts(prompt)
-        cfg = config if config is not None else GenerationConfig()
+        cfg = config if config is not None else self.generation_config
         return self._generate(
             lambda: self._encode(parts, cfg.num_bos, cfg.num_eos) if parts else [],
             len,
@@ -438,7 +439,7 @@ class MultimodalRunner(_RunnerBase):
     ) -> GenerationResult:
         """Prefill the inputs in order, then generate. An empty list continues from `prefill`."""
         inputs = self._as_inputs(prompt)
-        cfg = config if config is not None else GenerationConfig()
+        cfg = config if config is not None else self.generation_config
         return self._generate(
             lambda: self._prepare(inputs, cfg.num_bos, cfg.num_eos),
             _segments_length,

@@ -12,7 +12,7 @@ from mmcore.inputs import EmbeddingsInput
 from mmcore.registry import PrefillContext
 from mmcore_audio.inputs import AudioInput
 from mmcore_audio.processor import AudioProcessor
-from mmcore_audio.settings import AudioSettings
+from mmcore_audio.settings import SETTING_KEYS, AudioSettings
 
 __all__ = ["AudioHandler", "AUDIO_ENCODER"]
 
@@ -30,6 +30,8 @@ class AudioHandler:
 
     name = "audio"
     input_types: tuple[type, ...] = (AudioInput,)
+    #: Keys accepted in the audio settings table (config files, adapters).
+    settings_keys = SETTING_KEYS
 
     def __init__(self) -> None:
         self._processors: dict[AudioSettings, AudioProcessor] = {}

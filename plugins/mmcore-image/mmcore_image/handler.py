@@ -17,7 +17,7 @@ from mmcore.program import Program
 from mmcore.registry import PrefillContext
 from mmcore_image.inputs import ImageInput, describe_source
 from mmcore_image.preprocess import ImagePreprocessor
-from mmcore_image.settings import PreprocessSettings
+from mmcore_image.settings import SETTING_NAMES, PreprocessSettings
 
 __all__ = ["ImageHandler", "VISION_ENCODER"]
 
@@ -34,6 +34,8 @@ class ImageHandler:
 
     name = "image"
     input_types: tuple[type, ...] = (ImageInput, Image.Image)
+    #: Keys accepted in the image settings table (config files, adapters).
+    settings_keys = SETTING_NAMES
 
     def __init__(self) -> None:
         self._cache: weakref.WeakKeyDictionary[Program, dict[_Frozen, ImagePreprocessor]] = weakref.WeakKeyDictionary()

@@ -23,6 +23,8 @@ class TextHandler:
 
     name = "text"
     input_types: tuple[type, ...] = (str, TextInput)
+    #: The text modality takes no settings.
+    settings_keys: tuple[str, ...] = ()
 
     def preprocess(self, item: str | TextInput, ctx: PrefillContext) -> TokensInput:
         """Token ids of the text with `ctx.num_bos` BOS and `ctx.num_eos` EOS ids (possibly empty)."""
