@@ -55,9 +55,9 @@ def test_unknown_input_type_names_the_package_to_install(runner):
 
 
 def test_text_without_the_text_plugin(make_spec, program_path, tokenizer_dir, plugin_manager):
-    from mmcore.plugins import PluginManager
-
     import mmcore_text
+
+    from mmcore.plugins import PluginManager
 
     tokenizer = mmcore_text.load(tokenizer_dir)
     runner = MultimodalRunner(program_path(make_spec()), tokenizer, plugin_manager=PluginManager(entry_points=False))
