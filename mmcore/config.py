@@ -43,6 +43,11 @@ class GenerationConfig:
         ignore_eos: keep generating past end-of-sequence tokens.
         stop: strings that end generation; the text returned stops before them.
         warming: a warm-up run: nothing is reported to the stats callback.
+        repetition_penalty: > 1 discourages tokens already generated (logits divided, or
+            multiplied when negative, as Hugging Face); 1 = off.
+        frequency_penalty: subtracted from a token's logit once per time it was generated; 0 = off.
+        presence_penalty: subtracted from the logit of any token generated at least once; 0 = off.
+        logprobs: report each generated token's log-probability (under the sampled distribution).
     """
 
     echo: bool = True
@@ -57,9 +62,13 @@ class GenerationConfig:
     ignore_eos: bool = False
     stop: tuple[str, ...] = field(default=())
     warming: bool = False
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
-        _check_bool(self, "echo", "ignore_eos", "warming")
+        _check_bool(self, "echo", "ignore_eos", "warming", "logprobs")
         for name in ("max_new_tokens", "seq_len"):
             value = _int_field(self, name)
             if value != -1 and value < 1:
@@ -74,6 +83,14 @@ class GenerationConfig:
         if not math.isfinite(temperature) or temperature < 0:
             raise ConfigError(
                 f"GenerationConfig.temperature must be a finite number >= 0 (0 = greedy), got {temperature}"
+            )
+        for name in ("repetition_penalty", "frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"GenerationConfig.{name} must be a finite number, got {value!r}")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(
+                f"GenerationConfig.repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}"
             )
         top_p = self.top_p
         if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
+from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import InvalidInputError, MMCoreError
 from mmcore.inputs import EmbeddingsInput, TokensInput
 from mmcore.program import Program
-from mmcore.registry import ModalityRegistry, PrefillContext, PrefillOutput
+from mmcore.registry import ModalityHandler, ModalityRegistry, PrefillContext, PrefillOutput
 from mmcore.tokenizer import Tokenizer
 
 __all__ = ["TextPrefiller", "MultimodalPrefiller", "Segment"]
@@ -58,8 +60,12 @@ class MultimodalPrefiller:
         *,
         max_seq_len: int,
         settings: Mapping[str, Mapping[str, Any]] | None = None,
+        encoder_cache: EncoderCache | None = None,
     ) -> None:
         self.program = program
+        self.encoder_cache = encoder_cache
+        self.cache_hits = 0  # encoder-cache hits of the last `prepare`
+        self.cache_saved_s = 0.0
         self.decoder = decoder
         self.registry = registry
         self.tokenizer = tokenizer
@@ -75,6 +81,7 @@ class MultimodalPrefiller:
         them; before a non-text first input, `num_bos` BOS ids form their own segment.
         """
         segments: list[Segment] = []
+        self.cache_hits, self.cache_saved_s = 0, 0.0
         for index, item in enumerate(inputs):
             first = index == 0 and start_pos == 0
             bos, eos = (num_bos, num_eos) if first else (0, 0)
@@ -99,7 +106,7 @@ class MultimodalPrefiller:
                     index=index,
                 )
                 try:
-                    segment = handler.prefill(handler.preprocess(item, ctx), ctx)
+                    segment = self._encode(handler, handler.preprocess(item, ctx), ctx)
                 except MMCoreError:
                     raise
                 except Exception as exc:
@@ -109,6 +116,24 @@ class MultimodalPrefiller:
                     ) from exc
             segments.append(self._checked(segment, index, item))
         return segments
+
+    def _encode(self, handler: ModalityHandler, prepared: Any, ctx: PrefillContext) -> Any:
+        """`handler.prefill`, through the encoder cache when the prepared input is a tensor."""
+        cache = self.encoder_cache
+        if cache is None or not isinstance(prepared, torch.Tensor):
+            return handler.prefill(prepared, ctx)
+        key = cache.key(f"{self.program.path}|{handler.name}", prepared)
+        saved_before = cache.stats.saved_s
+        hit = cache.get(key)
+        if hit is not None:
+            self.cache_hits += 1
+            self.cache_saved_s += cache.stats.saved_s - saved_before
+            return hit
+        began = time.perf_counter()
+        segment = handler.prefill(prepared, ctx)
+        if isinstance(segment, EmbeddingsInput):
+            cache.put(key, segment, time.perf_counter() - began)
+        return segment
 
     def prefill(self, segments: Sequence[Segment], start_pos: int) -> torch.Tensor:
         """Write segments at increasing positions; logits `[V]` after the last row (a copy)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ import torch
 from mmcore import constants as C
 from mmcore.config import GenerationConfig
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
+from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import ContextOverflowError, InvalidInputError, RunnerStateError, TokenizerError
 from mmcore.generate import TextTokenGenerator
 from mmcore.inputs import EmbeddingsInput, TokensInput
@@ -28,11 +31,21 @@ from mmcore.stats import Stats, now_ms
 from mmcore.streaming import TextStreamer
 from mmcore.tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["IRunner", "TextLLMRunner", "MultimodalRunner", "GenerationResult", "TokenCallback", "StatsCallback"]
+__all__ = [
+    "IRunner",
+    "TextLLMRunner",
+    "MultimodalRunner",
+    "GenerationResult",
+    "Piece",
+    "TokenCallback",
+    "PieceCallback",
+    "StatsCallback",
+]
 
 logger = logging.getLogger(__name__)
 
 TokenCallback = Callable[[str], None]
+PieceCallback = Callable[["Piece"], None]
 StatsCallback = Callable[[Stats], None]
 StopReason = Literal["eos", "length", "stop_string", "stopped"]
 PathLike = str | os.PathLike[str]
@@ -54,7 +67,18 @@ class GenerationResult:
     stats: Stats
     stop_reason: StopReason = "length"
     prompt_tokens: int = 0
+    logprobs: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One step of a stream: the text it made safe to show (may be empty), the token id (None for
+    text released at the end), and its log-probability when asked for."""
+
+    text: str
+    token: int | None
+    logprob: float | None = None
 
 
 class IRunner(abc.ABC):
@@ -73,6 +97,8 @@ class IRunner(abc.ABC):
         config: GenerationConfig | None = None,
         token_callback: TokenCallback | None = None,
         stats_callback: StatsCallback | None = None,
+        *,
+        piece_callback: PieceCallback | None = None,
     ) -> GenerationResult: ...
 
     @abc.abstractmethod
@@ -133,17 +159,21 @@ class _RunnerBase(IRunner):
         self._pending_logits = None
         self.stats.reset()
 
-    # -- shared generate skeleton --------------------------------------------------------------
-    def _generate(
+    # -- generate ------------------------------------------------------------------------------
+    def generate(
         self,
-        segments_fn: Callable[[], Any],
-        prompt_len_fn: Callable[[Any], int],
-        write_fn: Callable[[Any, int], torch.Tensor],
-        config: GenerationConfig | None,
-        token_callback: TokenCallback | None,
-        stats_callback: StatsCallback | None,
-        echo_texts: Sequence[str],
+        prompt: Any = (),
+        config: GenerationConfig | None = None,
+        token_callback: TokenCallback | None = None,
+        stats_callback: StatsCallback | None = None,
+        *,
+        piece_callback: PieceCallback | None = None,
     ) -> GenerationResult:
+        """Prefill `prompt`, then generate; an empty prompt continues from what `prefill` left.
+
+        `token_callback(text)` gets streamed text (whole characters only, the echo first);
+        `piece_callback(piece)` gets one `Piece` per generated token. A failure rolls back.
+        """
         config = config if config is not None else self.generation_config
         if not self._busy.acquire(blocking=False):
             raise RunnerStateError("generate is already running on this runner; runners serve one call at a time")
@@ -156,8 +186,7 @@ class _RunnerBase(IRunner):
             stats.reset()
             stats.inference_start_ms = now_ms()
             began = time.perf_counter()
-            prepared = segments_fn()
-            prompt_len = prompt_len_fn(prepared)
+            prepared, prompt_len, echo_texts = self._prepare_request(prompt, config)
             if prompt_len == 0 and pending is None:
                 raise RunnerStateError(
                     "nothing to generate from: the request has no inputs and nothing was prefilled; "
@@ -167,14 +196,14 @@ class _RunnerBase(IRunner):
             if config.echo and token_callback is not None:
                 for text in echo_texts:
                     token_callback(text)
-            logits = write_fn(prepared, start_pos) if prompt_len else pending
+            logits = self._write(prepared, start_pos) if prompt_len else pending
             assert logits is not None
             self._pending_logits = None
             self.pos = start_pos + prompt_len
             stats.prompt_eval_end_ms = now_ms()
             stats.prefill_time_s = time.perf_counter() - began
             stats.num_prompt_tokens = prompt_len
-            result = self._decode(logits, config, token_callback)
+            result = self._decode(logits, config, token_callback, piece_callback)
             result.prompt_tokens = prompt_len
             stats.inference_end_ms = now_ms()
             stats.decode_time_s = time.perf_counter() - began - stats.prefill_time_s
@@ -188,24 +217,79 @@ class _RunnerBase(IRunner):
             stats_callback(stats)
         return result
 
+    def prefill(self, prompt: Any, num_bos: int = 0, num_eos: int = 0) -> int:
+        """Write `prompt` into the KV cache without generating; returns the new position."""
+        config = GenerationConfig(num_bos=num_bos, num_eos=num_eos)
+        if not self._busy.acquire(blocking=False):
+            raise RunnerStateError("generate is already running on this runner; runners serve one call at a time")
+        start_pos, pending = self.pos, self._pending_logits
+        try:
+            self.load()
+            prepared, prompt_len, _ = self._prepare_request(prompt, config)
+            if prompt_len == 0:
+                raise InvalidInputError("prefill got an empty input list (or prompt); pass at least one input")
+            self._check_budget(start_pos, prompt_len, config)
+            self._pending_logits = self._write(prepared, start_pos)
+            self.pos = start_pos + prompt_len
+        except BaseException:
+            self.pos, self._pending_logits = start_pos, pending
+            raise
+        finally:
+            self._busy.release()
+        return self.pos
+
+    def stream(self, prompt: Any = (), config: GenerationConfig | None = None) -> Iterator[Piece]:
+        """`generate` as an iterator of pieces; closing the iterator early stops generation."""
+        return _stream(self, prompt, config)
+
+    def astream(self, prompt: Any = (), config: GenerationConfig | None = None) -> AsyncIterator[Piece]:
+        """`generate` as an async iterator of pieces; cancelling the consuming task stops generation."""
+        return _astream(self, prompt, config)
+
+    @abc.abstractmethod
+    def _prepare_request(self, prompt: Any, config: GenerationConfig) -> tuple[Any, int, list[str]]:
+        """Encode/preprocess a request: (prepared segments, prompt positions, texts to echo)."""
+
+    @abc.abstractmethod
+    def _write(self, prepared: Any, start_pos: int) -> torch.Tensor:
+        """Prefill prepared segments at `start_pos`; logits `[V]` after the last one."""
+
     def _decode(
-        self, logits: torch.Tensor, config: GenerationConfig, token_callback: TokenCallback | None
+        self,
+        logits: torch.Tensor,
+        config: GenerationConfig,
+        token_callback: TokenCallback | None,
+        piece_callback: PieceCallback | None = None,
     ) -> GenerationResult:
         assert self._generator is not None
         stats = self.stats
         budget = config.resolve_max_new_tokens(self.metadata.max_context_len, self.pos)
-        sampler = Sampler(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed)
+        sampler = Sampler(
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            seed=config.seed,
+            repetition_penalty=config.repetition_penalty,
+            frequency_penalty=config.frequency_penalty,
+            presence_penalty=config.presence_penalty,
+            logprobs=config.logprobs,
+        )
         streamer = TextStreamer(self.tokenizer, stop=config.stop)
         eos_ids = self.metadata.eos_ids
+        logprobs: list[float] = []
         began = time.perf_counter()
         first = sampler(logits)
         stats.sampling_time_s += time.perf_counter() - began
         stats.first_token_ms = now_ms()
 
         def on_token(token: int) -> bool:
-            piece = streamer.push(token)
-            if piece and token_callback is not None:
-                token_callback(piece)
+            text = streamer.push(token)
+            if text and token_callback is not None:
+                token_callback(text)
+            if config.logprobs:
+                logprobs.append(sampler.last_logprob if sampler.last_logprob is not None else float("nan"))
+            if piece_callback is not None:
+                piece_callback(Piece(text, token, logprobs[-1] if config.logprobs else None))
             return streamer.stopped
 
         tokens = [first]
@@ -219,6 +303,8 @@ class _RunnerBase(IRunner):
         tail = streamer.flush()
         if tail and token_callback is not None:
             token_callback(tail)
+        if tail and piece_callback is not None:
+            piece_callback(Piece(tail, None, None))
         stats.num_generated_tokens = len(tokens) - 1
         reason: StopReason
         if streamer.stopped:
@@ -229,7 +315,9 @@ class _RunnerBase(IRunner):
             reason = "stopped"
         else:
             reason = "length"
-        return GenerationResult(text=streamer.text, tokens=tokens, stats=stats, stop_reason=reason)
+        result = GenerationResult(text=streamer.text, tokens=tokens, stats=stats, stop_reason=reason)
+        result.logprobs = logprobs if config.logprobs else None
+        return result
 
     def _check_budget(self, start_pos: int, prompt_len: int, config: GenerationConfig) -> None:
         context = self.metadata.max_context_len
@@ -309,43 +397,10 @@ class TextLLMRunner(_RunnerBase):
     def _logits_width(self) -> int:
         return self.decoder.vocab_width
 
-    def generate(
-        self,
-        prompt: str | Sequence[str | TokensInput] = "",
-        config: GenerationConfig | None = None,
-        token_callback: TokenCallback | None = None,
-        stats_callback: StatsCallback | None = None,
-    ) -> GenerationResult:
-        """Generate from `prompt` (text, or texts and token ids in order); an empty prompt continues
-        from what `prefill` left."""
+    def _prepare_request(self, prompt: Any, config: GenerationConfig) -> tuple[Any, int, list[str]]:
         parts = self._as_parts(prompt)
-        cfg = config if config is not None else self.generation_config
-        return self._generate(
-            lambda: self._encode(parts, cfg.num_bos, cfg.num_eos) if parts else [],
-            len,
-            self._write_tokens,
-            cfg,
-            token_callback,
-            stats_callback,
-            [p for p in parts if isinstance(p, str)],
-        )
-
-    def prefill(self, prompt: Any, num_bos: int = 0, num_eos: int = 0) -> int:
-        """Write `prompt` into the KV cache without generating; returns the new position."""
-        parts = self._as_parts(prompt)
-        if not parts:
-            raise InvalidInputError("prefill got an empty prompt; pass text or token ids")
-        self.load()
-        start_pos = self.pos
-        tokens = self._encode(parts, num_bos, num_eos)
-        self._check_budget(start_pos, len(tokens), GenerationConfig())
-        try:
-            self._pending_logits = self._write_tokens(tokens, start_pos)
-        except BaseException:
-            self.pos = start_pos
-            raise
-        self.pos = start_pos + len(tokens)
-        return self.pos
+        tokens = self._encode(parts, config.num_bos, config.num_eos) if parts else []
+        return tokens, len(tokens), [p for p in parts if isinstance(p, str)]
 
     def reset(self) -> None:
         super().reset()
@@ -377,7 +432,7 @@ class TextLLMRunner(_RunnerBase):
             raise InvalidInputError(f"token ids outside the model's vocabulary [0, {width}): {bad[:8]}")
         return tokens
 
-    def _write_tokens(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+    def _write(self, tokens: list[int], start_pos: int) -> torch.Tensor:
         if self.decoder.use_kv_cache:
             return self.prefiller.prefill(tokens, start_pos)
         self._history = self._history[:start_pos] + tokens
@@ -410,10 +465,18 @@ class MultimodalRunner(_RunnerBase):
         *,
         plugin_manager: PluginManager | None = None,
         modality_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        encoder_cache: EncoderCache | bool | None = True,
     ) -> None:
         super().__init__(program, tokenizer, plugin_manager)
         self.program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
         self.modality_settings = dict(modality_settings or {})
+        self.encoder_cache: EncoderCache | None = (
+            EncoderCache()
+            if encoder_cache is True
+            else encoder_cache
+            if isinstance(encoder_cache, EncoderCache)
+            else None
+        )
 
     def _load_methods(self) -> None:
         self.decoder = MultimodalDecoderRunner(self.program, self.stats)
@@ -424,52 +487,21 @@ class MultimodalRunner(_RunnerBase):
             self.tokenizer,
             max_seq_len=self.metadata.max_seq_len,
             settings=self.modality_settings,
+            encoder_cache=self.encoder_cache,
         )
         self._generator = TextTokenGenerator(self.decoder.step_token, self.metadata.eos_ids, self.stats)
 
     def _logits_width(self) -> int:
         return self.decoder.vocab_width
 
-    def generate(
-        self,
-        prompt: Sequence[Any] | str = (),
-        config: GenerationConfig | None = None,
-        token_callback: TokenCallback | None = None,
-        stats_callback: StatsCallback | None = None,
-    ) -> GenerationResult:
-        """Prefill the inputs in order, then generate. An empty list continues from `prefill`."""
+    def _prepare_request(self, prompt: Any, config: GenerationConfig) -> tuple[Any, int, list[str]]:
         inputs = self._as_inputs(prompt)
-        cfg = config if config is not None else self.generation_config
-        return self._generate(
-            lambda: self._prepare(inputs, cfg.num_bos, cfg.num_eos),
-            _segments_length,
-            self._write,
-            cfg,
-            token_callback,
-            stats_callback,
-            [text for text in map(_echo_text, inputs) if text is not None],
+        segments = self.prefiller.prepare(
+            inputs, start_pos=self.pos, num_bos=config.num_bos, num_eos=config.num_eos, bos_id=self.metadata.bos_id
         )
-
-    def prefill(self, prompt: Any, num_bos: int = 0, num_eos: int = 0) -> int:
-        """Write inputs into the KV cache without generating; returns the new position."""
-        inputs = self._as_inputs(prompt)
-        if not inputs:
-            raise InvalidInputError("prefill got an empty input list; pass at least one input")
-        self.load()
-        start_pos = self.pos
-        segments = self._prepare(inputs, num_bos, num_eos)
-        self._check_budget(start_pos, _segments_length(segments), GenerationConfig())
-        try:
-            self._pending_logits = self._write(segments, start_pos)
-        except BaseException:
-            self.pos = start_pos
-            raise
-        self.pos = start_pos + _segments_length(segments)
-        return self.pos
-
-    def _prepare(self, inputs: Sequence[Any], num_bos: int, num_eos: int) -> list[Segment]:
-        bos_id = self.metadata.bos_id
-        return self.prefiller.prepare(inputs, start_pos=self.pos, num_bos=num_bos, num_eos=num_eos, bos_id=bos_id)
+        self.stats.extra["encoder_cache_hits"] = self.prefiller.cache_hits
+        self.stats.extra["encoder_cache_saved_s"] = self.prefiller.cache_saved_s
+        return segments, _segments_length(segments), [t for t in map(_echo_text, inputs) if t is not None]
 
     def _write(self, segments: list[Segment], start_pos: int) -> torch.Tensor:
         return self.prefiller.prefill(segments, start_pos)
@@ -497,3 +529,56 @@ def _echo_text(item: Any) -> str | None:
         return item
     text = getattr(item, "text", None)
     return text if isinstance(text, str) else None
+
+
+_DONE = object()
+
+
+def _stream(runner: _RunnerBase, prompt: Any, config: GenerationConfig | None) -> Iterator[Piece]:
+    """Run `generate` on a worker thread and yield its pieces; the result's exception is re-raised."""
+    pieces: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    outcome: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            runner.generate(prompt, config, piece_callback=pieces.put)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            outcome.append(exc)
+        finally:
+            pieces.put(_DONE)
+
+    worker = threading.Thread(target=work, name="mmcore-generate", daemon=True)
+    worker.start()
+    try:
+        while (item := pieces.get()) is not _DONE:
+            yield item
+    finally:
+        runner.stop()  # the consumer stopped early (no-op when generation already ended)
+        worker.join()
+    if outcome:
+        raise outcome[0]
+
+
+async def _astream(runner: _RunnerBase, prompt: Any, config: GenerationConfig | None) -> AsyncIterator[Piece]:
+    """`generate` in a worker thread, its pieces delivered to the event loop."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[Any] = asyncio.Queue()
+
+    def deliver(piece: Any) -> None:
+        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+    def work() -> GenerationResult:
+        try:
+            return runner.generate(prompt, config, piece_callback=deliver)
+        finally:
+            deliver(_DONE)
+
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        while (item := await pieces.get()) is not _DONE:
+            yield item
+        await task  # re-raise a generation error
+    finally:
+        if not task.done():
+            runner.stop()  # cancelled or closed early: end generation within one step
+            await asyncio.shield(task)

@@ -1,8 +1,9 @@
-"""Choosing the next token from logits: greedy, temperature, top-k and top-p, seeded."""
+"""Choosing the next token from logits: penalties, greedy, temperature, top-k and top-p, seeded."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import torch
 
@@ -15,23 +16,52 @@ class Sampler:
     Greedy (argmax, first maximum wins, as ExecuTorch) when `temperature` is 0 or `top_k` is 1.
     Otherwise logits are divided by `temperature`, cut to the `top_k` most likely and to the
     smallest set whose probability reaches `top_p`, and sampled with a generator seeded by `seed`:
-    the same seed gives the same tokens.
+    the same seed gives the same tokens. Repetition, frequency and presence penalties apply to the
+    tokens this sampler has produced. With `logprobs`, `last_logprob` holds the log-probability of
+    the last token under the distribution it was drawn from (temperature 1 when greedy).
     """
 
     def __init__(
-        self, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None
+        self,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        repetition_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        logprobs: bool = False,
     ) -> None:
         self.temperature = temperature
         self.top_k = top_k
         self.top_p = top_p
         self.greedy = temperature == 0 or top_k == 1
+        self.repetition_penalty = repetition_penalty
+        self.frequency_penalty = frequency_penalty
+        self.presence_penalty = presence_penalty
+        self.penalized = repetition_penalty != 1.0 or frequency_penalty != 0.0 or presence_penalty != 0.0
+        self.logprobs = logprobs
+        self.last_logprob: float | None = None
+        self.counts: Counter[int] = Counter()
         self._generator = torch.Generator()
         self._generator.manual_seed(seed if seed is not None else random.SystemRandom().getrandbits(63))
 
     def __call__(self, logits: torch.Tensor) -> int:
-        """The next token id from last-position logits `[V]`."""
+        """The next token id from last-position logits `[V]` (left unchanged)."""
+        if self.penalized and self.counts:
+            logits = self._penalize(logits)
         if self.greedy:
-            return int(torch.argmax(logits))
+            token = int(torch.argmax(logits))
+            if self.logprobs:
+                self.last_logprob = float(torch.log_softmax(logits.float(), dim=-1)[token])
+        else:
+            token = self._sample(logits)
+        if self.penalized:
+            self.counts[token] += 1
+        return token
+
+    def _sample(self, logits: torch.Tensor) -> int:
         # scaled: [V] float32, so half/bf16 logits sample as precisely as float ones
         scaled = logits.float() / self.temperature
         if 0 < self.top_k < scaled.shape[-1]:
@@ -43,6 +73,22 @@ class Sampler:
             # keep the smallest prefix whose mass reaches top_p (the crossing token included)
             outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= self.top_p
             sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            choice = torch.multinomial(sorted_probs, 1, generator=self._generator)
-            return int(order[choice])
-        return int(torch.multinomial(probs, 1, generator=self._generator))
+            token = int(order[torch.multinomial(sorted_probs, 1, generator=self._generator)])
+            if self.logprobs:
+                self.last_logprob = float(torch.log(sorted_probs[sorted_probs > 0].sum().reciprocal() * probs[token]))
+            return token
+        token = int(torch.multinomial(probs, 1, generator=self._generator))
+        if self.logprobs:
+            self.last_logprob = float(torch.log(probs[token]))
+        return token
+
+    def _penalize(self, logits: torch.Tensor) -> torch.Tensor:
+        out = logits.float().clone()  # [V]
+        ids = torch.tensor(list(self.counts), dtype=torch.long)
+        counts = torch.tensor(list(self.counts.values()), dtype=torch.float32)
+        seen = out[ids]
+        if self.repetition_penalty != 1.0:
+            seen = torch.where(seen > 0, seen / self.repetition_penalty, seen * self.repetition_penalty)
+        seen = seen - self.frequency_penalty * counts - self.presence_penalty
+        out[ids] = seen
+        return out
