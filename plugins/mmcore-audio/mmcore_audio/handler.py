@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,6 +62,15 @@ class AudioHandler:
             output = method.execute([batch])[0]  # [1, n, D] (cloned)
             parts.append(output.reshape(1, -1, output.shape[-1]) if output.dim() == 3 else output)
         return EmbeddingsInput(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+
+    def from_content(self, part: Mapping[str, Any]) -> AudioInput:
+        """The input of a chat content part ``{"type": "audio", "audio": <path|bytes|array>, "sample_rate": R}``."""
+        value = part.get("audio", part.get("path"))
+        if value is None:
+            raise InvalidInputError("an audio content part needs an 'audio' value (a path, bytes or array)")
+        if isinstance(value, AudioInput):
+            return value
+        return AudioInput(Path(value) if isinstance(value, str) else value, sample_rate=part.get("sample_rate"))
 
     def parse_cli(self, value: str) -> AudioInput:
         """`--audio PATH` on the command line."""

@@ -69,6 +69,17 @@ class ImageHandler:
         outputs = ctx.program.method(VISION_ENCODER).execute([prepared], clone_outputs=True)
         return EmbeddingsInput(outputs[0])  # [1, N, D]
 
+    def from_content(self, part: Mapping[str, Any]) -> ImageInput | Image.Image:
+        """The input of a chat content part ``{"type": "image", "image": <path|bytes|PIL|array>}``."""
+        value = part.get("image", part.get("path", part.get("url")))
+        if value is None:
+            raise InvalidInputError("an image content part needs an 'image' value (a path, bytes, PIL image or array)")
+        if isinstance(value, (ImageInput, Image.Image)):
+            return value
+        if isinstance(value, str) and value.lower().startswith(("http://", "https://")):
+            raise InvalidInputError(f"image {value!r}: URLs are not fetched; download the image and pass its path")
+        return ImageInput(Path(value) if isinstance(value, str) else value)
+
     def parse_cli(self, value: str) -> ImageInput:
         """`--image PATH` on the command line (local files only)."""
         if value.lower().startswith(("http://", "https://")):
