@@ -89,6 +89,17 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     _add_generation_flags(demo)
     _add_output_flags(demo)
 
+    chat = sub.add_parser("chat", help="a conversation that reuses the KV cache between turns")
+    chat.add_argument("program", nargs="?", help="the .pte program (or `program` in --config)")
+    chat.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
+    chat.add_argument("--config", help="TOML config: program, tokenizer, modality settings, generation")
+    chat.add_argument("--set", action="append", default=[], metavar="MODALITY.KEY=VALUE", help="a modality setting")
+    chat.add_argument("--jsonl", action="store_true", help="read one JSON message per line, answer one JSON per line")
+    chat.add_argument("--system", help="a system message")
+    chat.add_argument("--context-policy", choices=["error", "sliding"], default="error",
+                      help="when a turn does not fit: fail (default) or drop the oldest turns")  # fmt: skip
+    _add_generation_flags(chat)
+
     sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
     config = sub.add_parser("config", help="config file tools")
     config.add_argument("action", choices=["schema"], help="schema: print the config file's JSON Schema")
@@ -114,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _cmd_demo(pm, args)
+        if args.command == "chat":
+            from mmcore.chat_cli import run_chat
+
+            config = _runner_config(args, pm, parser)
+            return run_chat(assemble(config, plugin_manager=pm), config.generation, args)
         return _cmd_run(pm, args, parser)
     except MMCoreError as exc:
         if debug:

@@ -1,0 +1,65 @@
+"""`mmcore chat`: the JSON-lines protocol and the interactive loop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mmcore.testing import VisionEncoderSpec
+
+
+@pytest.fixture
+def pte(make_spec, program_path):
+    return program_path(make_spec(vision=VisionEncoderSpec(), decoder_max_context_len=128))
+
+
+def chat(pte, tokenizer_dir, lines: list[str], *extra: str) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcore", "chat", str(pte), "--tokenizer", str(tokenizer_dir), "--jsonl",
+         "--max-new-tokens", "6", *extra],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_jsonl_protocol(pte, tokenizer_dir, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(photo)
+    turn = {"role": "user", "content": [{"type": "image", "image": str(photo)}, {"type": "text", "text": "what"}]}
+    too_long = {"role": "user", "content": "the quick brown fox " * 40}
+    answers = chat(pte, tokenizer_dir, [
+        json.dumps(turn), json.dumps({"role": "user", "content": "and then"}), json.dumps(too_long),
+        "not json", json.dumps({"command": "reset"}), json.dumps(turn),
+    ])  # fmt: skip
+    first, second, overflow, garbage, reset, again = answers
+    assert len(first["tokens"]) == 6 and first["stats"]["reused_prompt_tokens"] == 0
+    assert first["stats"]["encoder_cache_hits"] == 0 and "prefill_token_per_sec" in first["stats"]
+    assert second["stats"]["reused_prompt_tokens"] > 16 and second["stats"]["encoder_cache_hits"] == 1
+    assert overflow["error"]["type"] == "ContextOverflowError"
+    assert garbage["error"]["type"] == "JSONDecodeError"
+    assert reset == {"ok": True}
+    assert again["tokens"] == first["tokens"]  # the session carried on exactly as before
+
+
+def test_overflowing_turn_leaves_the_session_as_before(pte, tokenizer_dir):
+    turn = json.dumps({"role": "user", "content": "the quick brown fox"})
+    follow = json.dumps({"role": "user", "content": "jumps"})
+    too_long = json.dumps({"role": "user", "content": "the quick brown fox " * 40})
+    with_error = chat(pte, tokenizer_dir, [turn, too_long, follow])
+    without = chat(pte, tokenizer_dir, [turn, follow])
+    assert with_error[2]["tokens"] == without[1]["tokens"]
+
+
+def test_interactive_chat(pte, tokenizer_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcore", "chat", str(pte), "--tokenizer", str(tokenizer_dir), "--max-new-tokens", "4"],
+        input="the quick brown fox\n/stats\n/reset\n/help\n", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert '"reused_prompt_tokens": 0' in proc.stdout and "(conversation reset)" in proc.stdout
