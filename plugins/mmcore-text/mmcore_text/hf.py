@@ -44,6 +44,8 @@ class HFTokenizer:
             eos.add(eos_id)
         self._eos_ids = frozenset(eos)
         self._source = source
+        # Computing this builds the whole vocabulary; it is read on every decode, so keep it.
+        self._vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> HFTokenizer:
@@ -100,7 +102,7 @@ class HFTokenizer:
     @property
     def vocab_size(self) -> int:
         """Regular and added tokens together."""
-        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+        return self._vocab_size
 
     @property
     def backend(self) -> tokenizers.Tokenizer:
