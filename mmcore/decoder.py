@@ -11,7 +11,10 @@ from mmcore.errors import ExecutionError, ProgramError
 from mmcore.program import LoadedMethod, Program
 from mmcore.stats import Stats
 
-__all__ = ["TextDecoderRunner", "MultimodalDecoderRunner"]
+__all__ = ["TextDecoderRunner", "MultimodalDecoderRunner", "EMBEDDING_CACHE_BYTES"]
+
+#: Memory for decoded tokens' embedding rows (see `MultimodalDecoderRunner.step_token`).
+EMBEDDING_CACHE_BYTES = 16 * 1024 * 1024
 
 
 class _DecoderBase:
@@ -32,15 +35,16 @@ class _DecoderBase:
                 f"got {output.describe() if output else 'no tensor output'}"
             )
         self.vocab_width = output.shape[-1]
-        self._position = torch.zeros(1, dtype=torch.long)
+        # A reused one-element position tensor, written through a numpy view (cheaper per token).
+        self._position = torch.zeros(1, dtype=torch.long)  # [1]
+        self._position_np = self._position.numpy()
 
     def positions(self, start_pos: int, length: int) -> torch.Tensor:
         """The decoder's position input for `length` rows starting at `start_pos`."""
-        if self.uses_cache_positions:
+        if self.uses_cache_positions and length > 1:
             return torch.arange(start_pos, start_pos + length, dtype=torch.long)  # [T]
-        position = self._position  # [1]
-        position[0] = start_pos
-        return position
+        self._position_np[0] = start_pos  # [start] or, for one row, the cache position itself
+        return self._position
 
     def _run_decoder(self, first: torch.Tensor, start_pos: int, length: int) -> torch.Tensor:
         inputs = [first, self.positions(start_pos, length)] if self.use_kv_cache else [first]
@@ -68,7 +72,8 @@ class TextDecoderRunner(_DecoderBase):
 
     def __init__(self, program: Program, method_name: str = C.FORWARD, stats: Stats | None = None) -> None:
         super().__init__(program.method(method_name), stats)
-        self._token = torch.zeros(1, 1, dtype=torch.long)
+        self._token = torch.zeros(1, 1, dtype=torch.long)  # [1, 1]
+        self._token_np = self._token.numpy()
 
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Logits `[V]` after feeding `tokens` `[1, T]` at positions `start_pos..start_pos+T-1`.
@@ -79,9 +84,8 @@ class TextDecoderRunner(_DecoderBase):
 
     def step_token(self, token: int, pos: int) -> torch.Tensor:
         """Logits `[V]` after feeding one token at `pos` (KV-cache programs)."""
-        tokens = self._token  # [1, 1]
-        tokens[0, 0] = token
-        return self._run_decoder(tokens, pos, 1)
+        self._token_np[0, 0] = token
+        return self._run_decoder(self._token, pos, 1)
 
 
 class MultimodalDecoderRunner(_DecoderBase):
@@ -104,7 +108,13 @@ class MultimodalDecoderRunner(_DecoderBase):
         self.embedding_dim = embeds.shape[2]
         self.embedding_dtype = embeds.dtype
         self.max_tokens_per_call = min(self.max_tokens_per_call, self.embedding.spec.input(0).shape[1])
-        self._token = torch.zeros(1, 1, dtype=torch.long)
+        self._token = torch.zeros(1, 1, dtype=torch.long)  # [1, 1]
+        self._token_np = self._token.numpy()
+        # Embedding rows of tokens already decoded: an embedding lookup depends on the id alone, so a
+        # repeated token skips the `token_embedding` call. Bounded by EMBEDDING_CACHE_BYTES.
+        self._rows: dict[int, torch.Tensor] = {}
+        row_bytes = self.embedding_dim * max(self.embedding_dtype.itemsize, 1)
+        self._max_rows = EMBEDDING_CACHE_BYTES // row_bytes
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embeddings `[1, T, D]` of token ids `[1, T]` (valid until the next call)."""
@@ -122,6 +132,11 @@ class MultimodalDecoderRunner(_DecoderBase):
 
     def step_token(self, token: int, pos: int) -> torch.Tensor:
         """Logits `[V]` after feeding one token at `pos`."""
-        tokens = self._token  # [1, 1]
-        tokens[0, 0] = token
-        return self.decode(self.embed(tokens), pos)
+        row = self._rows.get(token)
+        if row is None:
+            self._token_np[0, 0] = token
+            row = self.embed(self._token)  # [1, 1, D]
+            if len(self._rows) < self._max_rows:
+                row = row.clone()
+                self._rows[token] = row
+        return self.decode(row, pos)

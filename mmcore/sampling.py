@@ -52,7 +52,7 @@ class Sampler:
         if self.penalized and self.counts:
             logits = self._penalize(logits)
         if self.greedy:
-            token = int(torch.argmax(logits))
+            token = _argmax(logits)
             if self.logprobs:
                 self.last_logprob = float(torch.log_softmax(logits.float(), dim=-1)[token])
         else:
@@ -92,3 +92,10 @@ class Sampler:
         seen = seen - self.frequency_penalty * counts - self.presence_penalty
         out[ids] = seen
         return out
+
+
+def _argmax(logits: torch.Tensor) -> int:
+    """Index of the first maximum (numpy's argmax is the cheaper call for one row)."""
+    if logits.dtype in (torch.float32, torch.float16, torch.float64):
+        return int(logits.numpy().argmax())
+    return int(torch.argmax(logits))
