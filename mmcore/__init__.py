@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mmcore.assemble import RunnerConfig, assemble, load_config
 from mmcore.config import GenerationConfig, resolve_max_new_tokens
 from mmcore.errors import (
     ConfigError,
@@ -24,12 +25,25 @@ from mmcore.metadata import LLMMetadata
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program
 from mmcore.registry import ModalityHandler, PrefillContext
+from mmcore.runner import GenerationResult, IRunner, MultimodalRunner, Piece, TextLLMRunner
+from mmcore.session import Session
+from mmcore.stats import Stats
 from mmcore.tokenizer import Tokenizer, TokenizerLoader, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "GenerationResult",
+    "IRunner",
+    "MultimodalRunner",
+    "Piece",
+    "RunnerConfig",
+    "Session",
+    "Stats",
+    "TextLLMRunner",
+    "assemble",
+    "load_config",
     "ContextOverflowError",
     "EmbeddingsInput",
     "ExecutionError",
