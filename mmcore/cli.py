@@ -11,7 +11,10 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any
 
+from mmcore import constants as C
+from mmcore.adapters import PromptRenderer
 from mmcore.assemble import RunnerConfig, assemble, config_schema, load_config, with_overrides
+from mmcore.chat_model import AUTO, ChatModel, build_chat_model
 from mmcore.config import GenerationConfig
 from mmcore.errors import MMCoreError
 from mmcore.inputs import TokensInput
@@ -74,7 +77,10 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     run = sub.add_parser("run", help="generate from a .pte program")
     run.add_argument("program", nargs="?", help="the .pte program (or `program` in --config)")
     run.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
-    run.add_argument("--config", help="TOML config: program, tokenizer, modality settings, generation")
+    run.add_argument("--config", help="TOML config: program, tokenizer, adapter, modality settings, generation")
+    run.add_argument("--adapter", help="model adapter (default: detected; see `mmcore inspect`)")
+    run.add_argument("--raw", action="store_true",
+                     help="prefill the inputs as they are, without the adapter's chat template")  # fmt: skip
     run.add_argument("--set", action="append", default=[], metavar="MODALITY.KEY=VALUE",
                      help="a modality setting, e.g. image.resample=bilinear (value parsed as TOML)")  # fmt: skip
     run.add_argument("--tokens", type=_token_list, action=_OrderedInput, metavar="tokens",
@@ -84,21 +90,29 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     _add_generation_flags(run)
     _add_output_flags(run)
 
-    demo = sub.add_parser("demo", help="run the built-in default program (built on first use)")
-    demo.add_argument("--text", default="the quick brown fox", help="the prompt")
-    _add_generation_flags(demo)
+    demo = sub.add_parser("demo", help="ask the built-in demo model what it sees and hears")
+    demo.add_argument("--image", help="a picture of one coloured shape (default: the shipped sample)")
+    demo.add_argument("--audio", help="a recording of a tone (default: the shipped sample)")
+    demo.add_argument("--text", help="the question (default: the one the model was trained on)")
     _add_output_flags(demo)
 
     chat = sub.add_parser("chat", help="a conversation that reuses the KV cache between turns")
     chat.add_argument("program", nargs="?", help="the .pte program (or `program` in --config)")
     chat.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
-    chat.add_argument("--config", help="TOML config: program, tokenizer, modality settings, generation")
+    chat.add_argument("--config", help="TOML config: program, tokenizer, adapter, modality settings, generation")
+    chat.add_argument("--adapter", help="model adapter (default: detected)")
     chat.add_argument("--set", action="append", default=[], metavar="MODALITY.KEY=VALUE", help="a modality setting")
     chat.add_argument("--jsonl", action="store_true", help="read one JSON message per line, answer one JSON per line")
     chat.add_argument("--system", help="a system message")
     chat.add_argument("--context-policy", choices=["error", "sliding"], default="error",
                       help="when a turn does not fit: fail (default) or drop the oldest turns")  # fmt: skip
     _add_generation_flags(chat)
+
+    inspect = sub.add_parser("inspect", help="show a program's methods, metadata, adapter and context budget")
+    inspect.add_argument("program", help="the .pte program")
+    inspect.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
+    inspect.add_argument("--adapter", help="model adapter to report on (default: detected)")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
 
     sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
     config = sub.add_parser("config", help="config file tools")
@@ -125,11 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _cmd_demo(pm, args)
+        if args.command == "inspect":
+            return _cmd_inspect(pm, args)
         if args.command == "chat":
             from mmcore.chat_cli import run_chat
 
             config = _runner_config(args, pm, parser)
-            return run_chat(assemble(config, plugin_manager=pm), config.generation, args)
+            model = _chat_model(config, pm)
+            if model is None:
+                return run_chat(assemble(config, plugin_manager=pm), config.generation, args)
+            return run_chat(model.runner, config.generation, args, renderer=model.renderer)
         return _cmd_run(pm, args, parser)
     except MMCoreError as exc:
         if debug:
@@ -182,7 +201,24 @@ def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse
         config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
         plugin_manager=pm,
     )  # fmt: skip
-    return dataclasses.replace(config, generation=_generation_config(args, config.generation))
+    changes: dict[str, Any] = {"generation": _generation_config(args, config.generation)}
+    if getattr(args, "adapter", None):
+        if args.adapter != AUTO:
+            pm.adapter_registry().get(args.adapter)  # an unknown name fails here, listing the installed ones
+        changes["adapter"] = args.adapter
+        if args.adapter != config.adapter:
+            changes["adapter_options"] = {}
+    return dataclasses.replace(config, **changes)
+
+
+def _chat_model(config: RunnerConfig, pm: PluginManager) -> ChatModel | None:
+    """The program's `ChatModel` (adapter named or detected); None for text-only programs."""
+    from mmcore.program import Program
+
+    if not Program(config.program, data_path=config.data_path).has_method(C.TEXT_DECODER):
+        return None
+    adapter = config.adapter if config.adapter is not None else AUTO
+    return build_chat_model(dataclasses.replace(config, adapter=adapter), plugin_manager=pm)
 
 
 def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -196,27 +232,58 @@ def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.Argum
     for kind, value in raw_inputs:
         handler = None if kind == "tokens" else registry.get(kind)
         inputs.append(handler.parse_cli(value) if handler is not None else value)  # type: ignore[attr-defined]
-    runner = assemble(config, plugin_manager=pm)
+    model = None if args.raw else _chat_model(config, pm)
+    if model is not None and isinstance(model.renderer, PromptRenderer):
+        # One user turn, media in command-line order, through the model's chat template.
+        kinds = [kind for kind, _ in raw_inputs]
+        if "tokens" in kinds:
+            parser.error(f"--tokens prefills ids as they are; add --raw to use it with the '{model.name}' adapter")
+        content = [_content_part(kind, item) for kind, item in zip(kinds, inputs, strict=True)]
+        return _print_result(model.chat([{"role": "user", "content": content}], config.generation,
+                                        token_callback=None if args.json else _print_piece), args)  # fmt: skip
+    runner = model.runner if model is not None else assemble(config, plugin_manager=pm)
     if isinstance(runner, TextLLMRunner):
         inputs = [getattr(item, "text", item) for item in inputs]
     return _generate_and_print(runner, inputs, config.generation, args)
 
 
-def _cmd_demo(pm: PluginManager, args: argparse.Namespace) -> int:
-    from mmcore.demo import default_program, is_built
+def _content_part(kind: str, item: Any) -> dict[str, Any]:
+    if kind == "text":
+        return {"type": "text", "text": getattr(item, "text", item)}
+    return {"type": kind, kind: item}
 
+
+def _cmd_inspect(pm: PluginManager, args: argparse.Namespace) -> int:
+    from mmcore.inspection import format_report, inspect_program
+
+    if args.adapter and args.adapter != AUTO:
+        pm.adapter_registry().get(args.adapter)
+    report = inspect_program(args.program, tokenizer=args.tokenizer, adapter=args.adapter, plugin_manager=pm)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_demo(pm: PluginManager, args: argparse.Namespace) -> int:
+    from mmcore.demo import DEMO_CONFIG, DemoRequest, demo_inputs, demo_runner, is_built, sample_audio, sample_image
+
+    if args.image is None and args.audio is None:
+        request = DemoRequest(sample_image(), sample_audio(), args.text)
+    else:
+        request = DemoRequest(args.image, args.audio, args.text)
     if not is_built():
-        print("mmcore: building the default demo program (first run only, 10-20 s)...", file=sys.stderr)
-    program_path, tokenizer_path = default_program()
-    runner = MultimodalRunner(program_path, tokenizer_path, plugin_manager=pm)
-    return _generate_and_print(runner, [args.text], _generation_config(args, CLI_GENERATION_DEFAULTS), args)
+        print("mmcore: exporting the demo model (first run only, about 20 s)...", file=sys.stderr)
+    runner = demo_runner(pm)
+    return _generate_and_print(runner, demo_inputs(request, pm), DEMO_CONFIG, args)
 
 
 def _generate_and_print(
     runner: TextLLMRunner | MultimodalRunner, inputs: list[Any], config: GenerationConfig, args: argparse.Namespace
 ) -> int:
     stream = None if args.json else _print_piece
-    result: GenerationResult = runner.generate(inputs, config, token_callback=stream)
+    return _print_result(runner.generate(inputs, config, token_callback=stream), args)
+
+
+def _print_result(result: GenerationResult, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"text": result.text, "tokens": result.tokens, "stats": result.stats.to_dict()}))
     else:
@@ -248,6 +315,8 @@ def _cmd_plugins(pm: PluginManager, args: argparse.Namespace) -> int:
             print(f"  input types: {', '.join(info.input_types)}")
         if info.tokenizer_loaders:
             print(f"  tokenizers: {', '.join(info.tokenizer_loaders)}")
+        if info.adapters:
+            print(f"  adapters: {', '.join(info.adapters)}")
         print(f"  hooks: {', '.join(info.hooks)}")
     for failure in pm.failures:
         print(f"{failure.name}: FAILED in {failure.stage}: {failure.error}")

@@ -1,34 +1,82 @@
-"""The built-in default program that `mmcore demo` runs: a tiny program built on first use and cached."""
+"""The built-in demo: a tiny multimodal model that tells which coloured shape it sees and which tone
+it hears (`mmcore.demo_model`), run through the real image and audio plugins."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from mmcore.testing import (
-    DecoderSpec,
-    ProgramSpec,
-    VisionEncoderSpec,
-    build_program,
-    build_tokenizer,
-    cached_program_path,
-    tokenizer_vocab_size,
-)
+from mmcore.config import GenerationConfig
+from mmcore.errors import UnsupportedInputError
+from mmcore.inputs import TokensInput
+from mmcore.plugins import PluginManager
+from mmcore.runner import GenerationResult, MultimodalRunner
 
-__all__ = ["demo_spec", "default_program", "is_built"]
+__all__ = ["DemoRequest", "demo_runner", "demo_inputs", "sample_image", "sample_audio", "is_built", "DEMO_CONFIG"]
+
+#: Greedy, until the model's EOS (answers are a few tokens).
+DEMO_CONFIG = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=16)
+#: Clips are cut to the encoder's 3 s window rather than rejected.
+DEMO_SETTINGS = {"audio": {"truncate": True}}
 
 
-def demo_spec(tokenizer_dir: Path) -> ProgramSpec:
-    """The demo program: a tiny random-weight decoder with a vision encoder (portable kernels)."""
-    return ProgramSpec(decoder=DecoderSpec.tiny(tokenizer_vocab_size(tokenizer_dir)), vision=VisionEncoderSpec())
+def sample_image() -> Path:
+    """The shipped sample photo (a red circle)."""
+    return Path(str(resources.files("mmcore.demo_model") / "samples" / "red_circle.jpg"))
+
+
+def sample_audio() -> Path:
+    """The shipped sample recording (a high tone, stereo, 44.1 kHz)."""
+    return Path(str(resources.files("mmcore.demo_model") / "samples" / "high_tone.wav"))
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    """What to ask the demo model: an image, a recording, or both, and optionally the question."""
+
+    image: Path | None = None
+    audio: Path | None = None
+    text: str | None = None
 
 
 def is_built() -> bool:
-    """Whether the demo program is already cached (building it takes 10-20 s)."""
-    tokenizer_dir = build_tokenizer()
-    return cached_program_path(demo_spec(tokenizer_dir)).is_file()
+    """Whether the demo program is already exported (the first export takes about 20 s)."""
+    from mmcore.demo_model.export import cached_demo_path
+
+    return cached_demo_path().is_file()
 
 
-def default_program() -> tuple[Path, Path]:
-    """Paths of the demo `.pte` and its tokenizer directory, building them if needed."""
-    tokenizer_dir = build_tokenizer()
-    return build_program(demo_spec(tokenizer_dir)), tokenizer_dir
+def demo_runner(plugin_manager: PluginManager | None = None) -> MultimodalRunner:
+    """A runner on the demo program (exported and cached on first use)."""
+    from mmcore.demo_model import export_demo_program, tokenizer_dir
+
+    return MultimodalRunner(
+        export_demo_program(), tokenizer_dir(), plugin_manager=plugin_manager, modality_settings=DEMO_SETTINGS
+    )
+
+
+def demo_inputs(request: DemoRequest, plugin_manager: PluginManager) -> list[Any]:
+    """The prompt the demo model was trained on: BOS, the media in order, then the question."""
+    from mmcore.demo_model import AUDIO_QUESTION, BOTH_QUESTION, IMAGE_QUESTION
+
+    registry = plugin_manager.modality_registry()
+    inputs: list[Any] = [TokensInput([0])]
+    for kind, path in (("image", request.image), ("audio", request.audio)):
+        if path is None:
+            continue
+        handler = registry.get(kind)
+        if handler is None or not hasattr(handler, "parse_cli"):
+            raise UnsupportedInputError(f"the demo needs the {kind} plugin (pip install mmcore-{kind})")
+        inputs.append(handler.parse_cli(os.fspath(path)))
+    default = BOTH_QUESTION if request.image and request.audio else IMAGE_QUESTION if request.image else AUDIO_QUESTION
+    inputs.append(request.text or default)
+    return inputs
+
+
+def run_demo(request: DemoRequest, plugin_manager: PluginManager, **callbacks: Any) -> GenerationResult:
+    """Ask the demo model; `callbacks` are passed to `generate` (e.g. `token_callback`)."""
+    runner = demo_runner(plugin_manager)
+    return runner.generate(demo_inputs(request, plugin_manager), DEMO_CONFIG, **callbacks)

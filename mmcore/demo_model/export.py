@@ -1,0 +1,107 @@
+"""Building the demo ``.pte`` from the committed weights, once per cache directory."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmcore.demo_model.constants import BOS_TOKEN, EOS_TOKEN
+from mmcore.demo_model.methods import method_modules
+from mmcore.demo_model.tokenizer import TOKENIZER_DIR, load_tokenizer
+from mmcore.demo_model.weights import WEIGHTS_PATH, load_model
+from mmcore.testing import default_cache_dir
+from mmcore.testing._files import atomic_file, file_lock
+
+__all__ = ["cached_demo_path", "demo_metadata", "export_demo_program", "tokenizer_dir"]
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever export code changes what the same weights build.
+_BUILD_REVISION = 1
+
+
+def tokenizer_dir() -> Path:
+    """The demo model's tokenizer directory (``tokenizer.json`` + ``tokenizer_config.json``)."""
+    return TOKENIZER_DIR
+
+
+def _executorch_version() -> str:
+    try:
+        return importlib.metadata.version("executorch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source builds
+        return "unknown"
+
+
+def _cache_key() -> str:
+    """Digest of the weights, the tokenizer, the build revision and the exporting versions."""
+    digest = hashlib.sha256()
+    for path in (WEIGHTS_PATH, TOKENIZER_DIR / "tokenizer.json"):
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    versions = {"rev": _BUILD_REVISION, "torch": torch.__version__, "executorch": _executorch_version()}
+    digest.update(json.dumps(versions, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_demo_path(cache_dir: Path | None = None) -> Path:
+    """Where :func:`export_demo_program` keeps the ``.pte`` (it may not exist yet)."""
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    return root / f"demo-model-{_cache_key()}.pte"
+
+
+def demo_metadata() -> dict[str, Any]:
+    """The program's constant metadata methods."""
+    model = load_model()
+    tok = load_tokenizer()
+    c = model.config
+    return {
+        "get_max_seq_len": c.max_seq_len,
+        "get_max_context_len": c.max_context_len,
+        "get_bos_id": tok.token_to_id(BOS_TOKEN),
+        "get_eos_ids": [tok.token_to_id(EOS_TOKEN)],
+        "get_vocab_size": c.vocab_size,
+        "use_kv_cache": True,
+        "enable_dynamic_shape": True,
+        "use_sdpa_with_kv_cache": False,
+    }
+
+
+def _export(path: Path) -> None:
+    """Lower every method of the committed model (portable kernels) into the ``.pte`` file ``path``."""
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    began = time.perf_counter()
+    model = load_model(use_kv_cache=True)
+    programs = {}
+    with torch.no_grad():
+        for name, (module, args, dynamic_shapes) in method_modules(model).items():
+            programs[name] = torch.export.export(module.eval(), args, dynamic_shapes=dynamic_shapes, strict=False)
+    edge = to_edge_transform_and_lower(programs, constant_methods=demo_metadata())
+    program = edge.to_executorch(ExecutorchBackendConfig(sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+    path.write_bytes(program.buffer)
+    logger.info(
+        "exported the demo program to %s (%d B) in %.1f s", path, path.stat().st_size, time.perf_counter() - began
+    )
+
+
+def export_demo_program(cache_dir: Path | None = None) -> Path:
+    """Path of the demo ``.pte``, exported from the committed weights on first use and reused afterwards.
+
+    ``cache_dir`` defaults to ``$MMCORE_TESTING_CACHE`` or ``~/.cache/mmcore/testing``. Writes are
+    atomic and serialised by a file lock.
+    """
+    target = cached_demo_path(cache_dir)
+    if target.is_file():
+        return target
+    with file_lock(target.with_name(f".{target.stem}.lock")):
+        if target.is_file():
+            return target
+        logger.info("building the demo program %s", target.name)
+        return atomic_file(target, _export)
