@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from mmcore.assemble import RunnerConfig, assemble, load_config
+from mmcore.chat_model import ChatModel, open_model
 from mmcore.config import GenerationConfig, resolve_max_new_tokens
 from mmcore.errors import (
+    AdapterError,
+    AmbiguousAdapterError,
     ConfigError,
     ContextOverflowError,
     ExecutionError,
     InvalidInputError,
     InvalidProgramError,
+    MediaLimitError,
     MissingMetadataError,
     MissingMethodError,
     MMCoreError,
+    PlaceholderMismatchError,
     PluginError,
     ProgramError,
     RunnerStateError,
     TokenizerError,
+    UnknownAdapterError,
     UnsupportedInputError,
 )
 from mmcore.hookspecs import hookimpl
@@ -33,6 +39,9 @@ from mmcore.tokenizer import Tokenizer, TokenizerLoader, load_tokenizer
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterError",
+    "AmbiguousAdapterError",
+    "ChatModel",
     "ConfigError",
     "GenerationResult",
     "IRunner",
@@ -52,9 +61,11 @@ __all__ = [
     "InvalidProgramError",
     "LLMMetadata",
     "MMCoreError",
+    "MediaLimitError",
     "MissingMetadataError",
     "MissingMethodError",
     "ModalityHandler",
+    "PlaceholderMismatchError",
     "PluginError",
     "PluginManager",
     "PrefillContext",
@@ -65,9 +76,11 @@ __all__ = [
     "TokenizerError",
     "TokenizerLoader",
     "TokensInput",
+    "UnknownAdapterError",
     "UnsupportedInputError",
     "get_plugin_manager",
     "hookimpl",
     "load_tokenizer",
+    "open_model",
     "resolve_max_new_tokens",
 ]

@@ -5,6 +5,10 @@ generation settings; `assemble` builds the runner from it.
 program = "model.pte"          # required; relative paths are relative to the config file
 tokenizer = "tokenizer/"       # default: the program's folder
 data_path = "weights.ptd"      # optional external weights
+adapter = "gemma3"             # optional model adapter ("auto": detect); or a table:
+# [adapter]
+# name = "gemma3"
+# max_items = 2                # adapter options (see `mmcore inspect`)
 
 [plugins]
 allow = ["text", "image"]      # optional allow-list of plugin names
@@ -37,7 +41,7 @@ from mmcore.program import Program
 
 __all__ = ["RunnerConfig", "load_config", "with_overrides", "assemble", "config_schema", "TOP_LEVEL_KEYS"]
 
-TOP_LEVEL_KEYS = ("program", "tokenizer", "data_path", "plugins", "generation")
+TOP_LEVEL_KEYS = ("program", "tokenizer", "data_path", "adapter", "plugins", "generation")
 _PLUGIN_KEYS = ("allow", "block")
 
 
@@ -52,6 +56,8 @@ class RunnerConfig:
         allow_plugins / block_plugins: plugin names to load only / never.
         modalities: per-modality settings, e.g. ``{"image": {"resample": "bilinear"}}``.
         generation: default generation settings.
+        adapter: the model adapter's name ("auto" detects it), or None for none (plain runner).
+        adapter_options: options of the adapter (its ``[adapter]`` table without ``name``).
     """
 
     program: Path
@@ -61,6 +67,8 @@ class RunnerConfig:
     block_plugins: tuple[str, ...] = ()
     modalities: dict[str, dict[str, Any]] = field(default_factory=dict)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    adapter: str | None = None
+    adapter_options: dict[str, Any] = field(default_factory=dict)
 
 
 def load_config(
@@ -105,6 +113,7 @@ def load_config(
     allow = _names(plugins["allow"], "plugins.allow") if "allow" in plugins else None
     block = _names(plugins.get("block", []), "plugins.block")
     modalities = {name: _modality_settings(pm, name, data[name]) for name in modality_names if name in data}
+    adapter, adapter_options = _adapter(pm, data["adapter"]) if "adapter" in data else (None, {})
     return RunnerConfig(
         program=program,
         tokenizer=tokenizer,
@@ -113,6 +122,8 @@ def load_config(
         block_plugins=block,
         modalities=modalities,
         generation=_generation(_table(data.get("generation", {}), "generation"), generation_base or GenerationConfig()),
+        adapter=adapter,
+        adapter_options=adapter_options,
     )
 
 
@@ -151,7 +162,10 @@ def assemble(
 ) -> Any:
     """Build a runner (`MultimodalRunner` or `TextLLMRunner`, by the program's methods) from a config.
 
-    The runner's `generation_config` attribute holds the config's generation settings.
+    The runner's `generation_config` attribute holds the config's generation settings. When the
+    config names an `adapter` ("auto" detects it), the adapter's preprocessing settings (under the
+    config's own tables) and stop tokens are applied; `mmcore.open_model(config)` gives the
+    `ChatModel` with the adapter's chat renderer too.
     """
     from mmcore.runner import MultimodalRunner, TextLLMRunner
 
@@ -163,6 +177,11 @@ def assemble(
             if config.allow_plugins is not None or config.block_plugins
             else get_plugin_manager()
         )
+    if config.adapter is not None:
+        from mmcore.chat_model import build_chat_model
+
+        model = build_chat_model(config, plugin_manager=pm)
+        return model.runner
     program = Program(config.program, data_path=config.data_path)
     runner: MultimodalRunner | TextLLMRunner
     if program.has_method(C.TEXT_DECODER):
@@ -187,6 +206,13 @@ def config_schema(plugin_manager: PluginManager | None = None) -> dict[str, Any]
         "program": {"type": "string", "description": "path of the .pte program"},
         "tokenizer": {"type": "string", "description": "tokenizer file or directory (default: the program's folder)"},
         "data_path": {"type": "string", "description": "external weights (.ptd)"},
+        "adapter": {
+            "description": "model adapter name ('auto' detects it), or a table with 'name' and the adapter's options",
+            "oneOf": [
+                {"type": "string", "enum": ["auto", *pm.adapter_registry().names()]},
+                {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+            ],
+        },
         "plugins": {
             "type": "object",
             "additionalProperties": False,
@@ -232,6 +258,29 @@ def _modality_settings(pm: PluginManager, name: str, value: Any) -> dict[str, An
         except ConfigError as exc:
             raise ConfigError(f"[{name}] {exc}") from None
     return settings
+
+
+def _adapter(pm: PluginManager, value: Any) -> tuple[str, dict[str, Any]]:
+    """The adapter name and options of the `adapter` key: a name, or a table with `name` and options."""
+    if isinstance(value, str):
+        name, options = value, {}
+    elif isinstance(value, Mapping):
+        options = dict(value)
+        name = options.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError('config table [adapter] needs name = "ADAPTER" (a string), e.g. name = "gemma3"')
+    else:
+        raise ConfigError(
+            f"config key 'adapter' must be an adapter name (adapter = \"gemma3\") or a table [adapter], "
+            f"got {type(value).__name__}"
+        )
+    if not name:
+        raise ConfigError("config key 'adapter' must not be empty; give an adapter name or \"auto\"")
+    if name == "auto":
+        if options:
+            raise ConfigError(f'adapter options {sorted(options)} need a named adapter, not "auto"')
+        return name, {}
+    return name, pm.adapter_registry().check_options(name, options)
 
 
 def _generation(table: dict[str, Any], base: GenerationConfig) -> GenerationConfig:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from mmcore.chat import Renderer
 from mmcore.config import GenerationConfig
 from mmcore.errors import MMCoreError
 from mmcore.runner import GenerationResult, MultimodalRunner
@@ -18,11 +19,14 @@ from mmcore.session import Session
 __all__ = ["run_chat", "answer_json_line"]
 
 
-def run_chat(runner: Any, config: GenerationConfig, args: argparse.Namespace) -> int:
-    """Run `mmcore chat` on stdin/stdout; returns the exit status."""
+def run_chat(
+    runner: Any, config: GenerationConfig, args: argparse.Namespace, *, renderer: Renderer | None = None
+) -> int:
+    """Run `mmcore chat` on stdin/stdout (rendering with `renderer`, e.g. a model adapter's); returns
+    the exit status."""
     if not isinstance(runner, MultimodalRunner):
         raise MMCoreError("mmcore chat needs a multimodal program (token_embedding + text_decoder)")
-    session = Session(runner, context_policy=args.context_policy, system=args.system)
+    session = Session(runner, renderer=renderer, context_policy=args.context_policy, system=args.system)
     if args.jsonl:
         for line in sys.stdin:
             if line.strip():

@@ -19,6 +19,11 @@ __all__ = [
     "InvalidInputError",
     "ContextOverflowError",
     "RunnerStateError",
+    "AdapterError",
+    "UnknownAdapterError",
+    "AmbiguousAdapterError",
+    "MediaLimitError",
+    "PlaceholderMismatchError",
 ]
 
 
@@ -72,3 +77,23 @@ class ContextOverflowError(MMCoreError):
 
 class RunnerStateError(MMCoreError):
     """The runner cannot do this in its current state (e.g. `generate` with nothing prefilled)."""
+
+
+class AdapterError(MMCoreError):
+    """A model adapter cannot be chosen, configured or applied."""
+
+
+class UnknownAdapterError(AdapterError, ConfigError):
+    """No installed adapter has the requested name."""
+
+
+class AmbiguousAdapterError(AdapterError):
+    """Several installed adapters recognise a program; one must be named."""
+
+
+class MediaLimitError(InvalidInputError):
+    """A conversation holds more media items than the model accepts."""
+
+
+class PlaceholderMismatchError(InvalidInputError):
+    """An encoder produced a different number of rows than the prompt reserved placeholder tokens for."""

@@ -13,9 +13,16 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from mmcore.adapters import AdapterRegistrar
     from mmcore.registry import ModalityRegistrar, TokenizerRegistrar
 
-__all__ = ["hookspec", "hookimpl", "mmcore_register_modalities", "mmcore_register_tokenizers"]
+__all__ = [
+    "hookspec",
+    "hookimpl",
+    "mmcore_register_modalities",
+    "mmcore_register_tokenizers",
+    "mmcore_register_adapters",
+]
 
 PROJECT_NAME = "mmcore"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -47,4 +54,18 @@ def mmcore_register_tokenizers(registry: TokenizerRegistrar) -> None:
     Return nothing.
 
     :param registry: the registrar that records which plugin added each loader.
+    """
+
+
+@hookspec
+def mmcore_register_adapters(registry: AdapterRegistrar) -> None:
+    """Register model adapters: objects that recognise a family of programs and say how to run them.
+
+    Called once per plugin manager, when the adapter registry is first needed (`mmcore.open_model`,
+    `mmcore run`, `mmcore inspect`, or a config naming an `adapter`). Call `registry.add(adapter)`
+    for each adapter; an adapter declares `name`, `fallback`, `options`, `detect(source)` and
+    `configure(source, tokenizer, options)` (see `mmcore.adapters.ModelAdapter`). Registering a
+    name another plugin already registered raises `PluginError` naming both plugins. Return nothing.
+
+    :param registry: the registrar that records which plugin added each adapter.
     """

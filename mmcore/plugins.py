@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -25,6 +25,9 @@ from mmcore import hookspecs
 from mmcore.errors import PluginError
 from mmcore.registry import ModalityRegistrar, ModalityRegistry, TokenizerRegistrar
 from mmcore.tokenizer import TokenizerLoader
+
+if TYPE_CHECKING:
+    from mmcore.adapters import AdapterRegistry
 
 __all__ = ["PluginManager", "PluginInfo", "PluginFailure", "get_plugin_manager", "ENTRY_POINT_GROUP"]
 
@@ -56,6 +59,7 @@ class PluginInfo:
     modalities: list[str] = field(default_factory=list)
     input_types: list[str] = field(default_factory=list)
     tokenizer_loaders: list[str] = field(default_factory=list)
+    adapters: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class PluginManager:
         self._modalities: ModalityRegistry | None = None
         self._loaders: list[TokenizerLoader] | None = None
         self._loader_plugins: dict[int, str] = {}
+        self._adapters: AdapterRegistry | None = None
         if os.environ.get(_TRACE_ENV):
             self._pm.trace.root.setwriter(logger.debug)
             self._pm.enable_tracing()
@@ -105,6 +110,7 @@ class PluginManager:
             self._origins.setdefault(plugin_name, _Origin(None, None, None))
             self._modalities = None
             self._loaders = None
+            self._adapters = None
             return registered or plugin_name
 
     def plugin_names(self) -> list[str]:
@@ -137,10 +143,25 @@ class PluginManager:
                 self._loaders = primary + fallbacks
             return list(self._loaders)
 
+    def adapter_registry(self) -> AdapterRegistry:
+        """Adapter name -> model adapter, built once from every plugin's `mmcore_register_adapters`."""
+        from mmcore.adapters import AdapterRegistrar, AdapterRegistry
+
+        with self._lock:
+            if self._adapters is None:
+                registry = AdapterRegistry()
+                self._call_register_hook(
+                    "mmcore_register_adapters",
+                    lambda plugin: {"registry": AdapterRegistrar(registry, plugin)},
+                )
+                self._adapters = registry
+            return self._adapters
+
     def plugin_infos(self) -> list[PluginInfo]:
         """One entry per registered plugin: name, version, hooks, modalities, input types."""
         modalities = self.modality_registry()
         self.tokenizer_loaders()
+        adapters = self.adapter_registry()
         infos: list[PluginInfo] = []
         for name, plugin in self._pm.list_name_plugin():
             origin = self._origins.get(name, _Origin(None, None, None))
@@ -153,6 +174,7 @@ class PluginManager:
             info.tokenizer_loaders = [
                 loader.name for loader in self._loaders or [] if self._loader_plugins.get(id(loader)) == name
             ]
+            info.adapters = [n for n in adapters.names() if adapters.plugin_of(n) == name]
             infos.append(info)
         return infos
 

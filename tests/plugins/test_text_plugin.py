@@ -456,6 +456,7 @@ def test_registry_round_trip(plugin_manager: PluginManager, hf_dir: Path, spm_mo
         "tiktoken",
         "sentencepiece",
         "llama2c",
+        "tekken",
         "hf-json",
     ]
     assert isinstance(mmcore.load_tokenizer(hf_dir, plugin_manager=plugin_manager), HFTokenizer)

@@ -1,4 +1,4 @@
-"""mmcore-text: the text modality and tokenizer loaders (Hugging Face, tiktoken, SentencePiece, llama2.c)."""
+"""mmcore-text: the text modality and tokenizer loaders (Hugging Face, Tekken, tiktoken, SentencePiece, llama2.c)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from mmcore_text.handler import TextHandler, TextInput
 from mmcore_text.hf import HFJsonFallbackLoader, HFTokenizer, HFTokenizerLoader
 from mmcore_text.llama2c import Llama2cLoader, Llama2cTokenizer
 from mmcore_text.spm import SentencePieceLoader, SentencePieceTokenizer
+from mmcore_text.tekken import TekkenLoader, TekkenTokenizer
 from mmcore_text.tiktoken_file import TiktokenLoader, TiktokenTokenizer
 
 __all__ = [
     "HFTokenizer",
     "Llama2cTokenizer",
     "SentencePieceTokenizer",
+    "TekkenTokenizer",
     "TextHandler",
     "TextInput",
     "TiktokenTokenizer",
@@ -36,6 +38,7 @@ def loaders() -> list[tuple[TokenizerLoader, bool]]:
         (TiktokenLoader(), False),
         (SentencePieceLoader(), False),
         (Llama2cLoader(), False),
+        (TekkenLoader(), False),
         (HFJsonFallbackLoader(), True),
     ]
 
@@ -62,6 +65,6 @@ def mmcore_register_modalities(registry: ModalityRegistrar) -> None:
 
 @hookimpl
 def mmcore_register_tokenizers(registry: TokenizerRegistrar) -> None:
-    """Register the loaders: Hugging Face, tiktoken, SentencePiece, llama2.c, then any `.json` as fallback."""
+    """Register the loaders: Hugging Face, tiktoken, SentencePiece, llama2.c, Tekken, then any `.json` as fallback."""
     for loader, fallback in loaders():
         registry.add(loader, fallback=fallback)

@@ -1,0 +1,177 @@
+"""`open_model`: a program, its tokenizer and its adapter, ready to answer chat messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmcore import constants as C
+from mmcore.adapters import (
+    Detection,
+    ModelAdapter,
+    ModelProfile,
+    ModelSource,
+    PromptRenderer,
+    RenderedPrompt,
+    RendererContext,
+    RunnerMediaEncoder,
+    detect_adapter,
+    merge_settings,
+)
+from mmcore.assemble import RunnerConfig, load_config, with_overrides
+from mmcore.chat import Message, Renderer
+from mmcore.config import GenerationConfig
+from mmcore.errors import AdapterError, ProgramError
+from mmcore.plugins import PluginManager, get_plugin_manager
+from mmcore.program import Program
+from mmcore.runner import GenerationResult, MultimodalRunner, PieceCallback, TokenCallback
+from mmcore.session import ContextPolicy, Session
+from mmcore.tokenizer import Tokenizer, load_tokenizer
+
+__all__ = ["ChatModel", "open_model", "build_chat_model", "AUTO"]
+
+#: The adapter name that asks for detection.
+AUTO = "auto"
+PathLike = str | os.PathLike[str]
+
+
+class ChatModel:
+    """A multimodal program with its adapter: chat messages in, generated tokens out.
+
+    Attributes:
+        runner: the `MultimodalRunner` (adapter settings and stop tokens applied).
+        adapter: the adapter in use; `detection` says why it was chosen.
+        profile: what the adapter configured (settings, placeholders, limits, notes).
+        renderer: renders conversations into runner inputs (media encoded and checked).
+    """
+
+    def __init__(
+        self,
+        runner: MultimodalRunner,
+        adapter: ModelAdapter,
+        profile: ModelProfile,
+        renderer: Renderer,
+        detection: Detection,
+        source: ModelSource,
+    ) -> None:
+        self.runner = runner
+        self.adapter = adapter
+        self.profile = profile
+        self.renderer = renderer
+        self.detection = detection
+        self.source = source
+
+    @property
+    def name(self) -> str:
+        """The adapter's name."""
+        return self.adapter.name
+
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> RenderedPrompt:
+        """The prompt the conversation renders to (token segments and media), before any encoder runs."""
+        if not isinstance(self.renderer, PromptRenderer):
+            raise AdapterError(
+                f"the '{self.name}' adapter renders parts in order without a token prompt; use chat() or inputs()"
+            )
+        return self.renderer.render_prompt(messages, add_generation_prompt=add_generation_prompt)
+
+    def inputs(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[Any]:
+        """The ordered runner inputs of a conversation (media already encoded and checked)."""
+        return self.renderer.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        config: GenerationConfig | None = None,
+        token_callback: TokenCallback | None = None,
+        *,
+        piece_callback: PieceCallback | None = None,
+    ) -> GenerationResult:
+        """Answer a whole conversation from scratch (the KV cache is reset first)."""
+        config = config if config is not None else self.runner.generation_config
+        if isinstance(self.renderer, PromptRenderer):  # the rendered prompt carries its own BOS
+            config = config.replace(num_bos=0, num_eos=0)
+        self.runner.reset()
+        inputs = self.inputs(messages, add_generation_prompt=True)
+        return self.runner.generate(inputs, config, token_callback, piece_callback=piece_callback)
+
+    def session(self, *, context_policy: ContextPolicy = "error", system: str | None = None) -> Session:
+        """A multi-turn `Session` that renders with this model's adapter."""
+        return Session(self.runner, renderer=self.renderer, context_policy=context_policy, system=system)
+
+    def __repr__(self) -> str:
+        return f"ChatModel({str(self.runner.program.path)!r}, adapter={self.name!r})"
+
+
+def open_model(
+    program: PathLike | Mapping[str, Any] | RunnerConfig,
+    *,
+    adapter: str | None = None,
+    adapter_options: Mapping[str, Any] | None = None,
+    tokenizer: PathLike | None = None,
+    data_path: PathLike | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    generation: GenerationConfig | None = None,
+    plugin_manager: PluginManager | None = None,
+) -> ChatModel:
+    """Open a `.pte` program (or a TOML config / parsed config) as a `ChatModel`.
+
+    The adapter is `adapter` (a name), else the config's `adapter`, else detected from the program
+    and the files next to it. `settings` (per modality) override the adapter's preprocessing;
+    `tokenizer` defaults to the program's folder.
+    """
+    pm = plugin_manager or get_plugin_manager()
+    if isinstance(program, RunnerConfig):
+        config = program
+    elif isinstance(program, Mapping) or str(program).endswith(".toml"):
+        config = load_config(program, plugin_manager=pm)
+    else:
+        config = load_config({"program": os.fspath(program)}, plugin_manager=pm)
+    config = with_overrides(config, tokenizer=tokenizer, modalities=settings, plugin_manager=pm)
+    changes: dict[str, Any] = {}
+    if adapter is not None:
+        changes["adapter"] = adapter
+    if adapter_options is not None:
+        changes["adapter_options"] = dict(adapter_options)
+    if data_path is not None:
+        changes["data_path"] = Path(data_path)
+    if generation is not None:
+        changes["generation"] = generation
+    return build_chat_model(dataclasses.replace(config, **changes), plugin_manager=pm)
+
+
+def build_chat_model(config: RunnerConfig, *, plugin_manager: PluginManager | None = None) -> ChatModel:
+    """The `ChatModel` of a validated config (adapter detected when the config names none)."""
+    pm = plugin_manager or get_plugin_manager()
+    program = Program(config.program, data_path=config.data_path)
+    if not program.has_method(C.TEXT_DECODER):
+        raise ProgramError(
+            f"{config.program} is a text-only program (no text_decoder); model adapters and chat rendering "
+            "need a multimodal program. Run it with `mmcore run --raw` or mmcore.TextLLMRunner"
+        )
+    tokenizer = load_tokenizer(config.tokenizer, plugin_manager=pm)
+    source = ModelSource(program, tokenizer_path=config.tokenizer)
+    adapter, detection, profile = configure_adapter(source, tokenizer, config, pm)
+    settings = merge_settings(profile.modality_settings, config.modalities.items())
+    runner = MultimodalRunner(program, tokenizer, plugin_manager=pm, modality_settings=settings)
+    if profile.stop_token_ids:
+        runner.metadata = dataclasses.replace(runner.metadata, eos_ids=runner.metadata.eos_ids | profile.stop_token_ids)
+    runner.generation_config = config.generation
+    context = RendererContext(registry=pm.modality_registry(), encoder=RunnerMediaEncoder(runner))
+    return ChatModel(runner, adapter, profile, profile.make_renderer(context), detection, source)
+
+
+def configure_adapter(
+    source: ModelSource, tokenizer: Tokenizer, config: RunnerConfig, pm: PluginManager
+) -> tuple[ModelAdapter, Detection, ModelProfile]:
+    """The adapter the config names (or detection picks), why, and its profile of the program."""
+    registry = pm.adapter_registry()
+    if config.adapter is None or config.adapter == AUTO:
+        detection = detect_adapter(source, registry)
+    else:
+        detection = Detection(registry.get(config.adapter), "named in the config or on the command line")
+    adapter = detection.adapter
+    options = registry.check_options(adapter.name, config.adapter_options)
+    return adapter, detection, adapter.configure(source, tokenizer, options)

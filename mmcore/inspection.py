@@ -1,0 +1,138 @@
+"""`mmcore inspect`: what a program declares and how mmcore would run it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mmcore import constants as C
+from mmcore.adapters import ModelSource, detect_adapter
+from mmcore.errors import MMCoreError
+from mmcore.plugins import PluginManager, get_plugin_manager
+from mmcore.program import Program, TensorSpec
+
+__all__ = ["inspect_program", "format_report"]
+
+
+def inspect_program(
+    path: str | os.PathLike[str],
+    *,
+    tokenizer: str | os.PathLike[str] | None = None,
+    adapter: str | None = None,
+    plugin_manager: PluginManager | None = None,
+) -> dict[str, Any]:
+    """A JSON-serialisable report: methods (dtypes, shapes), metadata constants, the adapter that
+    runs the program (detected unless named) with its placeholder tokens per media item, and the
+    context budget. Problems with the tokenizer or adapter are reported, not raised."""
+    pm = plugin_manager or get_plugin_manager()
+    program = Program(path)
+    constants = sorted(program.metadata_names)
+    methods = {
+        name: {
+            "inputs": [_spec(s) for s in program.method_spec(name).inputs],
+            "outputs": [_spec(s) for s in program.method_spec(name).outputs],
+        }
+        for name in sorted(program.method_names - program.metadata_names)
+    }
+    metadata = {name: _json_value(program.constant(name)) for name in constants}
+    max_seq = metadata.get(C.GET_MAX_SEQ_LEN)
+    context = metadata.get(C.GET_MAX_CONTEXT_LEN, max_seq)
+    report: dict[str, Any] = {
+        "program": str(program.path),
+        "size_bytes": program.path.stat().st_size,
+        "methods": methods,
+        "metadata": metadata,
+        "context": {"max_context_len": context, "max_seq_len": max_seq},
+        "decoder_position_input": _position_form(program),
+    }
+    tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
+    report["adapter"] = _adapter_report(program, tokenizer_path, adapter, pm, context)
+    return report
+
+
+def _adapter_report(
+    program: Program, tokenizer_path: Path, name: str | None, pm: PluginManager, context: Any
+) -> dict[str, Any]:
+    from mmcore.tokenizer import load_tokenizer
+
+    if not program.has_method(C.TEXT_DECODER):
+        return {"name": None, "reason": "text-only program: no adapter (runs with TextLLMRunner)"}
+    source = ModelSource(program, tokenizer_path=tokenizer_path)
+    registry = pm.adapter_registry()
+    out: dict[str, Any] = {"installed": registry.names()}
+    try:
+        if name is None or name == "auto":
+            detection = detect_adapter(source, registry)
+            out.update(name=detection.adapter.name, reason=detection.reason, candidates=dict(detection.candidates))
+        else:
+            out.update(name=registry.get(name).name, reason="named on the command line")
+        chosen = registry.get(out["name"])
+        out["options"] = dict(chosen.options)
+        tokenizer = load_tokenizer(tokenizer_path, plugin_manager=pm)
+        profile = chosen.configure(source, tokenizer, {})
+    except MMCoreError as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    out["tokens_per_item"] = dict(profile.tokens_per_item)
+    out["max_items"] = dict(profile.max_items)
+    out["stop_token_ids"] = sorted(profile.stop_token_ids)
+    out["modality_settings"] = {k: _json_value(dict(v)) for k, v in profile.modality_settings.items()}
+    out["notes"] = list(profile.notes)
+    if isinstance(context, int):
+        out["items_that_fit"] = {kind: (context - 1) // n for kind, n in profile.tokens_per_item.items() if n > 0}
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as text for a terminal."""
+    lines = [f"program: {report['program']} ({report['size_bytes']} bytes)", "methods:"]
+    for name, spec in report["methods"].items():
+        ins = ", ".join(str(s) for s in spec["inputs"])
+        outs = ", ".join(str(s) for s in spec["outputs"])
+        lines.append(f"  {name}({ins}) -> {outs}")
+    lines.append("metadata:")
+    lines += [f"  {k} = {v}" for k, v in report["metadata"].items()]
+    ctx = report["context"]
+    lines.append(f"context: {ctx['max_context_len']} positions, at most {ctx['max_seq_len']} per decoder call")
+    lines.append(f"decoder position input: {report['decoder_position_input']}")
+    adapter = report["adapter"]
+    lines.append(f"adapter: {adapter.get('name')} ({adapter.get('reason', '')})")
+    if "error" in adapter:
+        lines.append(f"  problem: {adapter['error']}")
+    for kind, n in adapter.get("tokens_per_item", {}).items():
+        unit = "audio window" if kind == "audio" else kind
+        fit = adapter.get("items_that_fit", {}).get(kind)
+        lines.append(f"  {n} placeholder tokens per {unit}" + (f" ({fit} fit the context)" if fit is not None else ""))
+    for kind, n in adapter.get("max_items", {}).items():
+        lines.append(f"  at most {n} {kind} item(s) per conversation")
+    if adapter.get("stop_token_ids"):
+        lines.append(f"  extra stop token ids: {adapter['stop_token_ids']}")
+    lines += [f"  note: {n}" for n in adapter.get("notes", [])]
+    if adapter.get("installed"):
+        lines.append(f"  installed adapters: {', '.join(adapter['installed'])}")
+    return "\n".join(lines)
+
+
+def _position_form(program: Program) -> str:
+    if not program.has_method(C.TEXT_DECODER):
+        return "n/a"
+    inputs = program.method_spec(C.TEXT_DECODER).inputs
+    spec = inputs[1] if len(inputs) > 1 else None
+    if spec is None:
+        return "none"
+    return "cache_position [T]" if spec.shape and spec.shape[0] > 1 else "start position [1]"
+
+
+def _spec(spec: TensorSpec | None) -> str:
+    return spec.describe() if spec is not None else "value"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,73 @@
+"""Fixtures of the adapter tests: raw media files, ExecuTorch's LLaVA-style program, the C++ reference."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mmcore.testing import ProgramSpec, VisionEncoderSpec, build_program
+
+
+@pytest.fixture(scope="session")
+def png_100x60(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A non-square 100x60 RGB PNG (needs resizing for every model)."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("media") / "picture.png"
+    pixels = np.random.default_rng(3).integers(0, 256, size=(60, 100, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stereo_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3.1-s stereo 16-bit WAV at 22.05 kHz (resampled and mixed down for every model)."""
+    import soundfile
+
+    rate = 22_050
+    t = np.arange(int(rate * 3.1)) / rate
+    left = 0.4 * np.sin(2 * np.pi * (200 + 300 * t) * t)
+    right = 0.3 * np.sin(2 * np.pi * 440 * t) + np.random.default_rng(5).normal(0.0, 0.05, t.shape)
+    path = tmp_path_factory.mktemp("media") / "stereo.wav"
+    soundfile.write(path, np.stack([left, right], axis=1).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def et_llava_pte(tiny_decoder: Any) -> Path:
+    """ExecuTorch-LLaVA-style program: uint8 [3, H, W] image, start-position decoder, 512 positions (256 per call)."""
+    decoder = dataclasses.replace(tiny_decoder, max_context_len=512, max_seq_len=256)
+    return build_program(ProgramSpec(decoder=decoder, vision=VisionEncoderSpec(dtype="uint8", rank=3)))
+
+
+def cpp_generate(pte: Path, tokenizer_dir: Path, items: Sequence[tuple[str, Any]], max_new_tokens: int) -> list[int]:
+    """Greedy ids of ExecuTorch's C++ MultimodalRunner on ("tokens", ids) / ("image"|"audio", tensor) items."""
+    from executorch.extension.llm import runner as et
+
+    from mmcore.testing import piece_table
+
+    made = []
+    for kind, value in items:
+        if kind == "tokens":
+            made.append(et.make_token_input(list(value)))
+        elif kind == "image":
+            made.append(et.make_image_input(value.contiguous()))
+        else:
+            made.append(et.make_audio_input(value.contiguous()))
+    pieces = piece_table(tokenizer_dir)
+    streamed: list[str] = []
+    runner = et.MultimodalRunner(str(pte), str(tokenizer_dir))
+    config = et.GenerationConfig(echo=False, temperature=0.0, max_new_tokens=max_new_tokens, warming=True)
+    runner.generate(made, config, streamed.append)
+    return [pieces[p] for p in streamed]
+
+
+def until(ids: Sequence[int], stop: int) -> list[int]:
+    """`ids` up to and including the first `stop`."""
+    out = list(ids)
+    return out[: out.index(stop) + 1] if stop in out else out

@@ -1,0 +1,130 @@
+"""Acceptance: mmcore on raw files (a 100x60 PNG, a stereo 22.05-kHz WAV) and a chat message gives the
+prompt ids of the Hugging Face processor and the greedy tokens of HF `generate` and of ExecuTorch's C++
+runner fed the HF-preprocessed tensors, for Gemma 3, LLaVA, SmolVLM and Voxtral."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optimum.exporters.executorch")
+
+import mmcore
+from mmcore.errors import PlaceholderMismatchError
+from mmcore.testing.hf import HFInputs, HFModelDir, build_hf_model, export_hf_program, hf_generate, hf_inputs
+from tests.adapters.conftest import cpp_generate, until
+
+pytestmark = pytest.mark.hf
+
+FAMILIES = ("gemma3", "llava", "smolvlm", "voxtral")
+MAX_NEW_TOKENS = 24
+PROMPT = "What is in it? Tell me about the cat."
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request: pytest.FixtureRequest) -> tuple[HFModelDir, Path]:
+    name = request.param
+    return build_hf_model(name), export_hf_program(name, recipe="portable")
+
+
+def _messages(model_dir: HFModelDir, png: Path, wav: Path) -> tuple[list[Any], list[Any]]:
+    """The chat as mmcore gets it (file paths) and as the HF processor gets it (decoded media).
+
+    The reference audio is mixed down and resampled with soxr HQ, as transformers' `load_audio`
+    (librosa, `res_type="soxr_hq"`) does.
+    """
+    import soundfile
+    import soxr
+    from PIL import Image
+
+    if model_dir.modality == "vision":
+        ours: dict[str, Any] = {"type": "image", "image": str(png)}
+        theirs: dict[str, Any] = {"type": "image", "image": Image.open(png).convert("RGB")}
+    else:
+        samples, rate = soundfile.read(wav, dtype="float32")
+        mono = soxr.resample(samples.mean(axis=1), rate, 16_000, quality="HQ").astype(np.float32)
+        ours, theirs = {"type": "audio", "audio": str(wav)}, {"type": "audio", "audio": mono}
+    text = {"type": "text", "text": PROMPT}
+    return [{"role": "user", "content": [ours, text]}], [{"role": "user", "content": [theirs, text]}]
+
+
+def _segments(inputs: HFInputs, model_dir: HFModelDir) -> Iterator[tuple[str, Any]]:
+    """The processor's ids cut at placeholder runs, with its tensors for the media."""
+    assert inputs.media is not None
+    ids, media_id, item, start, i = inputs.input_ids, model_dir.media_token_id, 0, 0, 0
+    while i < len(ids):
+        if ids[i] != media_id:
+            i += 1
+            continue
+        if i > start:
+            yield "tokens", ids[start:i]
+        end = i
+        while end < len(ids) and ids[end] == media_id:
+            end += 1
+        if model_dir.modality == "vision":
+            yield "image", inputs.media[item]
+            item += 1
+        else:
+            chunks = (end - i) // model_dir.tokens_per_item
+            yield "audio", inputs.media[item : item + chunks]
+            item += chunks
+        start = i = end
+    if start < len(ids):
+        yield "tokens", ids[start:]
+
+
+def test_open_model_matches_the_processor_hf_generate_and_the_cpp_runner(family, png_100x60, stereo_wav):
+    model_dir, pte = family
+    ours, theirs = _messages(model_dir, png_100x60, stereo_wav)
+    model = mmcore.open_model(pte)
+    assert model.name == model_dir.family
+    reference = hf_inputs(model_dir.family, model_dir, theirs)
+    assert model.render(ours).ids == reference.input_ids
+    config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
+    got = model.chat(ours, config).tokens
+    expected = hf_generate(model_dir.family, model_dir, reference, MAX_NEW_TOKENS)
+    cpp = cpp_generate(pte, model_dir.runner_tokenizer_dir, list(_segments(reference, model_dir)), MAX_NEW_TOKENS)
+    stop = model_dir.stop_token_id
+    assert until(got, stop) == until(expected, stop) == until(cpp, stop)
+    assert len(set(until(got, stop))) > 3
+
+
+def test_stop_tokens_and_settings_come_from_the_model_files(family):
+    model_dir, pte = family
+    model = mmcore.open_model(pte)
+    eos = model.runner.metadata.eos_ids
+    assert set(model_dir.eos_token_ids) <= eos
+    assert model.profile.tokens_per_item == {
+        "image" if model_dir.modality == "vision" else "audio": model_dir.tokens_per_item
+    }
+    if model_dir.family == "gemma3":
+        assert model.profile.modality_settings["image"]["resample"] == 2  # bilinear, from preprocessor_config.json
+    if model_dir.family == "voxtral":
+        assert model.profile.modality_settings["audio"]["n_frames"] == 200
+
+
+def test_placeholder_count_disagreeing_with_the_encoder(family, png_100x60, stereo_wav):
+    model_dir, pte = family
+    ours, _ = _messages(model_dir, png_100x60, stereo_wav)
+    model = mmcore.open_model(pte, adapter_options={"tokens_per_item": model_dir.tokens_per_item - 1})
+    assert model.render(ours).ids.count(model_dir.media_token_id) % (model_dir.tokens_per_item - 1) == 0
+    with pytest.raises(PlaceholderMismatchError, match="placeholder tokens"):
+        model.chat(ours, mmcore.GenerationConfig(temperature=0.0, max_new_tokens=2))
+
+
+def test_session_turns_render_through_the_chat_template(family, png_100x60, stereo_wav):
+    model_dir, pte = family
+    ours, _ = _messages(model_dir, png_100x60, stereo_wav)
+    model = mmcore.open_model(pte)
+    session = model.session()
+    config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=6)
+    first = session.send(ours[0], config)
+    second = session.send("And then?", config)
+    assert second.stats.extra["reused_prompt_tokens"] >= len(model.render(ours)) - 1
+    history = model.render(session.messages[:2], add_generation_prompt=False).ids
+    answer = [t for t in first.tokens if t not in model.profile.stop_token_ids and t not in model_dir.eos_token_ids]
+    assert any(history[i : i + len(answer)] == answer for i in range(len(history)))
