@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmcore import ContextOverflowError, EmbeddingsInput, GenerationConfig, PrefillContext, hookimpl
+from mmcore import (
+    ContextOverflowError,
+    EmbeddingsInput,
+    GenerationConfig,
+    InvalidInputError,
+    PrefillContext,
+    hookimpl,
+)
 from mmcore.chat import PlainRenderer
 from mmcore.runner import MultimodalRunner
 from mmcore.session import Session
@@ -162,3 +169,43 @@ def test_context_policies(make_runner):
         result = sliding.send(long_text, GREEDY)
     assert result.stats.extra["dropped_messages"] >= 1
     assert len(sliding.messages) <= turns + 2
+
+
+@pytest.mark.parametrize("stage", ["encoder", "prefill", "decode", "callback"])
+def test_fault_injection_at_every_stage_leaves_the_session_consistent(make_runner, handler, stage):
+    session = Session(make_runner())
+    session.send("the quick brown fox", GREEDY)
+    before = list(session.messages)
+    runner = session.runner
+    turn = {"role": "user", "content": [{"type": "picture", "picture": IMAGE}, {"type": "text", "text": "and now"}]}
+    calls = {"n": 0}
+    restore = []
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"injected in {stage}")
+
+    if stage == "encoder":
+        restore.append((handler, "prefill", handler.prefill))
+        handler.prefill = fail  # type: ignore[method-assign]
+    else:
+        original = runner.decoder._run_decoder
+
+        def flaky(*args):
+            calls["n"] += 1
+            # prefill calls first (the image rows, then the text), then one per decoded token
+            if (stage == "prefill" and calls["n"] == 2) or (stage == "decode" and calls["n"] == 4):
+                raise RuntimeError(f"injected in {stage}")
+            return original(*args)
+
+        if stage in ("prefill", "decode"):
+            restore.append((runner.decoder, "_run_decoder", original))
+            runner.decoder._run_decoder = flaky  # type: ignore[method-assign]
+    callback = fail if stage == "callback" else None
+    with pytest.raises((RuntimeError, InvalidInputError), match="injected"):  # plugin faults become typed errors
+        session.send(turn, GREEDY, token_callback=callback)
+    for owner, name, value in restore:
+        setattr(owner, name, value)
+    assert session.messages == before
+    reference = Session(make_runner())
+    reference.send("the quick brown fox", GREEDY)
+    assert session.send(turn, GREEDY).tokens == reference.send(turn, GREEDY).tokens
