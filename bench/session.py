@@ -1,5 +1,6 @@
 """Multi-turn time to first token: an mmcore Session vs ExecuTorch's C++ MultimodalRunner re-sending
-the whole conversation each turn, on a ~60M-parameter program with a vision encoder. One process.
+the whole conversation each turn, on a ~60M-parameter program with a vision encoder producing 256
+image rows per 128x128 image (Gemma3 has 256 per image). One process.
 
     python3 bench/session.py                 # 5 repeats
     python3 bench/session.py --repeats 9 --backend portable
@@ -101,15 +102,15 @@ def main() -> None:
 
     tokenizer = build_tokenizer(vocab_size=32000)
     spec = ProgramSpec(
-        decoder=dataclasses.replace(DecoderSpec.big(), vocab_size=32000, max_context_len=256),
-        vision=VisionEncoderSpec(height=64, width=64, fat_channels=128),
+        decoder=dataclasses.replace(DecoderSpec.big(), vocab_size=32000, max_context_len=512, max_seq_len=256),
+        vision=VisionEncoderSpec(height=128, width=128, fat_channels=64),  # 256 image rows, as Gemma3
         backend=args.backend,
     )
     pte = build_program(spec)
     pm = plugin_manager()
     runner = MultimodalRunner(pte, tokenizer, plugin_manager=pm)
     cpp = CppRunner(str(pte), str(tokenizer))
-    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))
     config = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=MAX_NEW, ignore_eos=True)
 
     ours: dict[str, list[float]] = {"turn 1": [], "turn 2": [], "turn 3": [], "turn 1, cached image": []}
