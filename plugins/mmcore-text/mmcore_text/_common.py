@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mmcore.errors import InvalidInputError, TokenizerError
 
-__all__ = ["frame", "require_file", "read_head", "check_ids"]
+__all__ = ["frame", "require_file", "read_head", "check_ids", "TokenizerBase"]
 
 
 def frame(ids: list[int], *, bos: int, eos: int, bos_id: int | None, eos_id: int | None, name: str) -> list[int]:
@@ -62,3 +62,60 @@ def check_ids(ids: Sequence[int], vocab_size: int, name: str) -> list[int]:
                 f"{name}.decode: id {i} is outside the vocabulary 0..{vocab_size - 1}; pass ids this tokenizer produced"
             )
     return values
+
+
+class TokenizerBase:
+    """BOS/EOS ids, vocabulary size, framing and id checks shared by this package's tokenizers.
+
+    A subclass calls `_set_ids` from its constructor.
+    """
+
+    _bos_id: int | None
+    _eos_id: int | None
+    _eos_ids: frozenset[int]
+    _vocab_size: int
+    _source: str
+
+    def _set_ids(
+        self,
+        *,
+        bos_id: int | None,
+        eos_id: int | None,
+        vocab_size: int,
+        source: str,
+        extra_eos_ids: Iterable[int] = (),
+    ) -> None:
+        self._bos_id = bos_id
+        self._eos_id = eos_id
+        self._vocab_size = vocab_size
+        self._source = source
+        self._eos_ids = frozenset({*extra_eos_ids, *([] if eos_id is None else [eos_id])})
+
+    @property
+    def bos_id(self) -> int | None:
+        """Beginning-of-sequence id, if the tokenizer has one."""
+        return self._bos_id
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """Ids that end a sequence: the EOS id and any extra ones the tokenizer's files name."""
+        return self._eos_ids
+
+    @property
+    def eos_id(self) -> int | None:
+        """The EOS id `encode(..., eos=n)` appends."""
+        return self._eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, regular and special tokens together."""
+        return self._vocab_size
+
+    def _frame(self, ids: list[int], bos: int, eos: int) -> list[int]:
+        return frame(ids, bos=bos, eos=eos, bos_id=self._bos_id, eos_id=self._eos_id, name=self._name())
+
+    def _checked(self, ids: Sequence[int]) -> list[int]:
+        return check_ids(ids, self._vocab_size, self._name())
+
+    def _name(self) -> str:
+        return f"{type(self).__name__}({self._source})"

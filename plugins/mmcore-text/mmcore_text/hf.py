@@ -12,7 +12,7 @@ from typing import Any
 import tokenizers
 
 from mmcore.errors import TokenizerError
-from mmcore_text._common import check_ids, frame, require_file
+from mmcore_text._common import TokenizerBase, require_file
 
 __all__ = ["HFTokenizer", "HFTokenizerLoader", "HFJsonFallbackLoader"]
 
@@ -24,7 +24,7 @@ _CONFIG_FILES = ("special_tokens_map.json", "tokenizer_config.json")
 _GENERATION_CONFIG = "generation_config.json"
 
 
-class HFTokenizer:
+class HFTokenizer(TokenizerBase):
     """A `tokenizers.Tokenizer` that adds exactly the BOS/EOS ids asked for and no other special tokens."""
 
     def __init__(
@@ -37,15 +37,9 @@ class HFTokenizer:
         source: str = "HFTokenizer",
     ) -> None:
         self._tokenizer = tokenizer
-        self._bos_id = bos_id
-        self._eos_id = eos_id
-        eos = set(extra_eos_ids)
-        if eos_id is not None:
-            eos.add(eos_id)
-        self._eos_ids = frozenset(eos)
-        self._source = source
-        # Computing this builds the whole vocabulary; it is read on every decode, so keep it.
-        self._vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+        # Computing the size builds the whole vocabulary; it is read on every decode, so keep it.
+        vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+        self._set_ids(bos_id=bos_id, eos_id=eos_id, vocab_size=vocab_size, source=source, extra_eos_ids=extra_eos_ids)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> HFTokenizer:
@@ -85,26 +79,6 @@ class HFTokenizer:
         return cls(tokenizer, bos_id=bos_id, eos_id=eos_id, extra_eos_ids=extra, source=str(target))
 
     @property
-    def bos_id(self) -> int | None:
-        """Beginning-of-sequence id, if one was configured or could be guessed."""
-        return self._bos_id
-
-    @property
-    def eos_ids(self) -> frozenset[int]:
-        """The configured or guessed EOS id together with `generation_config.json`'s `eos_token_id`."""
-        return self._eos_ids
-
-    @property
-    def eos_id(self) -> int | None:
-        """The EOS id `encode(..., eos=n)` appends."""
-        return self._eos_id
-
-    @property
-    def vocab_size(self) -> int:
-        """Regular and added tokens together."""
-        return self._vocab_size
-
-    @property
     def backend(self) -> tokenizers.Tokenizer:
         """The underlying `tokenizers.Tokenizer`."""
         return self._tokenizer
@@ -112,15 +86,12 @@ class HFTokenizer:
     def encode(self, text: str, *, bos: int = 0, eos: int = 0) -> list[int]:
         """Ids of `text` (special-token strings in it become their ids) with `bos` BOS and `eos` EOS ids."""
         ids = list(self._tokenizer.encode(text, add_special_tokens=False).ids) if text else []
-        return frame(ids, bos=bos, eos=eos, bos_id=self._bos_id, eos_id=self._eos_id, name=self._name())
+        return self._frame(ids, bos, eos)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; special tokens are dropped unless `skip_special_tokens` is False."""
-        values = check_ids(ids, self.vocab_size, self._name())
+        values = self._checked(ids)
         return str(self._tokenizer.decode(values, skip_special_tokens=skip_special_tokens))
-
-    def _name(self) -> str:
-        return f"HFTokenizer({self._source})"
 
     def __repr__(self) -> str:
         return f"HFTokenizer(source={self._source!r}, vocab_size={self.vocab_size}, bos_id={self._bos_id})"

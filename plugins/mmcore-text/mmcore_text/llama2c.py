@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmcore.errors import TokenizerError
-from mmcore_text._common import check_ids, frame, require_file
+from mmcore_text._common import TokenizerBase, require_file
 
 __all__ = ["Llama2cTokenizer", "Llama2cLoader", "Llama2cVocab", "read_llama2c_vocab"]
 
@@ -98,12 +98,12 @@ def read_llama2c_vocab(path: str | os.PathLike[str]) -> Llama2cVocab:
     )
 
 
-class Llama2cTokenizer:
+class Llama2cTokenizer(TokenizerBase):
     """llama2.c's tokenizer: a dummy-prefix space, per-character lookup with byte fallback, merges by score."""
 
     def __init__(self, vocab: Llama2cVocab, *, source: str = "llama2c") -> None:
         self._vocab = vocab
-        self._source = source
+        self._set_ids(bos_id=vocab.bos_id, eos_id=vocab.eos_id, vocab_size=vocab.vocab_size, source=source)
         self._lookup: dict[bytes, int] = {}
         for i, piece in enumerate(vocab.pieces):
             self._lookup.setdefault(piece, i)
@@ -113,32 +113,17 @@ class Llama2cTokenizer:
         """Load a `tokenizer.bin`."""
         return cls(read_llama2c_vocab(path), source=str(path))
 
-    @property
-    def bos_id(self) -> int | None:
-        """1 in llama2.c files; the header's value in ExecuTorch files."""
-        return self._vocab.bos_id
-
-    @property
-    def eos_ids(self) -> frozenset[int]:
-        """2 in llama2.c files; the header's value in ExecuTorch files."""
-        return frozenset({self._vocab.eos_id})
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of pieces."""
-        return self._vocab.vocab_size
-
     def encode(self, text: str, *, bos: int = 0, eos: int = 0) -> list[int]:
         """Ids of `text` with `bos` BOS and `eos` EOS ids."""
         ids = self._merge(self._initial_ids(text)) if text else []
-        return frame(ids, bos=bos, eos=eos, bos_id=self._vocab.bos_id, eos_id=self._vocab.eos_id, name=self._name())
+        return self._frame(ids, bos, eos)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; a piece right after BOS (or first) loses its leading space, `<0xNN>` pieces are bytes."""
         out = bytearray()
         prev = self._vocab.bos_id
         specials = {self._vocab.bos_id, self._vocab.eos_id}
-        for token in check_ids(ids, self._vocab.vocab_size, self._name()):
+        for token in self._checked(ids):
             piece = self._vocab.pieces[token]
             if prev == self._vocab.bos_id and piece.startswith(b" "):
                 piece = piece[1:]
@@ -204,9 +189,6 @@ class Llama2cTokenizer:
             out.append(symbols[node])
             node = nxt[node]
         return out
-
-    def _name(self) -> str:
-        return f"Llama2cTokenizer({self._source})"
 
     def __repr__(self) -> str:
         return f"Llama2cTokenizer(source={self._source!r}, vocab_size={self._vocab.vocab_size})"

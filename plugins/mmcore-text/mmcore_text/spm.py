@@ -9,22 +9,24 @@ from pathlib import Path
 import sentencepiece
 
 from mmcore.errors import TokenizerError
-from mmcore_text._common import check_ids, frame, require_file
+from mmcore_text._common import TokenizerBase, require_file
 
 __all__ = ["SentencePieceTokenizer", "SentencePieceLoader"]
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(TokenizerBase):
     """A SentencePiece model; BOS/EOS are the model's own (`<s>`/`</s>` usually)."""
 
     def __init__(self, processor: sentencepiece.SentencePieceProcessor, *, source: str = "sentencepiece") -> None:
         self._sp = processor
-        self._source = source
-        self._vocab_size = int(processor.get_piece_size())
         bos = int(processor.bos_id())
         eos = int(processor.eos_id())
-        self._bos_id = bos if bos >= 0 else None
-        self._eos_id = eos if eos >= 0 else None
+        self._set_ids(
+            bos_id=bos if bos >= 0 else None,
+            eos_id=eos if eos >= 0 else None,
+            vocab_size=int(processor.get_piece_size()),
+            source=source,
+        )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SentencePieceTokenizer:
@@ -40,29 +42,14 @@ class SentencePieceTokenizer:
             ) from exc
         return cls(processor, source=str(target))
 
-    @property
-    def bos_id(self) -> int | None:
-        """The model's BOS id, if it has one."""
-        return self._bos_id
-
-    @property
-    def eos_ids(self) -> frozenset[int]:
-        """The model's EOS id, if it has one."""
-        return frozenset() if self._eos_id is None else frozenset({self._eos_id})
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of pieces."""
-        return self._vocab_size
-
     def encode(self, text: str, *, bos: int = 0, eos: int = 0) -> list[int]:
         """Ids of `text` with `bos` BOS and `eos` EOS ids."""
         ids = [int(i) for i in self._sp.encode(text, out_type=int)] if text else []
-        return frame(ids, bos=bos, eos=eos, bos_id=self._bos_id, eos_id=self._eos_id, name=self._name())
+        return self._frame(ids, bos, eos)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; control tokens (`<s>`, `</s>`) appear as their pieces if not skipped."""
-        values = check_ids(ids, self._vocab_size, self._name())
+        values = self._checked(ids)
         if skip_special_tokens:
             return str(self._sp.decode([i for i in values if not self._sp.is_control(i)]))
         parts: list[str] = []
@@ -78,9 +65,6 @@ class SentencePieceTokenizer:
         if run:
             parts.append(str(self._sp.decode(run)))
         return "".join(parts)
-
-    def _name(self) -> str:
-        return f"SentencePieceTokenizer({self._source})"
 
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(source={self._source!r}, vocab_size={self._vocab_size})"

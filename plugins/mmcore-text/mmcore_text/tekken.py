@@ -14,7 +14,7 @@ from typing import Any
 import tiktoken
 
 from mmcore.errors import TokenizerError
-from mmcore_text._common import check_ids, frame, require_file
+from mmcore_text._common import TokenizerBase, require_file
 
 __all__ = ["TekkenTokenizer", "TekkenLoader"]
 
@@ -22,7 +22,7 @@ _TEKKEN_JSON = "tekken.json"
 _BOS, _EOS = "<s>", "</s>"
 
 
-class TekkenTokenizer:
+class TekkenTokenizer(TokenizerBase):
     """A `tekken.json` tokenizer: control tokens take ids ``0..n_special-1``, a regular token of rank r
     takes ``n_special + r``.
 
@@ -44,12 +44,14 @@ class TekkenTokenizer:
         )
         self._specials = {token: i for i, token in enumerate(specials)}
         self._special_names = tuple(specials)
-        self._vocab_size = self._n_special + len(ranks)
-        self._bos_id = self._specials.get(_BOS)
-        self._eos_id = self._specials.get(_EOS)
+        self._set_ids(
+            bos_id=self._specials.get(_BOS),
+            eos_id=self._specials.get(_EOS),
+            vocab_size=self._n_special + len(ranks),
+            source=source,
+        )
         named = sorted((t for t in self._specials if t), key=len, reverse=True)
         self._split = re.compile("(" + "|".join(re.escape(t) for t in named) + ")") if named else None
-        self._source = source
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> TekkenTokenizer:
@@ -92,25 +94,6 @@ class TekkenTokenizer:
             raise TokenizerError(f"cannot build the Tekken encoding of {file}: {exc}") from exc
 
     @property
-    def bos_id(self) -> int | None:
-        """``<s>``."""
-        return self._bos_id
-
-    @property
-    def eos_ids(self) -> frozenset[int]:
-        """``</s>``."""
-        return frozenset() if self._eos_id is None else frozenset({self._eos_id})
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._eos_id
-
-    @property
-    def vocab_size(self) -> int:
-        """Special plus regular tokens (`config.default_vocab_size`)."""
-        return self._vocab_size
-
-    @property
     def num_special_tokens(self) -> int:
         return self._n_special
 
@@ -129,11 +112,11 @@ class TekkenTokenizer:
                 ids.append(self._specials[piece])
             else:
                 ids.extend(self._n_special + i for i in self._encoding.encode_ordinary(piece))
-        return frame(ids, bos=bos, eos=eos, bos_id=self._bos_id, eos_id=self._eos_id, name=self._name())
+        return self._frame(ids, bos, eos)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; control tokens are dropped unless `skip_special_tokens` is False."""
-        values = check_ids(ids, self._vocab_size, self._name())
+        values = self._checked(ids)
         out = bytearray()
         for i in values:
             if i < self._n_special:
@@ -142,9 +125,6 @@ class TekkenTokenizer:
             else:
                 out += self._encoding.decode_single_token_bytes(i - self._n_special)
         return out.decode("utf-8", errors="replace")
-
-    def _name(self) -> str:
-        return f"TekkenTokenizer({self._source})"
 
     def __repr__(self) -> str:
         return f"TekkenTokenizer(source={self._source!r}, vocab_size={self._vocab_size})"

@@ -13,7 +13,7 @@ from pathlib import Path
 import tiktoken
 
 from mmcore.errors import TokenizerError
-from mmcore_text._common import check_ids, frame, read_head, require_file
+from mmcore_text._common import TokenizerBase, read_head, require_file
 
 __all__ = [
     "TiktokenTokenizer",
@@ -89,7 +89,7 @@ def read_tiktoken_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
     return ranks
 
 
-class TiktokenTokenizer:
+class TiktokenTokenizer(TokenizerBase):
     """A tiktoken BPE with special tokens numbered after the base vocabulary (Llama 3 layout by default)."""
 
     def __init__(
@@ -110,12 +110,14 @@ class TiktokenTokenizer:
             mergeable_ranks=dict(mergeable_ranks),
             special_tokens=self._special,
         )
-        self._source = source
-        self._vocab_size = num_base + len(self._special)
-        self._bos_id = self._special.get(bos_token) if bos_token is not None else None
         eos = [self._special[t] for t in eos_tokens if t in self._special]
-        self._eos_id = eos[0] if eos else None
-        self._eos_ids = frozenset(eos)
+        self._set_ids(
+            bos_id=self._special.get(bos_token) if bos_token is not None else None,
+            eos_id=eos[0] if eos else None,
+            vocab_size=num_base + len(self._special),
+            source=source,
+            extra_eos_ids=eos,
+        )
         self._special_ids = frozenset(self._special.values())
 
     @classmethod
@@ -143,26 +145,6 @@ class TiktokenTokenizer:
             raise TokenizerError(f"cannot build a tiktoken encoding from {path}: {exc}") from exc
 
     @property
-    def bos_id(self) -> int | None:
-        """`<|begin_of_text|>` by default."""
-        return self._bos_id
-
-    @property
-    def eos_ids(self) -> frozenset[int]:
-        """`<|end_of_text|>` and `<|eot_id|>` by default."""
-        return self._eos_ids
-
-    @property
-    def eos_id(self) -> int | None:
-        """The EOS id `encode(..., eos=n)` appends (`<|end_of_text|>` by default)."""
-        return self._eos_id
-
-    @property
-    def vocab_size(self) -> int:
-        """Base tokens plus special tokens."""
-        return self._vocab_size
-
-    @property
     def special_tokens(self) -> Mapping[str, int]:
         """Special token string -> id."""
         return dict(self._special)
@@ -170,17 +152,14 @@ class TiktokenTokenizer:
     def encode(self, text: str, *, bos: int = 0, eos: int = 0) -> list[int]:
         """Ids of `text` (special-token strings in it become their ids) with `bos` BOS and `eos` EOS ids."""
         ids = self._encoding.encode(text, allowed_special="all") if text else []
-        return frame(ids, bos=bos, eos=eos, bos_id=self._bos_id, eos_id=self._eos_id, name=self._name())
+        return self._frame(ids, bos, eos)
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; special tokens are dropped unless `skip_special_tokens` is False."""
-        values = check_ids(ids, self._vocab_size, self._name())
+        values = self._checked(ids)
         if skip_special_tokens:
             values = [i for i in values if i not in self._special_ids]
         return self._encoding.decode(values, errors="replace")
-
-    def _name(self) -> str:
-        return f"TiktokenTokenizer({self._source})"
 
     def __repr__(self) -> str:
         return f"TiktokenTokenizer(source={self._source!r}, vocab_size={self._vocab_size})"
