@@ -5,8 +5,8 @@
 
 Both runners load the same `.pte` (built by `mmcore.testing`, cached) and the same tokenizer, and
 run greedy generation from the same prompt, interleaved, several times; medians are reported.
-Decode time per token is measured from the first streamed token to the end of `generate`; time to
-first token from the call to the first streamed token.
+Decode time per token is measured from the first token (mmcore's first `Piece`, the C++ runner's
+first callback) to the end of `generate`; time to first token from the call to that first token.
 """
 
 from __future__ import annotations
