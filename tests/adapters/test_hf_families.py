@@ -78,7 +78,15 @@ def _segments(inputs: HFInputs, model_dir: HFModelDir) -> Iterator[tuple[str, An
 
 
 def test_open_model_matches_the_processor_hf_generate_and_the_cpp_runner(family, png_100x60, stereo_wav):
-    model_dir, pte = family
+    _check_parity(*family, png_100x60, stereo_wav)
+
+
+def test_xnnpack_export_matches_too(png_100x60, stereo_wav):
+    """The recipe users ship (the other tests use portable exports, which build twice as fast)."""
+    _check_parity(build_hf_model("llava"), export_hf_program("llava", recipe="xnnpack"), png_100x60, stereo_wav)
+
+
+def _check_parity(model_dir: HFModelDir, pte: Path, png_100x60: Path, stereo_wav: Path) -> None:
     ours, theirs = _messages(model_dir, png_100x60, stereo_wav)
     model = mmcore.open_model(pte)
     assert model.name == model_dir.family
