@@ -43,7 +43,7 @@ def inspect_program(
         "size_bytes": program.path.stat().st_size,
         "methods": methods,
         "metadata": metadata,
-        "context": {"max_context_len": context, "max_seq_len": max_seq},
+        "context": {"max_context_len": context, "max_seq_len": max_seq, "per_call": _per_call(program, max_seq)},
         "decoder_position_input": _position_form(program),
     }
     tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
@@ -94,7 +94,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("metadata:")
     lines += [f"  {k} = {v}" for k, v in report["metadata"].items()]
     ctx = report["context"]
-    lines.append(f"context: {ctx['max_context_len']} positions, at most {ctx['max_seq_len']} per decoder call")
+    lines.append(f"context: {ctx['max_context_len']} positions, at most {ctx['per_call']} per decoder call")
     lines.append(f"decoder position input: {report['decoder_position_input']}")
     adapter = report["adapter"]
     lines.append(f"adapter: {adapter.get('name')} ({adapter.get('reason', '')})")
@@ -122,6 +122,16 @@ def _position_form(program: Program) -> str:
     if spec is None:
         return "none"
     return "cache_position [T]" if spec.shape and spec.shape[0] > 1 else "start position [1]"
+
+
+def _per_call(program: Program, max_seq: Any) -> int | None:
+    """Rows one decoder call takes: `get_max_seq_len`, capped by the decoder's sequence bound."""
+    decoder = next((m for m in (C.TEXT_DECODER, C.FORWARD) if program.has_method(m)), None)
+    if decoder is None or not isinstance(max_seq, int):
+        return max_seq if isinstance(max_seq, int) else None
+    first = program.method_spec(decoder).inputs[0]
+    bound = first.shape[1] if first is not None and first.rank >= 2 else max_seq
+    return min(max_seq, bound)
 
 
 def _spec(spec: TensorSpec | None) -> str:
