@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import codecs
+from collections.abc import Callable, Sequence
 
 from mmcore.tokenizer import Tokenizer
 
@@ -30,11 +31,18 @@ class TextStreamer:
         self._held = ""  # decoded text not yet emitted (possible stop-string start)
         self.text = ""  # everything emitted so far
         self.stopped = False
+        # Byte-level tokenizers: concatenate token bytes through an incremental UTF-8 decoder.
+        token_bytes = getattr(tokenizer, "token_bytes", None)
+        self._token_bytes: Callable[..., bytes] | None = token_bytes if callable(token_bytes) else None
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token: int) -> str:
         """Add one token; return the text that is now safe to emit (often empty)."""
         if self.stopped:
             return ""
+        if self._token_bytes is not None:
+            delta = self._utf8.decode(self._token_bytes(token, skip_special_tokens=self._skip_special))
+            return self._release(delta) if delta else ""
         self._ids.append(token)
         decode = self._tokenizer.decode
         window = self._ids[self._prefix_offset :]
@@ -54,6 +62,8 @@ class TextStreamer:
         """At the end of generation: emit what was held back (an unfinished stop string included)."""
         if self.stopped:
             return ""
+        if self._token_bytes is not None:
+            self._held += self._utf8.decode(b"", final=True).rstrip(_REPLACEMENT)
         tail = self._ids[self._read_offset :]
         if tail:
             window = self._ids[self._prefix_offset :]

@@ -38,6 +38,11 @@ class Tokenizer(Protocol):
         """Text of a sequence of ids (may end in U+FFFD when a character is cut off)."""
 
 
+# Optional: a tokenizer whose decoding is the concatenation of per-token bytes may also offer
+# `token_bytes(id, *, skip_special_tokens: bool) -> bytes`; streaming then costs one lookup per token
+# instead of re-decoding a window of ids.
+
+
 @runtime_checkable
 class TokenizerLoader(Protocol):
     """Recognises and loads one family of tokenizer files."""

@@ -24,6 +24,22 @@ _CONFIG_FILES = ("special_tokens_map.json", "tokenizer_config.json")
 _GENERATION_CONFIG = "generation_config.json"
 
 
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-to-unicode alphabet, inverted: the character a byte-level BPE uses -> the byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+_BYTE_DECODER = _byte_decoder()
+
+
 class HFTokenizer(TokenizerBase):
     """A `tokenizers.Tokenizer` that adds exactly the BOS/EOS ids asked for and no other special tokens."""
 
@@ -37,6 +53,10 @@ class HFTokenizer(TokenizerBase):
         source: str = "HFTokenizer",
     ) -> None:
         self._tokenizer = tokenizer
+        self._bytes: list[bytes] | None = None  # per-token bytes, built on first streamed token
+        self._special_ids: frozenset[int] = frozenset()
+        if not isinstance(tokenizer.decoder, tokenizers.decoders.ByteLevel):
+            self.token_bytes = None  # type: ignore[assignment,method-assign]  # no byte-level fast path
         # Computing the size builds the whole vocabulary; it is read on every decode, so keep it.
         vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
         self._set_ids(bos_id=bos_id, eos_id=eos_id, vocab_size=vocab_size, source=source, extra_eos_ids=extra_eos_ids)
@@ -87,6 +107,30 @@ class HFTokenizer(TokenizerBase):
         """Ids of `text` (special-token strings in it become their ids) with `bos` BOS and `eos` EOS ids."""
         ids = list(self._tokenizer.encode(text, add_special_tokens=False).ids) if text else []
         return self._frame(ids, bos, eos)
+
+    def token_bytes(self, token: int, *, skip_special_tokens: bool = True) -> bytes:
+        """The bytes one token contributes to decoded text (byte-level tokenizers only; see
+        `mmcore.tokenizer`). Special tokens give b"" when skipped, their text otherwise."""
+        table = self._byte_table()
+        if not 0 <= token < len(table):
+            self._checked([token])
+        if skip_special_tokens and token in self._special_ids:
+            return b""
+        return table[token]
+
+    def _byte_table(self) -> list[bytes]:
+        if self._bytes is None:
+            added = self._tokenizer.get_added_tokens_decoder()
+            self._special_ids = frozenset(i for i, t in added.items() if t.special)
+            table = []
+            for i in range(self._vocab_size):
+                piece = self._tokenizer.id_to_token(i) or ""
+                if i in added:
+                    table.append(added[i].content.encode("utf-8"))
+                else:
+                    table.append(bytes(_BYTE_DECODER.get(c, 0) for c in piece))
+            self._bytes = table
+        return self._bytes
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; special tokens are dropped unless `skip_special_tokens` is False."""
