@@ -161,3 +161,16 @@ def test_large_encoder_activations_do_not_corrupt_the_kv_cache(
         cpp.multimodal(pte), cpp.inputs([("text", "the quick brown fox"), ("image", image), ("text", "jumps over")]), 12
     )
     assert result.tokens == eager == reference
+
+
+def test_text_program_with_cache_positions_and_full_logits(make_spec, program_path, tokenizer_dir, plugin_manager, cpp):
+    spec = make_spec(kind="text", position_form="cache_position", logits="all")
+    pte = program_path(spec)
+    runner = TextLLMRunner(pte, tokenizer_dir, plugin_manager=plugin_manager)
+    first = runner.generate(PROMPT, GREEDY)
+    reference = cpp.text(pte)
+    assert first.tokens == cpp.generate(reference, PROMPT, 12)
+    # prefill() then generate("") continues from the prefilled state, as a second turn does
+    runner.reset()
+    runner.prefill(PROMPT)
+    assert runner.generate("", GREEDY).tokens == first.tokens
