@@ -10,6 +10,7 @@ Build a tokenizer and a program once per cache directory, then compare a runner 
 
 from mmcore.testing._files import CACHE_ENV_VAR, default_cache_dir
 from mmcore.testing.cache import build_program, cached_program_path, program_cache_key
+from mmcore.testing.cpp_reference import cpp_generate, until_stop
 from mmcore.testing.export import export_program
 from mmcore.testing.inputs import sample_audio, sample_image
 from mmcore.testing.reference import EagerProgram, Segment, SegmentKind, eager_model
@@ -47,6 +48,7 @@ __all__ = [
     "SegmentKind",
     "VisionEncoderSpec",
     "build_program",
+    "cpp_generate",
     "cached_program_path",
     "build_tokenizer",
     "default_cache_dir",
@@ -57,4 +59,5 @@ __all__ = [
     "sample_audio",
     "sample_image",
     "tokenizer_vocab_size",
+    "until_stop",
 ]

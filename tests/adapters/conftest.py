@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +42,3 @@ def et_llava_pte(tiny_decoder: Any) -> Path:
     """ExecuTorch-LLaVA-style program: uint8 [3, H, W] image, start-position decoder, 512 positions (256 per call)."""
     decoder = dataclasses.replace(tiny_decoder, max_context_len=512, max_seq_len=256)
     return build_program(ProgramSpec(decoder=decoder, vision=VisionEncoderSpec(dtype="uint8", rank=3)))
-
-
-def cpp_generate(pte: Path, tokenizer_dir: Path, items: Sequence[tuple[str, Any]], max_new_tokens: int) -> list[int]:
-    """Greedy ids of ExecuTorch's C++ MultimodalRunner on ("tokens", ids) / ("image"|"audio", tensor) items."""
-    from executorch.extension.llm import runner as et
-
-    from mmcore.testing import piece_table
-
-    made = []
-    for kind, value in items:
-        if kind == "tokens":
-            made.append(et.make_token_input(list(value)))
-        elif kind == "image":
-            made.append(et.make_image_input(value.contiguous()))
-        else:
-            made.append(et.make_audio_input(value.contiguous()))
-    pieces = piece_table(tokenizer_dir)
-    streamed: list[str] = []
-    runner = et.MultimodalRunner(str(pte), str(tokenizer_dir))
-    config = et.GenerationConfig(echo=False, temperature=0.0, max_new_tokens=max_new_tokens, warming=True)
-    runner.generate(made, config, streamed.append)
-    return [pieces[p] for p in streamed]
-
-
-def until(ids: Sequence[int], stop: int) -> list[int]:
-    """`ids` up to and including the first `stop`."""
-    out = list(ids)
-    return out[: out.index(stop) + 1] if stop in out else out

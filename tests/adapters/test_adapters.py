@@ -27,7 +27,7 @@ from mmcore.inputs import EmbeddingsInput, TokensInput
 from mmcore.plugins import PluginManager
 from mmcore.registry import PrefillContext
 from mmcore.runner import MultimodalRunner
-from tests.adapters.conftest import cpp_generate
+from mmcore.testing import cpp_generate
 
 BUILTIN = {"gemma3", "llava", "smolvlm", "voxtral", "executorch-llava", "generic"}
 GREEDY = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=12)

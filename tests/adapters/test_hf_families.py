@@ -4,7 +4,6 @@ runner fed the HF-preprocessed tensors, for Gemma 3, LLaVA, SmolVLM and Voxtral.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,9 @@ pytest.importorskip("optimum.exporters.executorch")
 
 import mmcore
 from mmcore.errors import PlaceholderMismatchError
-from mmcore.testing.hf import HFInputs, HFModelDir, build_hf_model, export_hf_program, hf_generate, hf_inputs
-from tests.adapters.conftest import cpp_generate, until
+from mmcore.testing import cpp_generate
+from mmcore.testing import until_stop as until
+from mmcore.testing.hf import HFModelDir, build_hf_model, export_hf_program, hf_generate, hf_inputs, processor_segments
 
 pytestmark = pytest.mark.hf
 
@@ -52,31 +52,6 @@ def _messages(model_dir: HFModelDir, png: Path, wav: Path) -> tuple[list[Any], l
     return [{"role": "user", "content": [ours, text]}], [{"role": "user", "content": [theirs, text]}]
 
 
-def _segments(inputs: HFInputs, model_dir: HFModelDir) -> Iterator[tuple[str, Any]]:
-    """The processor's ids cut at placeholder runs, with its tensors for the media."""
-    assert inputs.media is not None
-    ids, media_id, item, start, i = inputs.input_ids, model_dir.media_token_id, 0, 0, 0
-    while i < len(ids):
-        if ids[i] != media_id:
-            i += 1
-            continue
-        if i > start:
-            yield "tokens", ids[start:i]
-        end = i
-        while end < len(ids) and ids[end] == media_id:
-            end += 1
-        if model_dir.modality == "vision":
-            yield "image", inputs.media[item]
-            item += 1
-        else:
-            chunks = (end - i) // model_dir.tokens_per_item
-            yield "audio", inputs.media[item : item + chunks]
-            item += chunks
-        start = i = end
-    if start < len(ids):
-        yield "tokens", ids[start:]
-
-
 def test_open_model_matches_the_processor_hf_generate_and_the_cpp_runner(family, png_100x60, stereo_wav):
     _check_parity(*family, png_100x60, stereo_wav)
 
@@ -95,7 +70,9 @@ def _check_parity(model_dir: HFModelDir, pte: Path, png_100x60: Path, stereo_wav
     config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
     got = model.chat(ours, config).tokens
     expected = hf_generate(model_dir.family, model_dir, reference, MAX_NEW_TOKENS)
-    cpp = cpp_generate(pte, model_dir.runner_tokenizer_dir, list(_segments(reference, model_dir)), MAX_NEW_TOKENS)
+    cpp = cpp_generate(
+        pte, model_dir.runner_tokenizer_dir, list(processor_segments(reference, model_dir)), MAX_NEW_TOKENS
+    )
     stop = model_dir.stop_token_id
     assert until(got, stop) == until(expected, stop) == until(cpp, stop)
     assert len(set(until(got, stop))) > 3

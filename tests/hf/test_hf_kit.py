@@ -4,7 +4,6 @@ exported programs agreeing token for token with Hugging Face ``generate``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,8 @@ import torch
 
 pytest.importorskip("optimum.exporters.executorch")
 
-from mmcore.testing import piece_table
+from mmcore.testing import cpp_generate, piece_table, until_stop
 from mmcore.testing.hf import (
-    HFInputs,
     HFModelDir,
     Message,
     Recipe,
@@ -24,6 +22,7 @@ from mmcore.testing.hf import (
     export_hf_program,
     hf_generate,
     hf_inputs,
+    processor_segments,
 )
 
 pytestmark = pytest.mark.hf
@@ -63,59 +62,6 @@ def built(request: pytest.FixtureRequest) -> tuple[HFModelDir, Path]:
 def _recipe(name: str) -> Recipe:
     """XNNPACK for one family (the recipe users ship), portable for the rest (exports twice as fast)."""
     return "xnnpack" if name == "llava" else "portable"
-
-
-def _segments(inputs: HFInputs, model_dir: HFModelDir) -> Iterator[tuple[str, Any]]:
-    """Split the prompt into token runs and one media item per run of placeholders."""
-    assert inputs.media is not None
-    ids, media_id = inputs.input_ids, model_dir.media_token_id
-    start = 0
-    item = 0
-    i = 0
-    while i < len(ids):
-        if ids[i] != media_id:
-            i += 1
-            continue
-        if i > start:
-            yield "tokens", ids[start:i]
-        end = i
-        while end < len(ids) and ids[end] == media_id:
-            end += 1
-        if model_dir.modality == "vision":
-            yield "image", inputs.media[item]
-            item += 1
-        else:  # one audio input holds every chunk of this clip
-            n_chunks = (end - i) // model_dir.tokens_per_item
-            yield "audio", inputs.media[item : item + n_chunks]
-            item += n_chunks
-        start = i = end
-    if start < len(ids):
-        yield "tokens", ids[start:]
-
-
-def _cpp_generate(model_dir: HFModelDir, pte: Path, inputs: HFInputs, max_new_tokens: int) -> list[int]:
-    """Greedy ids of ExecuTorch's C++ MultimodalRunner fed the processor's ids and tensors."""
-    from executorch.extension.llm import runner as et
-
-    made = []
-    for kind, value in _segments(inputs, model_dir):
-        if kind == "tokens":
-            made.append(et.make_token_input(list(value)))
-        elif kind == "image":
-            made.append(et.make_image_input(value.contiguous()))
-        else:
-            made.append(et.make_audio_input(value.contiguous()))
-    pieces = piece_table(model_dir.runner_tokenizer_dir)
-    streamed: list[str] = []
-    runner = et.MultimodalRunner(str(pte), str(model_dir.runner_tokenizer_dir))
-    config = et.GenerationConfig(echo=False, temperature=0.0, max_new_tokens=max_new_tokens, warming=True)
-    runner.generate(made, config, streamed.append)
-    return [pieces[p] for p in streamed]
-
-
-def _until_stop(ids: list[int], stop: int) -> list[int]:
-    """``ids`` up to and including the first ``stop``."""
-    return ids[: ids.index(stop) + 1] if stop in ids else ids
 
 
 def test_folder_holds_model_tokenizer_and_processor(built: tuple[HFModelDir, Path]) -> None:
@@ -169,8 +115,8 @@ def test_cpp_runner_matches_hf_generate(built: tuple[HFModelDir, Path]) -> None:
     model_dir, pte = built
     inputs = hf_inputs(model_dir.family, model_dir, _messages(model_dir))
     expected = hf_generate(model_dir.family, model_dir, inputs, MAX_NEW_TOKENS)
-    got = _cpp_generate(model_dir, pte, inputs, MAX_NEW_TOKENS)
+    got = cpp_generate(pte, model_dir.runner_tokenizer_dir, list(processor_segments(inputs, model_dir)), MAX_NEW_TOKENS)
     # The C++ runner does not check its first token for EOS; compare up to the first stop token.
-    expected, got = _until_stop(expected, model_dir.stop_token_id), _until_stop(got, model_dir.stop_token_id)
+    expected, got = until_stop(expected, model_dir.stop_token_id), until_stop(got, model_dir.stop_token_id)
     assert got == expected
     assert len(set(expected)) > 3, "the tiny model should not repeat one token"

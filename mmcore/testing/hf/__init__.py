@@ -12,7 +12,7 @@ directory, then compare a runner with Hugging Face ``generate``::
 from mmcore.testing.hf._family import NEVER_TOKEN, HFInputs, Message, Modality
 from mmcore.testing.hf.build import FAMILIES, HF_REVISION, FamilyName, HFModelDir, build_hf_model, hf_cache_key
 from mmcore.testing.hf.export import MAX_LENGTH, Recipe, export_hf_program
-from mmcore.testing.hf.reference import hf_generate, hf_inputs, load_hf_model
+from mmcore.testing.hf.reference import hf_generate, hf_inputs, load_hf_model, processor_segments
 
 __all__ = [
     "FAMILIES",
@@ -31,4 +31,5 @@ __all__ = [
     "hf_generate",
     "hf_inputs",
     "load_hf_model",
+    "processor_segments",
 ]

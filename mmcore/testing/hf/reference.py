@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmcore.testing.hf._family import HFInputs, Message, transformers_api
 from mmcore.testing.hf.build import FamilyName, HFModelDir, get_family
 
-__all__ = ["hf_generate", "hf_inputs", "load_hf_model"]
+__all__ = ["hf_generate", "hf_inputs", "load_hf_model", "processor_segments"]
 
 
 def _model_dir(model_dir: HFModelDir | Path) -> HFModelDir:
@@ -76,3 +76,31 @@ def hf_generate(
         pad_token_id=stops[0],
     )
     return [int(t) for t in out[0, len(inputs.input_ids) :]]
+
+
+def processor_segments(inputs: HFInputs, model_dir: HFModelDir) -> Iterator[tuple[str, Any]]:
+    """The processor's prompt cut at placeholder runs: ``("tokens", ids)`` runs and one media item
+    per run (``("image", pixels)``, or ``("audio", features)`` holding every chunk of one clip)."""
+    if inputs.media is None:
+        raise ValueError("these processor inputs hold no media")
+    ids, media_id = inputs.input_ids, model_dir.media_token_id
+    start = item = i = 0
+    while i < len(ids):
+        if ids[i] != media_id:
+            i += 1
+            continue
+        if i > start:
+            yield "tokens", ids[start:i]
+        end = i
+        while end < len(ids) and ids[end] == media_id:
+            end += 1
+        if model_dir.modality == "vision":
+            yield "image", inputs.media[item]
+            item += 1
+        else:
+            n_chunks = (end - i) // model_dir.tokens_per_item
+            yield "audio", inputs.media[item : item + n_chunks]
+            item += n_chunks
+        start = i = end
+    if start < len(ids):
+        yield "tokens", ids[start:]
