@@ -159,6 +159,7 @@ def assemble(
     source: str | os.PathLike[str] | Mapping[str, Any] | RunnerConfig,
     *,
     plugin_manager: PluginManager | None = None,
+    program: Program | None = None,
 ) -> Any:
     """Build a runner (`MultimodalRunner` or `TextLLMRunner`, by the program's methods) from a config.
 
@@ -180,9 +181,10 @@ def assemble(
     if config.adapter is not None:
         from mmcore.chat_model import build_chat_model
 
-        model = build_chat_model(config, plugin_manager=pm)
+        model = build_chat_model(config, plugin_manager=pm, program=program)
         return model.runner
-    program = Program(config.program, data_path=config.data_path)
+    if program is None:
+        program = Program(config.program, data_path=config.data_path)
     runner: MultimodalRunner | TextLLMRunner
     if program.has_method(C.TEXT_DECODER):
         runner = MultimodalRunner(program, config.tokenizer, plugin_manager=pm, modality_settings=config.modalities)

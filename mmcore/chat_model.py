@@ -142,10 +142,14 @@ def open_model(
     return build_chat_model(dataclasses.replace(config, **changes), plugin_manager=pm)
 
 
-def build_chat_model(config: RunnerConfig, *, plugin_manager: PluginManager | None = None) -> ChatModel:
-    """The `ChatModel` of a validated config (adapter detected when the config names none)."""
+def build_chat_model(
+    config: RunnerConfig, *, plugin_manager: PluginManager | None = None, program: Program | None = None
+) -> ChatModel:
+    """The `ChatModel` of a validated config (adapter detected when the config names none); `program`
+    is the config's program when the caller has already loaded it."""
     pm = plugin_manager or get_plugin_manager()
-    program = Program(config.program, data_path=config.data_path)
+    if program is None:
+        program = Program(config.program, data_path=config.data_path)
     if not program.has_method(C.TEXT_DECODER):
         raise ProgramError(
             f"{config.program} is a text-only program (no text_decoder); model adapters and chat rendering "

@@ -19,6 +19,7 @@ from mmcore.config import GenerationConfig
 from mmcore.errors import MMCoreError
 from mmcore.inputs import TokensInput
 from mmcore.plugins import PluginManager, get_plugin_manager
+from mmcore.program import Program
 from mmcore.runner import GenerationResult, MultimodalRunner, TextLLMRunner
 
 __all__ = ["main", "build_parser"]
@@ -145,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mmcore.chat_cli import run_chat
 
             config = _runner_config(args, pm, parser)
-            model = _chat_model(config, pm)
+            model, program = _chat_model(config, pm)
             if model is None:
-                return run_chat(assemble(config, plugin_manager=pm), config.generation, args)
+                return run_chat(assemble(config, plugin_manager=pm, program=program), config.generation, args)
             return run_chat(model.runner, config.generation, args, renderer=model.renderer)
         return _cmd_run(pm, args, parser)
     except MMCoreError as exc:
@@ -211,14 +212,14 @@ def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse
     return dataclasses.replace(config, **changes)
 
 
-def _chat_model(config: RunnerConfig, pm: PluginManager) -> ChatModel | None:
-    """The program's `ChatModel` (adapter named or detected); None for text-only programs."""
-    from mmcore.program import Program
-
-    if not Program(config.program, data_path=config.data_path).has_method(C.TEXT_DECODER):
-        return None
+def _chat_model(config: RunnerConfig, pm: PluginManager) -> tuple[ChatModel | None, Program]:
+    """The program's `ChatModel` (adapter named or detected; None for text-only programs) and the
+    loaded program, so it is loaded once."""
+    program = Program(config.program, data_path=config.data_path)
+    if not program.has_method(C.TEXT_DECODER):
+        return None, program
     adapter = config.adapter if config.adapter is not None else AUTO
-    return build_chat_model(dataclasses.replace(config, adapter=adapter), plugin_manager=pm)
+    return build_chat_model(dataclasses.replace(config, adapter=adapter), plugin_manager=pm, program=program), program
 
 
 def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -232,7 +233,7 @@ def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.Argum
     for kind, value in raw_inputs:
         handler = None if kind == "tokens" else registry.get(kind)
         inputs.append(handler.parse_cli(value) if handler is not None else value)  # type: ignore[attr-defined]
-    model = None if args.raw else _chat_model(config, pm)
+    model, program = (None, None) if args.raw else _chat_model(config, pm)
     if model is not None and isinstance(model.renderer, PromptRenderer):
         # One user turn, media in command-line order, through the model's chat template.
         kinds = [kind for kind, _ in raw_inputs]
@@ -241,7 +242,7 @@ def _cmd_run(pm: PluginManager, args: argparse.Namespace, parser: argparse.Argum
         content = [_content_part(kind, item) for kind, item in zip(kinds, inputs, strict=True)]
         return _print_result(model.chat([{"role": "user", "content": content}], config.generation,
                                         token_callback=None if args.json else _print_piece), args)  # fmt: skip
-    runner = model.runner if model is not None else assemble(config, plugin_manager=pm)
+    runner = model.runner if model is not None else assemble(config, plugin_manager=pm, program=program)
     if isinstance(runner, TextLLMRunner):
         inputs = [getattr(item, "text", item) for item in inputs]
     return _generate_and_print(runner, inputs, config.generation, args)
