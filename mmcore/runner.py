@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -175,10 +176,8 @@ class _RunnerBase(IRunner):
         `piece_callback(piece)` gets one `Piece` per generated token. A failure rolls back.
         """
         config = config if config is not None else self.generation_config
-        if not self._busy.acquire(blocking=False):
-            raise RunnerStateError("generate is already running on this runner; runners serve one call at a time")
-        start_pos, pending = self.pos, self._pending_logits
-        try:
+        with self._rollback_on_failure():
+            start_pos, pending = self.pos, self._pending_logits
             self.load()
             assert self._generator is not None
             self._generator.clear_stop()
@@ -208,11 +207,6 @@ class _RunnerBase(IRunner):
             stats.inference_end_ms = now_ms()
             stats.decode_time_s = time.perf_counter() - began - stats.prefill_time_s
             stats.finish()
-        except BaseException:
-            self.pos, self._pending_logits = start_pos, pending
-            raise
-        finally:
-            self._busy.release()
         if stats_callback is not None and not config.warming:
             stats_callback(stats)
         return result
@@ -220,10 +214,8 @@ class _RunnerBase(IRunner):
     def prefill(self, prompt: Any, num_bos: int = 0, num_eos: int = 0) -> int:
         """Write `prompt` into the KV cache without generating; returns the new position."""
         config = GenerationConfig(num_bos=num_bos, num_eos=num_eos)
-        if not self._busy.acquire(blocking=False):
-            raise RunnerStateError("generate is already running on this runner; runners serve one call at a time")
-        start_pos, pending = self.pos, self._pending_logits
-        try:
+        with self._rollback_on_failure():
+            start_pos = self.pos
             self.load()
             prepared, prompt_len, _ = self._prepare_request(prompt, config)
             if prompt_len == 0:
@@ -231,12 +223,21 @@ class _RunnerBase(IRunner):
             self._check_budget(start_pos, prompt_len, config)
             self._pending_logits = self._write(prepared, start_pos)
             self.pos = start_pos + prompt_len
+        return self.pos
+
+    @contextlib.contextmanager
+    def _rollback_on_failure(self) -> Iterator[None]:
+        """One call at a time; if the call fails, the position and any pending prefill are restored."""
+        if not self._busy.acquire(blocking=False):
+            raise RunnerStateError("generate is already running on this runner; runners serve one call at a time")
+        saved = self.pos, self._pending_logits
+        try:
+            yield
         except BaseException:
-            self.pos, self._pending_logits = start_pos, pending
+            self.pos, self._pending_logits = saved
             raise
         finally:
             self._busy.release()
-        return self.pos
 
     def stream(self, prompt: Any = (), config: GenerationConfig | None = None) -> Iterator[Piece]:
         """`generate` as an iterator of pieces; closing the iterator early stops generation."""
