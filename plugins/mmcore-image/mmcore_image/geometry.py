@@ -1,42 +1,64 @@
-"""Geometry: resizing (with Pillow, so results equal Pillow's), centre cropping and padding."""
+"""Geometry: resizing (bit-identical to Pillow's), centre cropping and padding."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from mmcore_image.settings import PreprocessSettings, Resample
+from mmcore_image.resample import Window, resize_window
+from mmcore_image.settings import PreprocessSettings
 
-__all__ = ["fit", "first_resize_size", "longest_edge_size", "shortest_edge_size", "place_centred"]
+__all__ = ["Placement", "fit", "first_resize_size", "longest_edge_size", "placement", "shortest_edge_size"]
 
-_FILTERS: dict[Resample, Image.Resampling] = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 # Idefics3 / SmolVLM bound the pre-resize to this many pixels per edge.
 _MAX_EDGE = 4096
 
 
-def fit(image: Image.Image, s: PreprocessSettings) -> np.ndarray[Any, Any]:
-    """RGB pixels of exactly `s.size` after the configured resize, crop and padding."""
-    resample = _FILTERS[s.resample]
-    if s.pre_resize_longest_edge is not None:
-        height, width = longest_edge_size(image.height, image.width, s.pre_resize_longest_edge)
-        image = image.resize((width, height), resample)
-    height, width = _mode_size(image.height, image.width, s)
-    if image.size != (width, height):
-        image = image.resize((width, height), resample)
+@dataclass(frozen=True)
+class Placement:
+    """Where the last resize's output lands in the `size` output: resize, keep a window, pad."""
+
+    resized: tuple[int, int]  # (height, width) of the last resize
+    window: Window  # (y0, x0, h, w) kept from the resized image
+    offset: tuple[int, int]  # (y, x) of the window in the output
+
+    def fills(self, size: tuple[int, int]) -> bool:
+        """Whether the window covers the whole output (no padding)."""
+        return (self.window[2], self.window[3]) == size
+
+
+def placement(height: int, width: int, s: PreprocessSettings) -> Placement:
+    """How a `height` x `width` image (after any pre-resize) is resized, cropped and padded to `s.size`."""
+    resized = _mode_size(height, width, s)
+    (src_y, dst_y, rows), (src_x, dst_x, cols) = _span(resized[0], s.size[0]), _span(resized[1], s.size[1])
+    return Placement(resized, (src_y, src_x, rows, cols), (dst_y, dst_x))
+
+
+def fit(image: Image.Image, s: PreprocessSettings, table: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+    """RGB pixels `[H, W, 3]` uint8 of exactly `s.size` after the configured resize, crop and padding.
+
+    With `table` (float32 `[3, 256]`), returns each channel mapped through it instead: float32
+    `[3, H, W]`.
+    """
     pixels = np.asarray(image)  # [h, w, 3] uint8
-    if pixels.shape[:2] == s.size:
-        return pixels
-    return place_centred(pixels, s.size, s.fill)
+    if s.pre_resize_longest_edge is not None:
+        size = longest_edge_size(image.height, image.width, s.pre_resize_longest_edge)
+        if size != pixels.shape[:2]:
+            pixels = resize_window(pixels, size, s.resample)
+    place = placement(pixels.shape[0], pixels.shape[1], s)
+    if place.fills(s.size):
+        return resize_window(pixels, place.resized, s.resample, place.window, table)
+    out = np.empty((*s.size, 3), dtype=np.uint8)  # [H, W, 3]
+    out[:] = np.asarray(s.fill, dtype=np.uint8)
+    (y, x), (_, _, rows, cols) = place.offset, place.window
+    out[y : y + rows, x : x + cols] = resize_window(pixels, place.resized, s.resample, place.window)
+    if table is None:
+        return out
+    return np.stack([table[c][out[:, :, c]] for c in range(3)])  # [3, H, W]
 
 
 def first_resize_size(width: int, height: int, s: PreprocessSettings) -> tuple[int, int]:
@@ -73,20 +95,6 @@ def longest_edge_size(height: int, width: int, longest: int) -> tuple[int, int]:
     elif height > width and height > _MAX_EDGE:
         height, width = _MAX_EDGE, int(_MAX_EDGE * aspect)
     return max(height, 1), max(width, 1)
-
-
-def place_centred(
-    pixels: np.ndarray[Any, Any], size: tuple[int, int], fill: tuple[int, int, int]
-) -> np.ndarray[Any, Any]:
-    """`pixels` [h, w, 3] centre-cropped and/or padded with `fill` to `size` (Hugging Face's centre crop rule)."""
-    out = np.empty((*size, 3), dtype=np.uint8)  # [H, W, 3]
-    out[:] = np.asarray(fill, dtype=np.uint8)
-    (src_y, dst_y, rows), (src_x, dst_x, cols) = (
-        _span(pixels.shape[0], size[0]),
-        _span(pixels.shape[1], size[1]),
-    )
-    out[dst_y : dst_y + rows, dst_x : dst_x + cols] = pixels[src_y : src_y + rows, src_x : src_x + cols]
-    return out
 
 
 def _span(have: int, want: int) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ from mmcore_image.decode import decode_image
 from mmcore_image.geometry import first_resize_size, fit
 from mmcore_image.inputs import ImageSource, describe_source
 from mmcore_image.settings import PreprocessSettings
-from mmcore_image.values import to_tensor
+from mmcore_image.values import table_for, to_tensor
 
 __all__ = ["ImagePreprocessor"]
 
@@ -34,7 +34,7 @@ class ImagePreprocessor:
             exif_orientation=s.exif_orientation,
             draft_size=(lambda w, h: first_resize_size(w, h, s)) if s.jpeg_draft else None,
         )
-        return to_tensor(fit(image, s), s)  # [1, 3, H, W] or [3, H, W]
+        return to_tensor(fit(image, s, table_for(s)), s)  # [1, 3, H, W] or [3, H, W]
 
     def __repr__(self) -> str:
         return f"ImagePreprocessor({self.settings!r})"

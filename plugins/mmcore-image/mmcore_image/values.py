@@ -15,24 +15,31 @@ import torch
 
 from mmcore_image.settings import PreprocessSettings
 
-__all__ = ["to_tensor", "value_table"]
+__all__ = ["table_for", "to_tensor", "value_table"]
 
 
-def to_tensor(pixels: np.ndarray[Any, Any], s: PreprocessSettings) -> torch.Tensor:
-    """The encoder input from `pixels` [H, W, 3] uint8: `[3, H, W]` or `[1, 3, H, W]` of `s.dtype`."""
+def table_for(s: PreprocessSettings) -> np.ndarray[Any, Any] | None:
+    """The per-channel value table for `s`'s float outputs (float32 `[3, 256]`); None for uint8 outputs."""
     if s.dtype == torch.uint8:
-        out = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # [3, H, W] uint8
+        return None
+    return value_table(
+        s.do_rescale,
+        s.rescale_factor,
+        s.image_mean if s.do_normalize else None,
+        s.image_std if s.do_normalize else None,
+    )
+
+
+def to_tensor(values: np.ndarray[Any, Any], s: PreprocessSettings) -> torch.Tensor:
+    """The encoder input `[3, H, W]` or `[1, 3, H, W]` of `s.dtype`.
+
+    `values` is what `fit` returns for `table_for(s)`: uint8 pixels `[H, W, 3]` for uint8 outputs,
+    float32 values `[3, H, W]` otherwise.
+    """
+    if s.dtype == torch.uint8:
+        out = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))  # [3, H, W] uint8
     else:
-        table = value_table(
-            s.do_rescale,
-            s.rescale_factor,
-            s.image_mean if s.do_normalize else None,
-            s.image_std if s.do_normalize else None,
-        )
-        values = np.empty((3, *pixels.shape[:2]), dtype=np.float32)  # [3, H, W]
-        for channel in range(3):
-            np.take(table[channel], pixels[:, :, channel], out=values[channel], mode="clip")
-        out = torch.from_numpy(values)
+        out = torch.from_numpy(values)  # [3, H, W] float32
         if s.dtype != torch.float32:
             out = out.to(s.dtype)
     return out.unsqueeze(0) if s.rank == 4 else out
