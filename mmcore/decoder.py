@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 
 import torch
 
 from mmcore import constants as C
 from mmcore.errors import ExecutionError, ProgramError
-from mmcore.program import LoadedMethod, Program
+from mmcore.program import LoadedMethod, NativeMethod, Program, native_extension
 from mmcore.stats import Stats
 
-__all__ = ["TextDecoderRunner", "MultimodalDecoderRunner", "EMBEDDING_CACHE_BYTES"]
+__all__ = ["EMBEDDING_CACHE_BYTES", "MultimodalDecoderRunner", "NativeGreedyLoop", "TextDecoderRunner"]
 
 #: Memory for decoded tokens' embedding rows (see `MultimodalDecoderRunner.step_token`).
 EMBEDDING_CACHE_BYTES = 16 * 1024 * 1024
@@ -66,6 +67,59 @@ class _DecoderBase:
         return outputs
 
 
+class NativeGreedyLoop:
+    """Greedy decoding below Python: each step embeds (if needed) and decodes the last token, takes
+    the first maximum of the logits and feeds it back, calling `on_token` in between.
+
+    Gives the same tokens as stepping the decoder from Python with a greedy `Sampler`.
+    """
+
+    def __init__(self, embedding: NativeMethod | None, decoder: NativeMethod, stats: Stats) -> None:
+        self._module = decoder.module
+        self._module_errors = native_extension().ExecutorchError
+        self._embedding = embedding.name if embedding is not None else None
+        self._decoder = decoder.name
+        self.stats = stats
+
+    def __call__(
+        self,
+        token: int,
+        pos: int,
+        max_steps: int,
+        eos_ids: Collection[int],
+        on_token: Callable[[int], bool] | None,
+    ) -> list[int]:
+        """Tokens generated after feeding `token` at `pos`: at most `max_steps`, ending after an id in
+        `eos_ids` or when `on_token(id)` returns True."""
+        stats = self.stats
+        stats.model_execution_start_ms = time.time_ns() // 1_000_000
+        try:
+            tokens, seconds = self._module.greedy_decode(
+                self._embedding, self._decoder, token, pos, max_steps, list(eos_ids), on_token
+            )
+        except self._module_errors as exc:
+            raise ExecutionError(f"greedy decoding from position {pos} failed: {exc}") from exc
+        stats.model_execution_end_ms = time.time_ns() // 1_000_000
+        stats.model_execution_time_s += seconds
+        return list(tokens)
+
+
+def _native_greedy_fits(decoder: LoadedMethod, token_input: LoadedMethod) -> bool:
+    """Whether a one-token step can run natively: KV-cache decoder, int64 ids and positions, float logits."""
+    spec = decoder.spec
+    output = spec.outputs[0] if spec.outputs else None
+    return (
+        isinstance(decoder, NativeMethod)
+        and isinstance(token_input, NativeMethod)
+        and token_input.module is decoder.module
+        and len(spec.inputs) == 2
+        and spec.input(1).dtype == torch.long
+        and token_input.spec.input(0).dtype == torch.long
+        and output is not None
+        and output.dtype == torch.float32
+    )
+
+
 class TextDecoderRunner(_DecoderBase):
     """Runs a text-only program's `forward(tokens [1, T], positions)` (or `forward(tokens)` without
     a KV cache)."""
@@ -86,6 +140,13 @@ class TextDecoderRunner(_DecoderBase):
         """Logits `[V]` after feeding one token at `pos` (KV-cache programs)."""
         self._token_np[0, 0] = token
         return self._run_decoder(self._token, pos, 1)
+
+    def greedy_loop(self) -> NativeGreedyLoop | None:
+        """A native greedy decode loop over this decoder, when the program runs natively."""
+        if not _native_greedy_fits(self.decoder, self.decoder):
+            return None
+        assert isinstance(self.decoder, NativeMethod)
+        return NativeGreedyLoop(None, self.decoder, self.stats)
 
 
 class MultimodalDecoderRunner(_DecoderBase):
@@ -140,3 +201,14 @@ class MultimodalDecoderRunner(_DecoderBase):
                 row = row.clone()
                 self._rows[token] = row
         return self.decode(row, pos)
+
+    def greedy_loop(self) -> NativeGreedyLoop | None:
+        """A native greedy decode loop over `token_embedding` and this decoder, when both run natively
+        and the embeddings need no conversion."""
+        embedded = self.embedding.spec.outputs[0] if self.embedding.spec.outputs else None
+        if not _native_greedy_fits(self.decoder, self.embedding) or embedded is None:
+            return None
+        if embedded.dtype != self.embedding_dtype:
+            return None
+        assert isinstance(self.decoder, NativeMethod) and isinstance(self.embedding, NativeMethod)
+        return NativeGreedyLoop(self.embedding, self.decoder, self.stats)

@@ -10,17 +10,24 @@ import torch
 from mmcore.sampling import Sampler
 from mmcore.stats import Stats
 
-__all__ = ["TextTokenGenerator", "StepFn"]
+__all__ = ["GreedyLoop", "StepFn", "TextTokenGenerator"]
 
 # step(token, pos) -> logits [V] after feeding `token` at position `pos`.
 StepFn = Callable[[int, int], torch.Tensor]
+# loop(token, pos, max_steps, eos_ids, on_token) -> greedy tokens after `token` (see NativeGreedyLoop).
+GreedyLoop = Callable[[int, int, int, Collection[int], Callable[[int], bool] | None], list[int]]
 
 
 class TextTokenGenerator:
     """Runs decode steps until EOS, the step budget, a stop request or a callback says stop."""
 
-    def __init__(self, step: StepFn, eos_ids: Collection[int], stats: Stats) -> None:
+    def __init__(
+        self, step: StepFn, eos_ids: Collection[int], stats: Stats, *, greedy_loop: GreedyLoop | None = None
+    ) -> None:
+        """`greedy_loop`, if given, runs plain greedy decoding (no penalties, no logprobs) below
+        Python; it must give the tokens `step` and a greedy `Sampler` would."""
         self._step = step
+        self._greedy_loop = greedy_loop
         self.eos_ids = frozenset(eos_ids)
         self.stats = stats
         self._stop_requested = False
@@ -50,6 +57,8 @@ class TextTokenGenerator:
 
         `on_token(id)` is called for each new token and returns True to end generation.
         """
+        if self._greedy_loop is not None and sampler.greedy and not sampler.penalized and not sampler.logprobs:
+            return self._generate_greedy(self._greedy_loop, token, start_pos, max_steps, ignore_eos, on_token)
         stats = self.stats
         eos_ids = self.eos_ids
         emitted: list[int] = []
@@ -71,3 +80,20 @@ class TextTokenGenerator:
             if not ignore_eos and token in eos_ids:
                 break
         return emitted
+
+    def _generate_greedy(
+        self,
+        loop: GreedyLoop,
+        token: int,
+        start_pos: int,
+        max_steps: int,
+        ignore_eos: bool,
+        on_token: Callable[[int], bool] | None,
+    ) -> list[int]:
+        if self._stop_requested:
+            return []
+
+        def after_token(new: int) -> bool:
+            return (on_token is not None and on_token(new)) or self._stop_requested
+
+        return loop(token, start_pos, max_steps, () if ignore_eos else self.eos_ids, after_token)

@@ -25,7 +25,16 @@ import torch
 
 from mmcore.errors import ExecutionError, InvalidProgramError, MissingMethodError
 
-__all__ = ["Program", "LoadedMethod", "MethodSpec", "TensorSpec", "SCALAR_TYPES"]
+__all__ = [
+    "SCALAR_TYPES",
+    "BindingMethod",
+    "LoadedMethod",
+    "MethodSpec",
+    "NativeMethod",
+    "Program",
+    "TensorSpec",
+    "native_extension",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,7 @@ _KERNEL_MODULES = ("executorch.extension.llm.custom_ops.custom_ops", "executorch
 _kernels_lock = threading.Lock()
 _kernels_loaded = False
 _runtime_module: Any = None
+_native_module: Any = None
 
 
 @dataclass(frozen=True)
@@ -85,18 +95,17 @@ class MethodSpec:
 
 
 class LoadedMethod:
-    """A method loaded from its own runtime program, ready to execute."""
+    """A compute method loaded with its own planned memory, ready to execute."""
 
-    def __init__(self, name: str, method: Any, spec: MethodSpec) -> None:
+    def __init__(self, name: str, spec: MethodSpec) -> None:
         self.name = name
         self.spec = spec
-        self._call = method.call
 
     def execute(self, inputs: Sequence[torch.Tensor], *, clone_outputs: bool = True) -> list[Any]:
         """Run the method. Without `clone_outputs` the outputs alias the method's memory and are
         valid only until its next call."""
         try:
-            return list(self._call(inputs, clone_outputs))
+            return self._run(inputs, clone_outputs)
         except RuntimeError as exc:
             shapes = ", ".join(_describe_value(x) for x in inputs)
             expected = ", ".join(s.describe() if s else "value" for s in self.spec.inputs)
@@ -104,6 +113,9 @@ class LoadedMethod:
                 f"executing method '{self.name}' failed: {exc}. Inputs were ({shapes}); the method "
                 f"expects ({expected}) (dynamic dimensions show their upper bound)"
             ) from exc
+
+    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
+        raise NotImplementedError
 
     def check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
         """Raise `ExecutionError` unless the inputs fit the method's declared dtypes and bounds."""
@@ -125,14 +137,56 @@ class LoadedMethod:
                 )
 
 
+class BindingMethod(LoadedMethod):
+    """A method loaded from its own runtime program of ExecuTorch's Python bindings."""
+
+    def __init__(self, name: str, method: Any, spec: MethodSpec) -> None:
+        super().__init__(name, spec)
+        self._call = method.call
+
+    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
+        return list(self._call(inputs, clone_outputs))
+
+
+class NativeMethod(LoadedMethod):
+    """A method of a program loaded by mmcore's native extension (its own planned memory)."""
+
+    def __init__(self, name: str, module: Any, spec: MethodSpec) -> None:
+        super().__init__(name, spec)
+        self.module = module
+
+    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
+        values = [_native_input(x) for x in inputs]
+        return [_native_output(v) for v in self.module.execute(self.name, values, not clone_outputs)]
+
+
 class Program:
     """An ExecuTorch `.pte` program: its methods, their signatures and its constant metadata."""
 
-    def __init__(self, path: str | os.PathLike[str], *, data_path: str | os.PathLike[str] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        data_path: str | os.PathLike[str] | None = None,
+        native: bool | None = None,
+    ):
+        """Open `path` (and its external weights `data_path`).
+
+        `native` runs compute methods through mmcore's native extension (default: when it was
+        built, unless the environment sets MMCORE_NATIVE=0); False uses ExecuTorch's Python
+        bindings for them.
+        """
         self.path = Path(path)
         self.data_path = Path(data_path) if data_path is not None else None
         validate_program_file(self.path)
         self._index = self._load_runtime_program()
+        self.native = native_extension() is not None if native is None else native
+        if self.native and native_extension() is None:
+            raise InvalidProgramError(
+                "native=True but mmcore's native extension is not built; reinstall mmcore with a C++ "
+                "compiler (scripts/setup.sh) or pass native=False"
+            )
+        self._native_module: Any = None
         self.method_names: frozenset[str] = frozenset(
             self._index.get_method_name(i) for i in range(self._index.num_methods())
         )
@@ -189,7 +243,10 @@ class Program:
         loaded = self._methods.get(name)
         if loaded is None:
             spec = self.method_spec(name)
-            loaded = LoadedMethod(name, self._load_method(self._load_runtime_program(), name), spec)
+            if self.native:
+                loaded = NativeMethod(name, self._load_native_method(name), spec)
+            else:
+                loaded = BindingMethod(name, self._load_method(self._load_runtime_program(), name), spec)
             self._methods[name] = loaded
         return loaded
 
@@ -210,6 +267,26 @@ class Program:
             )
         except (RuntimeError, ValueError) as exc:
             raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
+
+    def _load_native_method(self, name: str) -> Any:
+        """Load a method into the native module (created on first use); retry once with the kernels."""
+        if self._native_module is None:
+            _runtime()  # registers ExecuTorch's kernels and backends with the shared runtime
+            extension = native_extension()
+            try:
+                self._native_module = extension.Module(str(self.path), str(self.data_path) if self.data_path else None)
+            except RuntimeError as exc:
+                raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
+        try:
+            self._native_module.load_method(name)
+        except RuntimeError as first_error:
+            if not _load_kernel_libraries():
+                raise InvalidProgramError(
+                    f"loading method '{name}' of {self.path} failed: {first_error}. If the log mentions "
+                    "a missing operator, the program needs a kernel library this ExecuTorch build lacks"
+                ) from first_error
+            return self._load_native_method(name)
+        return self._native_module
 
     def _load_method(self, runtime_program: Any, name: str) -> Any:
         """Load a method; on failure register the optional kernel libraries once and retry."""
@@ -252,6 +329,48 @@ def validate_program_file(path: Path) -> None:
                 f"{path} is truncated: its header describes {expected} bytes but the file has {size}. "
                 "Copy or export the program again"
             )
+
+
+def native_extension() -> Any:
+    """mmcore's native extension module, or None when it was not built or MMCORE_NATIVE=0."""
+    global _native_module
+    if os.environ.get("MMCORE_NATIVE", "1") == "0":
+        return None
+    if _native_module is None:
+        try:
+            _native_module = importlib.import_module("mmcore._native")
+        except ImportError as exc:
+            logger.debug("mmcore's native extension is not available: %s", exc)
+            _native_module = False
+    return _native_module or None
+
+
+_DTYPE_IDS: dict[torch.dtype, int] = {dtype: code for code, dtype in SCALAR_TYPES.items()}
+
+
+def _native_input(value: Any) -> Any:
+    """A tensor as (data_ptr, dtype id, shape) for the native extension; scalars as they are."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_contiguous():
+            raise RuntimeError(f"input {_describe_value(value)} is not contiguous")
+        code = _DTYPE_IDS.get(value.dtype)
+        if code is None:
+            raise RuntimeError(f"input dtype {value.dtype} is not supported by ExecuTorch")
+        return (value.data_ptr(), code, tuple(value.shape))
+    return value
+
+
+def _native_output(value: Any) -> Any:
+    """A native output as a torch tensor (sharing the returned buffer); scalars as they are."""
+    if not isinstance(value, tuple):
+        return value
+    code, shape, buffer = value
+    dtype = SCALAR_TYPES.get(code)
+    if dtype is None:
+        raise RuntimeError(f"output dtype (ExecuTorch scalar type {code}) is not supported")
+    if len(buffer) == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(buffer, dtype=dtype).view(shape)
 
 
 def _runtime() -> Any:

@@ -390,10 +390,10 @@ class TextLLMRunner(_RunnerBase):
             step_decoder = TextDecoderRunner(self.program, "decode", self.stats)
         self.prefiller = TextPrefiller(self.decoder, self.metadata.max_seq_len)
         if self.decoder.use_kv_cache:
-            step = step_decoder.step_token
+            step, loop = step_decoder.step_token, step_decoder.greedy_loop()
         else:
-            step = self._step_without_cache
-        self._generator = TextTokenGenerator(step, self.metadata.eos_ids, self.stats)
+            step, loop = self._step_without_cache, None
+        self._generator = TextTokenGenerator(step, self.metadata.eos_ids, self.stats, greedy_loop=loop)
 
     def _logits_width(self) -> int:
         return self.decoder.vocab_width
@@ -490,7 +490,9 @@ class MultimodalRunner(_RunnerBase):
             settings=self.modality_settings,
             encoder_cache=self.encoder_cache,
         )
-        self._generator = TextTokenGenerator(self.decoder.step_token, self.metadata.eos_ids, self.stats)
+        self._generator = TextTokenGenerator(
+            self.decoder.step_token, self.metadata.eos_ids, self.stats, greedy_loop=self.decoder.greedy_loop()
+        )
 
     def _logits_width(self) -> int:
         return self.decoder.vocab_width

@@ -14,8 +14,13 @@ if [ "${1:-}" = "--dev" ]; then
   packages[1]=".[test]"
 fi
 
-# torch==2.13.0 is pinned first so pip takes the CPU wheel and never a CUDA build.
+# torch==2.13.0 is pinned first so pip takes the CPU wheel and never a CUDA build. executorch comes
+# next: mmcore's native extension and mmcore-image's resampler are compiled against the installed
+# executorch (headers and libexecutorch.so) and Python, hence --no-build-isolation.
 "$PYTHON" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-"$PYTHON" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
+"$PYTHON" -m pip install --quiet --disable-pip-version-check "executorch==1.5.1" "setuptools>=68" wheel
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --no-build-isolation "${packages[@]}"
+"$PYTHON" -c 'import mmcore._native, mmcore_image._resample' 2>/dev/null \
+  || echo "warning: native extensions not built (no C/C++ compiler?); mmcore falls back to slower paths" >&2
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "mmcore installed: $("$PYTHON" -c 'import mmcore; print(mmcore.__version__)')"

@@ -1,4 +1,5 @@
-"""Greedy token ids equal ExecuTorch's C++ runners and eager PyTorch on the same programs."""
+"""Greedy token ids equal ExecuTorch's C++ runners and eager PyTorch on the same programs, whether
+mmcore runs the methods natively or through ExecuTorch's Python bindings."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from mmcore.testing import VisionEncoderSpec, eager_model
 
 GREEDY = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=12)
 PROMPT = "the quick brown fox jumps over the lazy dog"
+
+
+@pytest.fixture(autouse=True, params=["native", "bindings"])
+def execution(request, monkeypatch):
+    """Every parity test runs with mmcore's native extension and with ExecuTorch's Python bindings."""
+    monkeypatch.setenv("MMCORE_NATIVE", "1" if request.param == "native" else "0")
+    return request.param
 
 
 @pytest.mark.parametrize("backend", ["portable", "xnnpack"])

@@ -17,7 +17,7 @@ from mmcore import (
     UnsupportedInputError,
 )
 from mmcore.runner import MultimodalRunner, TextLLMRunner
-from mmcore.testing import build_tokenizer
+from mmcore.testing import build_tokenizer, failing_decoder_call
 
 GREEDY = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=8)
 
@@ -122,20 +122,9 @@ def test_a_failed_call_rolls_back_as_if_it_never_happened(failing_call, fresh):
     runner = fresh()
     runner.generate(["the quick brown fox"], GREEDY)
     pos = runner.pos
-    original = runner.decoder._run_decoder
-    count = {"n": 0}
-
-    def flaky(*args):
-        count["n"] += 1
-        if count["n"] == failing_call:
-            raise RuntimeError("injected failure")
-        return original(*args)
-
-    runner.decoder._run_decoder = flaky  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="injected"):
+    with failing_decoder_call(runner, failing_call), pytest.raises(RuntimeError, match="injected"):
         runner.generate(["jumps over"], GREEDY)
     assert runner.pos == pos
-    runner.decoder._run_decoder = original  # type: ignore[method-assign]
     assert runner.generate(["jumps over"], GREEDY).tokens == expected
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ from mmcore import (
 from mmcore.chat import PlainRenderer
 from mmcore.runner import MultimodalRunner
 from mmcore.session import Session
-from mmcore.testing import VisionEncoderSpec
+from mmcore.testing import VisionEncoderSpec, failing_decoder_call
 
 GREEDY = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=8)
 
@@ -178,7 +180,6 @@ def test_fault_injection_at_every_stage_leaves_the_session_consistent(make_runne
     before = list(session.messages)
     runner = session.runner
     turn = {"role": "user", "content": [{"type": "picture", "picture": IMAGE}, {"type": "text", "text": "and now"}]}
-    calls = {"n": 0}
     restore = []
 
     def fail(*args, **kwargs):
@@ -187,21 +188,11 @@ def test_fault_injection_at_every_stage_leaves_the_session_consistent(make_runne
     if stage == "encoder":
         restore.append((handler, "prefill", handler.prefill))
         handler.prefill = fail  # type: ignore[method-assign]
-    else:
-        original = runner.decoder._run_decoder
-
-        def flaky(*args):
-            calls["n"] += 1
-            # prefill calls first (the image rows, then the text), then one per decoded token
-            if (stage == "prefill" and calls["n"] == 2) or (stage == "decode" and calls["n"] == 4):
-                raise RuntimeError(f"injected in {stage}")
-            return original(*args)
-
-        if stage in ("prefill", "decode"):
-            restore.append((runner.decoder, "_run_decoder", original))
-            runner.decoder._run_decoder = flaky  # type: ignore[method-assign]
+    # decoder calls: the image rows, then the text, then one per decoded token
+    failing = {"prefill": 2, "decode": 4}.get(stage)
+    faults = failing_decoder_call(runner, failing, f"injected in {stage}") if failing else contextlib.nullcontext()
     callback = fail if stage == "callback" else None
-    with pytest.raises((RuntimeError, InvalidInputError), match="injected"):  # plugin faults become typed errors
+    with faults, pytest.raises((RuntimeError, InvalidInputError), match="injected"):  # plugin faults become typed
         session.send(turn, GREEDY, token_callback=callback)
     for owner, name, value in restore:
         setattr(owner, name, value)

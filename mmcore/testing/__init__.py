@@ -12,6 +12,7 @@ from mmcore.testing._files import CACHE_ENV_VAR, default_cache_dir
 from mmcore.testing.cache import build_program, cached_program_path, program_cache_key
 from mmcore.testing.cpp_reference import cpp_generate, until_stop
 from mmcore.testing.export import export_program
+from mmcore.testing.faults import failing_decoder_call
 from mmcore.testing.inputs import sample_audio, sample_image
 from mmcore.testing.reference import EagerProgram, Segment, SegmentKind, eager_model
 from mmcore.testing.specs import (
@@ -33,6 +34,7 @@ from mmcore.testing.tokenizer import (
 )
 
 __all__ = [
+    "failing_decoder_call",
     "AUDIO_TOKEN",
     "BOS_TOKEN",
     "CACHE_ENV_VAR",

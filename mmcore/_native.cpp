@@ -1,0 +1,392 @@
+// mmcore._native: ExecuTorch methods executed through the runtime inside the executorch wheel
+// (libexecutorch.so, the same runtime its Python bindings use, so kernels and backends registered
+// by them are visible here), and a greedy decode loop that runs below Python.
+//
+//   module = Module(path, data_path)          # program loaded; methods load on demand
+//   module.load_method(name)                  # each method gets its own planned memory
+//   module.execute(name, inputs, alias)       # inputs: (data_ptr, dtype, shape) tuples or scalars
+//                                              # tensor outputs: (dtype, shape, buffer)
+//   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token)
+//                                              # -> (new token ids, seconds spent executing)
+//
+// dtype values are ExecuTorch ScalarType ids. Runtime failures raise ExecutorchError (a RuntimeError)
+// naming the method and the ExecuTorch error code; exceptions from on_token propagate unchanged.
+// The Python layer (mmcore.program, mmcore.decoder) turns ExecutorchError into mmcore errors.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+
+namespace {
+
+using executorch::aten::ScalarType;
+using executorch::aten::SizesType;
+using executorch::aten::Tensor;
+using executorch::extension::from_blob;
+using executorch::extension::TensorPtr;
+using executorch::extension::module::Module;
+using executorch::runtime::Error;
+using executorch::runtime::EValue;
+using executorch::runtime::Program;
+
+using Clock = std::chrono::steady_clock;
+
+PyObject* executorch_error = nullptr;  // mmcore._native.ExecutorchError (a RuntimeError)
+
+PyObject* raise_et(const char* action, const std::string& name, Error error) {
+  PyErr_Format(executorch_error, "%s '%s' failed: ExecuTorch error 0x%x", action, name.c_str(),
+               static_cast<unsigned>(error));
+  return nullptr;
+}
+
+// ---- inputs ----
+
+// Tensors viewed from Python-owned memory plus the EValues that refer to them.
+struct Inputs {
+  std::vector<TensorPtr> tensors;
+  std::vector<EValue> values;
+};
+
+// Parses one input: a (data_ptr, dtype, shape) tuple, or a bool, int or float.
+bool parse_input(PyObject* item, Py_ssize_t index, Inputs* inputs) {
+  if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 3) {
+    void* data = PyLong_AsVoidPtr(PyTuple_GET_ITEM(item, 0));
+    long dtype = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+    if (PyErr_Occurred()) return false;
+    PyObject* shape = PySequence_Fast(PyTuple_GET_ITEM(item, 2), "input shape must be a sequence");
+    if (!shape) return false;
+    std::vector<SizesType> sizes;
+    for (Py_ssize_t d = 0; d < PySequence_Fast_GET_SIZE(shape); ++d) {
+      sizes.push_back(static_cast<SizesType>(PyLong_AsLong(PySequence_Fast_GET_ITEM(shape, d))));
+    }
+    Py_DECREF(shape);
+    if (PyErr_Occurred()) return false;
+    inputs->tensors.push_back(from_blob(data, std::move(sizes), static_cast<ScalarType>(dtype)));
+    inputs->values.emplace_back(*inputs->tensors.back());
+  } else if (PyBool_Check(item)) {
+    inputs->values.emplace_back(item == Py_True);
+  } else if (PyLong_Check(item)) {
+    inputs->values.emplace_back(static_cast<int64_t>(PyLong_AsLongLong(item)));
+  } else if (PyFloat_Check(item)) {
+    inputs->values.emplace_back(PyFloat_AsDouble(item));
+  } else {
+    PyErr_Format(PyExc_TypeError, "input %zd: expected a (data_ptr, dtype, shape) tuple, bool, int or float",
+                 index);
+    return false;
+  }
+  return !PyErr_Occurred();
+}
+
+// ---- outputs ----
+
+// (dtype, shape, buffer): the buffer aliases the method's memory (valid until its next run) or,
+// without `alias`, is a bytearray copy.
+PyObject* tensor_to_py(const Tensor& tensor, bool alias) {
+  PyObject* shape = PyTuple_New(tensor.dim());
+  if (!shape) return nullptr;
+  for (ssize_t d = 0; d < tensor.dim(); ++d) {
+    PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(tensor.size(d)));
+  }
+  const auto nbytes = static_cast<Py_ssize_t>(tensor.nbytes());
+  char* data = static_cast<char*>(const_cast<void*>(tensor.const_data_ptr()));
+  PyObject* buffer = alias ? PyMemoryView_FromMemory(data, nbytes, PyBUF_WRITE)
+                           : PyByteArray_FromStringAndSize(data, nbytes);
+  if (!buffer) {
+    Py_DECREF(shape);
+    return nullptr;
+  }
+  return Py_BuildValue("(iNN)", static_cast<int>(tensor.scalar_type()), shape, buffer);
+}
+
+PyObject* evalue_to_py(const EValue& value, bool alias) {
+  if (value.isTensor()) return tensor_to_py(value.toTensor(), alias);
+  if (value.isInt()) return PyLong_FromLongLong(value.toInt());
+  if (value.isDouble()) return PyFloat_FromDouble(value.toDouble());
+  if (value.isBool()) return PyBool_FromLong(value.toBool());
+  if (value.isNone()) Py_RETURN_NONE;
+  PyErr_Format(PyExc_TypeError, "unsupported output value (tag %d)", static_cast<int>(value.tag));
+  return nullptr;
+}
+
+// Index of the first maximum of the last row of float logits [.., V].
+int64_t argmax_last_row(const Tensor& logits) {
+  const int64_t width = logits.size(logits.dim() - 1);
+  const float* row = logits.const_data_ptr<float>() + (logits.numel() - width);
+  int64_t best = 0;
+  for (int64_t i = 1; i < width; ++i) {
+    if (row[i] > row[best]) best = i;
+  }
+  return best;
+}
+
+// ---- the Module type ----
+
+struct ModuleObject {
+  PyObject_HEAD
+  Module* module;
+  bool busy;  // a method is running with the GIL released; refuse re-entry
+};
+
+bool ready(ModuleObject* self) {
+  if (!self->module) {
+    PyErr_SetString(PyExc_RuntimeError, "the native module is not initialised");
+    return false;
+  }
+  if (self->busy) {
+    PyErr_SetString(PyExc_RuntimeError, "the native module is already running a method (calls must not overlap)");
+    return false;
+  }
+  return true;
+}
+
+PyObject* module_new(PyTypeObject* type, PyObject*, PyObject*) {
+  auto* self = reinterpret_cast<ModuleObject*>(type->tp_alloc(type, 0));
+  if (self) {
+    self->module = nullptr;
+    self->busy = false;
+  }
+  return reinterpret_cast<PyObject*>(self);
+}
+
+void module_dealloc(ModuleObject* self) {
+  delete self->module;
+  Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
+}
+
+int module_init(ModuleObject* self, PyObject* args, PyObject* kwargs) {
+  static const char* keywords[] = {"path", "data_path", nullptr};
+  const char* path = nullptr;
+  const char* data_path = nullptr;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|z", const_cast<char**>(keywords), &path, &data_path)) return -1;
+  delete self->module;
+  self->module = data_path ? new Module(path, std::string(data_path), Module::LoadMode::File)
+                           : new Module(path, Module::LoadMode::File);
+  Error error;
+  Py_BEGIN_ALLOW_THREADS
+  error = self->module->load(Program::Verification::InternalConsistency);
+  Py_END_ALLOW_THREADS
+  if (error != Error::Ok) {
+    delete self->module;
+    self->module = nullptr;
+    raise_et("loading program", path, error);
+    return -1;
+  }
+  return 0;
+}
+
+PyObject* module_load_method(ModuleObject* self, PyObject* args) {
+  const char* name = nullptr;
+  if (!PyArg_ParseTuple(args, "s", &name) || !ready(self)) return nullptr;
+  Error error;
+  Py_BEGIN_ALLOW_THREADS
+  error = self->module->load_method(name);
+  Py_END_ALLOW_THREADS
+  if (error != Error::Ok) return raise_et("loading method", name, error);
+  Py_RETURN_NONE;
+}
+
+PyObject* module_execute(ModuleObject* self, PyObject* args) {
+  const char* name = nullptr;
+  PyObject* items = nullptr;
+  int alias = 0;
+  if (!PyArg_ParseTuple(args, "sOp", &name, &items, &alias) || !ready(self)) return nullptr;
+  PyObject* seq = PySequence_Fast(items, "inputs must be a sequence");
+  if (!seq) return nullptr;
+  Inputs inputs;
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); ++i) {
+    if (!parse_input(PySequence_Fast_GET_ITEM(seq, i), i, &inputs)) {
+      Py_DECREF(seq);
+      return nullptr;
+    }
+  }
+  Py_DECREF(seq);
+  std::vector<EValue> outputs;
+  Error error = Error::Ok;
+  self->busy = true;
+  Py_BEGIN_ALLOW_THREADS
+  {
+    auto result = self->module->execute(name, inputs.values);
+    if (result.ok()) {
+      outputs = std::move(*result);
+    } else {
+      error = result.error();
+    }
+  }
+  Py_END_ALLOW_THREADS
+  self->busy = false;
+  if (error != Error::Ok) return raise_et("executing method", name, error);
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(outputs.size()));
+  if (!list) return nullptr;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    PyObject* value = evalue_to_py(outputs[i], alias);
+    if (!value) {
+      Py_DECREF(list);
+      return nullptr;
+    }
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), value);
+  }
+  return list;
+}
+
+// One decode step: token -> (embedding ->) decoder -> argmax. Runs without the GIL.
+struct Step {
+  Module* module;
+  std::string embedding;  // empty: the decoder takes token ids
+  std::string decoder;
+  int64_t token[1];
+  int64_t pos[1];
+  TensorPtr token_tensor = from_blob(token, {1, 1}, ScalarType::Long);
+  TensorPtr pos_tensor = from_blob(pos, {1}, ScalarType::Long);
+  double seconds = 0.0;
+  const char* failed = nullptr;
+  Error error = Error::Ok;
+
+  int64_t run() {
+    const auto began = Clock::now();
+    std::vector<EValue> decoder_inputs{EValue(*token_tensor), EValue(*pos_tensor)};
+    if (!embedding.empty()) {
+      auto embedded = module->execute(embedding, std::vector<EValue>{EValue(*token_tensor)});
+      if (!embedded.ok()) return fail(embedding.c_str(), embedded.error());
+      decoder_inputs[0] = (*embedded)[0];  // [1, 1, D], in token_embedding's memory
+    }
+    auto logits = module->execute(decoder, decoder_inputs);
+    if (!logits.ok()) return fail(decoder.c_str(), logits.error());
+    seconds += std::chrono::duration<double>(Clock::now() - began).count();
+    const EValue& out = (*logits)[0];
+    if (!out.isTensor() || out.toTensor().scalar_type() != ScalarType::Float) {
+      return fail(decoder.c_str(), Error::InvalidType);
+    }
+    return argmax_last_row(out.toTensor());
+  }
+
+  int64_t fail(const char* method, Error e) {
+    failed = method;
+    error = e;
+    return -1;
+  }
+};
+
+PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
+  PyObject* embedding_obj = nullptr;
+  const char* decoder = nullptr;
+  long long token = 0, pos = 0;
+  Py_ssize_t max_steps = 0;
+  PyObject* eos_obj = nullptr;
+  PyObject* on_token = nullptr;
+  if (!PyArg_ParseTuple(args, "OsLLnOO", &embedding_obj, &decoder, &token, &pos, &max_steps, &eos_obj, &on_token) ||
+      !ready(self)) {
+    return nullptr;
+  }
+  if (on_token != Py_None && !PyCallable_Check(on_token)) {
+    PyErr_SetString(PyExc_TypeError, "on_token must be callable or None");
+    return nullptr;
+  }
+  Step step{self->module, "", decoder, {token}, {pos}};
+  if (embedding_obj != Py_None) {
+    const char* name = PyUnicode_AsUTF8(embedding_obj);
+    if (!name) return nullptr;
+    step.embedding = name;
+  }
+  std::unordered_set<int64_t> eos_ids;
+  PyObject* eos_seq = PySequence_Fast(eos_obj, "eos_ids must be a sequence of int");
+  if (!eos_seq) return nullptr;
+  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(eos_seq); ++i) {
+    eos_ids.insert(PyLong_AsLongLong(PySequence_Fast_GET_ITEM(eos_seq, i)));
+  }
+  Py_DECREF(eos_seq);
+  if (PyErr_Occurred()) return nullptr;
+
+  PyObject* tokens = PyList_New(0);
+  if (!tokens) return nullptr;
+  self->busy = true;
+  for (Py_ssize_t n = 0; n < max_steps; ++n) {
+    int64_t next;
+    Py_BEGIN_ALLOW_THREADS
+    next = step.run();
+    Py_END_ALLOW_THREADS
+    if (step.failed) {
+      self->busy = false;
+      Py_DECREF(tokens);
+      return raise_et("executing method", step.failed, step.error);
+    }
+    PyObject* id = PyLong_FromLongLong(next);
+    if (!id || PyList_Append(tokens, id) < 0) {
+      Py_XDECREF(id);
+      self->busy = false;
+      Py_DECREF(tokens);
+      return nullptr;
+    }
+    bool stop = false;
+    if (on_token != Py_None) {
+      PyObject* answer = PyObject_CallOneArg(on_token, id);
+      stop = answer && PyObject_IsTrue(answer) == 1;
+      Py_XDECREF(answer);
+    }
+    Py_DECREF(id);
+    if (PyErr_Occurred() || PyErr_CheckSignals() < 0) {
+      self->busy = false;
+      Py_DECREF(tokens);
+      return nullptr;
+    }
+    if (stop || eos_ids.count(next)) break;
+    step.token[0] = next;
+    step.pos[0] += 1;
+  }
+  self->busy = false;
+  return Py_BuildValue("(Nd)", tokens, step.seconds);
+}
+
+PyMethodDef module_methods[] = {
+    {"load_method", reinterpret_cast<PyCFunction>(module_load_method), METH_VARARGS,
+     "load_method(name): load a method with its own planned memory."},
+    {"execute", reinterpret_cast<PyCFunction>(module_execute), METH_VARARGS,
+     "execute(name, inputs, alias) -> outputs; tensors are (dtype, shape, buffer)."},
+    {"greedy_decode", reinterpret_cast<PyCFunction>(module_greedy_decode), METH_VARARGS,
+     "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token) -> (tokens, seconds)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyTypeObject ModuleType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "mmcore._native", "ExecuTorch methods and a greedy decode loop below Python.", -1,
+    nullptr,
+};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__native(void) {
+  ModuleType.tp_name = "mmcore._native.Module";
+  ModuleType.tp_basicsize = sizeof(ModuleObject);
+  ModuleType.tp_flags = Py_TPFLAGS_DEFAULT;
+  ModuleType.tp_doc = "An ExecuTorch program whose methods run through the wheel's runtime.";
+  ModuleType.tp_new = module_new;
+  ModuleType.tp_init = reinterpret_cast<initproc>(module_init);
+  ModuleType.tp_dealloc = reinterpret_cast<destructor>(module_dealloc);
+  ModuleType.tp_methods = module_methods;
+  if (PyType_Ready(&ModuleType) < 0) return nullptr;
+  PyObject* module = PyModule_Create(&module_def);
+  if (!module) return nullptr;
+  executorch_error = PyErr_NewExceptionWithDoc("mmcore._native.ExecutorchError",
+                                               "An ExecuTorch call failed (its error code is in the message).",
+                                               PyExc_RuntimeError, nullptr);
+  if (!executorch_error || PyModule_AddObjectRef(module, "ExecutorchError", executorch_error) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  Py_INCREF(&ModuleType);
+  if (PyModule_AddObject(module, "Module", reinterpret_cast<PyObject*>(&ModuleType)) < 0) {
+    Py_DECREF(&ModuleType);
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
