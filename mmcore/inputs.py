@@ -20,7 +20,9 @@ class TokensInput:
 
     def __init__(self, ids: Iterable[int]) -> None:
         values = tuple(ids)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in values):
+        if not all(type(i) is int for i in values) and not all(  # fast path: plain ints
+            isinstance(i, int) and not isinstance(i, bool) for i in values
+        ):
             raise InvalidInputError(f"TokensInput ids must be integers, got {values[:8]!r}")
         object.__setattr__(self, "ids", values)
 

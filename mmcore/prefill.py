@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
@@ -142,7 +143,7 @@ class MultimodalPrefiller:
         step = self.chunk_size
         for segment in segments:
             if isinstance(segment, TokensInput):
-                ids = torch.tensor([segment.ids], dtype=torch.long)  # [1, T]
+                ids = torch.from_numpy(np.array(segment.ids, dtype=np.int64)[None])  # [1, T]
                 for begin in range(0, ids.shape[1], step):
                     chunk = ids[:, begin : begin + step]
                     logits = self.decoder.step(chunk, pos)
@@ -161,8 +162,8 @@ class MultimodalPrefiller:
             if not segment.ids:
                 raise InvalidInputError(f"{what} produced no tokens (an empty text?); remove it or give it content")
             width = self.decoder.vocab_width
-            bad = [i for i in segment.ids if not 0 <= i < width]
-            if bad:
+            if min(segment.ids) < 0 or max(segment.ids) >= width:
+                bad = [i for i in segment.ids if not 0 <= i < width]
                 raise InvalidInputError(f"{what} has token ids outside the model's vocabulary [0, {width}): {bad[:8]}")
             return segment
         if isinstance(segment, EmbeddingsInput):

@@ -195,6 +195,8 @@ class _RunnerBase(IRunner):
             if config.echo and token_callback is not None:
                 for text in echo_texts:
                     token_callback(text)
+            # Everything the first token needs is set up before the prefill, so it follows at once.
+            sampler, streamer = self._sampler(config), TextStreamer(self.tokenizer, stop=config.stop)
             logits = self._write(prepared, start_pos) if prompt_len else pending
             assert logits is not None
             self._pending_logits = None
@@ -202,7 +204,7 @@ class _RunnerBase(IRunner):
             stats.prompt_eval_end_ms = now_ms()
             stats.prefill_time_s = time.perf_counter() - began
             stats.num_prompt_tokens = prompt_len
-            result = self._decode(logits, config, token_callback, piece_callback)
+            result = self._decode(logits, config, sampler, streamer, token_callback, piece_callback)
             result.prompt_tokens = prompt_len
             stats.inference_end_ms = now_ms()
             stats.decode_time_s = time.perf_counter() - began - stats.prefill_time_s
@@ -255,17 +257,9 @@ class _RunnerBase(IRunner):
     def _write(self, prepared: Any, start_pos: int) -> torch.Tensor:
         """Prefill prepared segments at `start_pos`; logits `[V]` after the last one."""
 
-    def _decode(
-        self,
-        logits: torch.Tensor,
-        config: GenerationConfig,
-        token_callback: TokenCallback | None,
-        piece_callback: PieceCallback | None = None,
-    ) -> GenerationResult:
-        assert self._generator is not None
-        stats = self.stats
-        budget = config.resolve_max_new_tokens(self.metadata.max_context_len, self.pos)
-        sampler = Sampler(
+    @staticmethod
+    def _sampler(config: GenerationConfig) -> Sampler:
+        return Sampler(
             temperature=config.temperature,
             top_k=config.top_k,
             top_p=config.top_p,
@@ -275,7 +269,19 @@ class _RunnerBase(IRunner):
             presence_penalty=config.presence_penalty,
             logprobs=config.logprobs,
         )
-        streamer = TextStreamer(self.tokenizer, stop=config.stop)
+
+    def _decode(
+        self,
+        logits: torch.Tensor,
+        config: GenerationConfig,
+        sampler: Sampler,
+        streamer: TextStreamer,
+        token_callback: TokenCallback | None,
+        piece_callback: PieceCallback | None = None,
+    ) -> GenerationResult:
+        assert self._generator is not None
+        stats = self.stats
+        budget = config.resolve_max_new_tokens(self.metadata.max_context_len, self.pos)
         eos_ids = self.metadata.eos_ids
         logprobs: list[float] = []
         began = time.perf_counter()

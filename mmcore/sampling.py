@@ -44,8 +44,17 @@ class Sampler:
         self.logprobs = logprobs
         self.last_logprob: float | None = None
         self.counts: Counter[int] = Counter()
-        self._generator = torch.Generator()
-        self._generator.manual_seed(seed if seed is not None else random.SystemRandom().getrandbits(63))
+        self._seed = seed
+        self._generator_: torch.Generator | None = None
+
+    @property
+    def _generator(self) -> torch.Generator:
+        """The seeded generator, created on the first sampled (non-greedy) token."""
+        if self._generator_ is None:
+            self._generator_ = torch.Generator()
+            seed = self._seed if self._seed is not None else random.SystemRandom().getrandbits(63)
+            self._generator_.manual_seed(seed)
+        return self._generator_
 
     def __call__(self, logits: torch.Tensor) -> int:
         """The next token id from last-position logits `[V]` (left unchanged)."""
