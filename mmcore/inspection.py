@@ -45,6 +45,7 @@ def inspect_program(
         "metadata": metadata,
         "context": {"max_context_len": context, "max_seq_len": max_seq, "per_call": _per_call(program, max_seq)},
         "decoder_position_input": _position_form(program),
+        "execution": _execution(program),
     }
     tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
     report["adapter"] = _adapter_report(program, tokenizer_path, adapter, pm, context)
@@ -96,6 +97,7 @@ def format_report(report: dict[str, Any]) -> str:
     ctx = report["context"]
     lines.append(f"context: {ctx['max_context_len']} positions, at most {ctx['per_call']} per decoder call")
     lines.append(f"decoder position input: {report['decoder_position_input']}")
+    lines.append(f"execution: {report['execution']}")
     adapter = report["adapter"]
     lines.append(f"adapter: {adapter.get('name')} ({adapter.get('reason', '')})")
     if "error" in adapter:
@@ -112,6 +114,14 @@ def format_report(report: dict[str, Any]) -> str:
     if adapter.get("installed"):
         lines.append(f"  installed adapters: {', '.join(adapter['installed'])}")
     return "\n".join(lines)
+
+
+def _execution(program: Program) -> str:
+    if program.native:
+        return "native (mmcore._native; greedy decoding below Python)"
+    if os.environ.get("MMCORE_NATIVE", "1") == "0":
+        return "ExecuTorch's Python bindings (MMCORE_NATIVE=0)"
+    return "ExecuTorch's Python bindings (mmcore._native is not built: reinstall with scripts/setup.sh)"
 
 
 def _position_form(program: Program) -> str:

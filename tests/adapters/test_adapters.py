@@ -257,9 +257,11 @@ def test_cli_inspect(capsys, et_llava_pte, tokenizer_dir):
     assert report["methods"]["vision_encoder"]["inputs"] == ["uint8[3, 32, 32]"]
     assert report["metadata"]["get_max_seq_len"] == 256
     assert report["decoder_position_input"] == "start position [1]"
+    assert report["execution"].startswith("native")
     adapter = report["adapter"]
     assert adapter["name"] == "executorch-llava" and adapter["tokens_per_item"] == {"image": 16}
     assert adapter["max_items"] == {"image": 1} and adapter["items_that_fit"] == {"image": 31}
     assert main(["inspect", str(et_llava_pte), "--tokenizer", str(tokenizer_dir)]) == 0
     text = capsys.readouterr().out
     assert "adapter: executorch-llava" in text and "16 placeholder tokens per image" in text
+    assert "execution: native" in text
