@@ -9,6 +9,7 @@ import logging
 import sys
 import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mmcore import constants as C
@@ -78,6 +79,7 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     run = sub.add_parser("run", help="generate from a .pte program")
     run.add_argument("program", nargs="?", help="the .pte program (or `program` in --config)")
     run.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
+    run.add_argument("--data-path", help="external weights (.ptd) of a program exported with them")
     run.add_argument("--config", help="TOML config: program, tokenizer, adapter, modality settings, generation")
     run.add_argument("--adapter", help="model adapter (default: detected; see `mmcore inspect`)")
     run.add_argument("--raw", action="store_true",
@@ -100,6 +102,7 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     chat = sub.add_parser("chat", help="a conversation that reuses the KV cache between turns")
     chat.add_argument("program", nargs="?", help="the .pte program (or `program` in --config)")
     chat.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
+    chat.add_argument("--data-path", help="external weights (.ptd) of a program exported with them")
     chat.add_argument("--config", help="TOML config: program, tokenizer, adapter, modality settings, generation")
     chat.add_argument("--adapter", help="model adapter (default: detected)")
     chat.add_argument("--set", action="append", default=[], metavar="MODALITY.KEY=VALUE", help="a modality setting")
@@ -112,6 +115,7 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     inspect = sub.add_parser("inspect", help="show a program's methods, metadata, adapter and context budget")
     inspect.add_argument("program", help="the .pte program")
     inspect.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
+    inspect.add_argument("--data-path", help="external weights (.ptd) of a program exported with them")
     inspect.add_argument("--adapter", help="model adapter to report on (default: detected)")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -202,6 +206,8 @@ def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse
         config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
         plugin_manager=pm,
     )  # fmt: skip
+    if args.data_path:
+        config = dataclasses.replace(config, data_path=Path(args.data_path))
     changes: dict[str, Any] = {"generation": _generation_config(args, config.generation)}
     if getattr(args, "adapter", None):
         if args.adapter != AUTO:
@@ -259,7 +265,9 @@ def _cmd_inspect(pm: PluginManager, args: argparse.Namespace) -> int:
 
     if args.adapter and args.adapter != AUTO:
         pm.adapter_registry().get(args.adapter)
-    report = inspect_program(args.program, tokenizer=args.tokenizer, adapter=args.adapter, plugin_manager=pm)
+    report = inspect_program(
+        args.program, tokenizer=args.tokenizer, adapter=args.adapter, plugin_manager=pm, data_path=args.data_path
+    )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

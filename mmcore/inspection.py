@@ -21,12 +21,13 @@ def inspect_program(
     tokenizer: str | os.PathLike[str] | None = None,
     adapter: str | None = None,
     plugin_manager: PluginManager | None = None,
+    data_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """A JSON-serialisable report: methods (dtypes, shapes), metadata constants, the adapter that
     runs the program (detected unless named) with its placeholder tokens per media item, and the
     context budget. Problems with the tokenizer or adapter are reported, not raised."""
     pm = plugin_manager or get_plugin_manager()
-    program = Program(path)
+    program = Program(path, data_path=data_path)
     constants = sorted(program.metadata_names)
     methods = {
         name: {

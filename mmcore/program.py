@@ -282,11 +282,19 @@ class Program:
         except RuntimeError as first_error:
             if not _load_kernel_libraries():
                 raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. If the log mentions "
-                    "a missing operator, the program needs a kernel library this ExecuTorch build lacks"
+                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
                 ) from first_error
             return self._load_native_method(name)
         return self._native_module
+
+    def _load_hint(self) -> str:
+        hint = "If the log mentions a missing operator, the program needs a kernel library this ExecuTorch build lacks"
+        if self.data_path is None:
+            hint += (
+                "; if it says 'external_data_map is null', the program keeps its weights in a separate "
+                ".ptd file: pass it as data_path (--data-path / data_path in a config)"
+            )
+        return hint
 
     def _load_method(self, runtime_program: Any, name: str) -> Any:
         """Load a method; on failure register the optional kernel libraries once and retry."""
@@ -295,8 +303,7 @@ class Program:
         except RuntimeError as first_error:
             if not _load_kernel_libraries():
                 raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. If the log mentions "
-                    "a missing operator, the program needs a kernel library this ExecuTorch build lacks"
+                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
                 ) from first_error
         return self._load_method(runtime_program, name)
 

@@ -125,3 +125,37 @@ def test_programs_with_llm_custom_ops_load_without_user_imports(tmp_path):
     assert export.returncode == 0, export.stderr.decode()[-2000:]
     run = subprocess.run([sys.executable, "-c", _CUSTOM_SDPA_RUN, str(pte)], capture_output=True, timeout=300)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_program_with_external_weights(native, make_spec, program_path, tokenizer_dir, plugin_manager):
+    from mmcore import GenerationConfig
+    from mmcore.testing import cached_data_path, eager_model
+
+    spec = make_spec(external_weights=True)
+    pte = program_path(spec)
+    weights = cached_data_path(spec)
+    assert weights is not None and weights.stat().st_size > pte.stat().st_size  # the weights live outside
+    runner = MultimodalRunner(Program(pte, data_path=weights, native=native), tokenizer_dir, plugin_manager=plugin_manager)
+    result = runner.generate(["the quick brown fox"], GenerationConfig(echo=False, temperature=0.0, max_new_tokens=8))
+    prompt_ids = runner.tokenizer.encode("the quick brown fox")
+    assert result.tokens == eager_model(spec).greedy_generate([("tokens", prompt_ids)], 8)
+
+    without = MultimodalRunner(Program(pte, native=native), tokenizer_dir, plugin_manager=plugin_manager)
+    with pytest.raises(InvalidProgramError, match="pass it as data_path"):
+        without.generate(["the quick brown fox"], GenerationConfig(echo=False, temperature=0.0, max_new_tokens=2))
+
+
+def test_cli_runs_a_program_with_external_weights(make_spec, program_path, tokenizer_dir, capsys):
+    import json
+
+    from mmcore.cli import main
+    from mmcore.testing import cached_data_path
+
+    spec = make_spec(kind="text", external_weights=True)
+    pte = program_path(spec)
+    args = ["run", str(pte), "--tokenizer", str(tokenizer_dir), "--text", "the quick", "--max-new-tokens", "4"]
+    assert main([*args, "--data-path", str(cached_data_path(spec)), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["tokens"]) == 4
+    assert main(args) == 1
+    assert "data_path" in capsys.readouterr().err

@@ -9,7 +9,7 @@ Build a tokenizer and a program once per cache directory, then compare a runner 
 """
 
 from mmcore.testing._files import CACHE_ENV_VAR, default_cache_dir
-from mmcore.testing.cache import build_program, cached_program_path, program_cache_key
+from mmcore.testing.cache import build_program, cached_data_path, cached_program_path, program_cache_key
 from mmcore.testing.cpp_reference import cpp_generate, until_stop
 from mmcore.testing.export import export_program
 from mmcore.testing.faults import failing_decoder_call
@@ -34,6 +34,7 @@ from mmcore.testing.tokenizer import (
 )
 
 __all__ = [
+    "cached_data_path",
     "failing_decoder_call",
     "AUDIO_TOKEN",
     "BOS_TOKEN",

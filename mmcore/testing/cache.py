@@ -11,7 +11,7 @@ import torch
 from mmcore.testing._files import atomic_file, default_cache_dir, file_lock
 from mmcore.testing.specs import ProgramSpec, _digest
 
-__all__ = ["build_program", "default_cache_dir", "program_cache_key"]
+__all__ = ["build_program", "cached_data_path", "default_cache_dir", "program_cache_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,11 @@ def cached_program_path(spec: ProgramSpec, cache_dir: Path | None = None) -> Pat
     return root / f"{spec.kind}-{spec.backend}-{program_cache_key(spec)}.pte"
 
 
+def cached_data_path(spec: ProgramSpec, cache_dir: Path | None = None) -> Path | None:
+    """Where :func:`build_program` keeps the external weights (``.ptd``) of ``spec``, if it has them."""
+    return cached_program_path(spec, cache_dir).with_suffix(".ptd") if spec.external_weights else None
+
+
 def build_program(spec: ProgramSpec, cache_dir: Path | None = None) -> Path:
     """Path of the ``.pte`` for ``spec``, exporting it on first use (seconds) and reusing it afterwards.
 
@@ -53,7 +58,7 @@ def build_program(spec: ProgramSpec, cache_dir: Path | None = None) -> Path:
 
         logger.info("building test program %s", target.name)
 
-        def write(tmp: Path) -> None:
-            export_program(spec, tmp)
+        def write(tmp: Path) -> None:  # the weights file (if any) is in place before the program
+            export_program(spec, tmp, cached_data_path(spec, root))
 
         return atomic_file(target, write)

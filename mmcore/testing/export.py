@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +67,12 @@ def _export_method(spec: ProgramSpec, name: str, module: nn.Module) -> ExportedP
         return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
 
 
-def export_program(spec: ProgramSpec, path: Path) -> Path:
-    """Export ``spec`` (all its methods and metadata in one program) to the ``.pte`` file ``path``."""
+def export_program(spec: ProgramSpec, path: Path, data_path: Path | None = None) -> Path:
+    """Export ``spec`` (all its methods and metadata in one program) to the ``.pte`` file ``path``.
+
+    With ``spec.external_weights`` the weights go to the ``.ptd`` file ``data_path`` (default:
+    ``path`` with the suffix ``.ptd``).
+    """
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
@@ -84,7 +90,13 @@ def export_program(spec: ProgramSpec, path: Path) -> Path:
     edge = to_edge_transform_and_lower(programs, partitioner=partitioner, constant_methods=metadata)
     t2 = time.perf_counter()
 
-    et = edge.to_executorch(ExecutorchBackendConfig(sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+    et = edge.to_executorch(
+        ExecutorchBackendConfig(
+            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(), external_constants=spec.external_weights
+        )
+    )
+    if spec.external_weights:
+        _write_weights(et, data_path if data_path is not None else path.with_suffix(".ptd"))
     path.write_bytes(et.buffer)
     t3 = time.perf_counter()
     logger.info(
@@ -98,3 +110,13 @@ def export_program(spec: ProgramSpec, path: Path) -> Path:
         t3 - t2,
     )
     return path
+
+
+def _write_weights(et: Any, data_path: Path) -> None:
+    """Write the program's one external-constants file to ``data_path``."""
+    with tempfile.TemporaryDirectory(dir=data_path.parent) as tmp:
+        et.write_tensor_data_to_file(tmp)
+        written = list(Path(tmp).glob("*.ptd"))
+        if len(written) != 1:
+            raise RuntimeError(f"expected one external-constants file, ExecuTorch wrote {written}")
+        os.replace(written[0], data_path)

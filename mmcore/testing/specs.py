@@ -57,8 +57,16 @@ class _Keyed:
     def cache_key(self) -> str:
         """Stable key of this spec (same fields -> same key across runs and machines)."""
         assert dataclasses.is_dataclass(self)
-        payload = {"type": type(self).__name__, "rev": _BUILD_REVISION, "fields": dataclasses.asdict(self)}
+        fields = dataclasses.asdict(self)
+        # Fields added later count only when set, so programs cached before them keep their keys.
+        for name, default in _LATER_FIELDS.items():
+            if fields.get(name, default) == default:
+                fields.pop(name, None)
+        payload = {"type": type(self).__name__, "rev": _BUILD_REVISION, "fields": fields}
         return _digest(payload)
+
+
+_LATER_FIELDS: dict[str, Any] = {"external_weights": False}
 
 
 @dataclass(frozen=True)
@@ -195,10 +203,14 @@ class ProgramSpec(_Keyed):
     omit_metadata: tuple[str, ...] = ()
     #: Program methods left out (e.g. "token_embedding"), for bad-input tests.
     omit_methods: tuple[str, ...] = ()
+    #: Keep the weights in a separate `.ptd` file (ExecuTorch's external constants); portable only.
+    external_weights: bool = False
 
     def __post_init__(self) -> None:
         for name in ("eos_ids", "omit_metadata", "omit_methods"):  # keep the spec hashable
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.external_weights and self.backend != "portable":
+            raise ValueError("external_weights needs backend='portable' (delegates keep their own weights)")
         if self.kind == "text" and (self.vision is not None or self.audio is not None):
             raise ValueError("a text program has no encoders; use kind='multimodal'")
         if self.kind == "multimodal" and not self.use_kv_cache:
