@@ -6,6 +6,8 @@
 //   module.load_method(name)                  # each method gets its own planned memory
 //   module.execute(name, inputs, alias)       # inputs: (data_ptr, dtype, shape) tuples or scalars
 //                                              # tensor outputs: (dtype, shape, buffer)
+//   module.prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
+//                                              # -> (last logits row, dtype, seconds executing)
 //   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token)
 //                                              # -> (new token ids, seconds spent executing)
 //
@@ -15,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -344,11 +347,106 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
   return Py_BuildValue("(Nd)", tokens, step.seconds);
 }
 
+// prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
+//   -> (last logits row as bytearray, dtype, seconds)
+// Writes `ids` at start_pos.. in calls of at most `chunk` tokens: ids [1, T] -> (embedding ->) decoder
+// with positions [start] (or, with cache_positions, arange(start, start + T)). Only the logits row
+// of the last token is returned.
+PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
+  PyObject* embedding_obj = nullptr;
+  const char* decoder = nullptr;
+  PyObject* ids_obj = nullptr;
+  long long start_pos = 0;
+  Py_ssize_t chunk = 0;
+  int cache_positions = 0;
+  if (!PyArg_ParseTuple(args, "OsOLnp", &embedding_obj, &decoder, &ids_obj, &start_pos, &chunk, &cache_positions) ||
+      !ready(self)) {
+    return nullptr;
+  }
+  std::string embedding;
+  if (embedding_obj != Py_None) {
+    const char* name = PyUnicode_AsUTF8(embedding_obj);
+    if (!name) return nullptr;
+    embedding = name;
+  }
+  PyObject* seq = PySequence_Fast(ids_obj, "ids must be a sequence of int");
+  if (!seq) return nullptr;
+  std::vector<int64_t> ids(static_cast<size_t>(PySequence_Fast_GET_SIZE(seq)));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, static_cast<Py_ssize_t>(i)));
+  }
+  Py_DECREF(seq);
+  if (PyErr_Occurred()) return nullptr;
+  if (ids.empty() || chunk < 1) {
+    PyErr_SetString(PyExc_ValueError, "prefill_tokens needs at least one id and a chunk of at least 1");
+    return nullptr;
+  }
+
+  const char* failed = nullptr;
+  Error error = Error::Ok;
+  std::vector<char> row;  // the last logits row
+  int dtype = 0;
+  double seconds = 0.0;
+  self->busy = true;
+  Py_BEGIN_ALLOW_THREADS
+  const auto began = Clock::now();
+  std::vector<int64_t> positions;
+  for (size_t begin = 0; begin < ids.size() && !failed; begin += static_cast<size_t>(chunk)) {
+    const auto n = static_cast<SizesType>(std::min(ids.size() - begin, static_cast<size_t>(chunk)));
+    const int64_t pos = start_pos + static_cast<int64_t>(begin);
+    positions.assign(1, pos);
+    if (cache_positions && n > 1) {
+      positions.resize(static_cast<size_t>(n));
+      for (SizesType i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = pos + i;
+    }
+    TensorPtr tokens = from_blob(ids.data() + begin, {1, n}, ScalarType::Long);
+    TensorPtr pos_tensor = from_blob(positions.data(), {static_cast<SizesType>(positions.size())}, ScalarType::Long);
+    std::vector<EValue> decoder_inputs{EValue(*tokens), EValue(*pos_tensor)};
+    if (!embedding.empty()) {
+      auto embedded = self->module->execute(embedding, std::vector<EValue>{EValue(*tokens)});
+      if (!embedded.ok()) {
+        failed = embedding.c_str();
+        error = embedded.error();
+        break;
+      }
+      decoder_inputs[0] = (*embedded)[0];  // [1, T, D], in token_embedding's memory
+    }
+    auto logits = self->module->execute(decoder, decoder_inputs);
+    if (!logits.ok()) {
+      failed = decoder;
+      error = logits.error();
+      break;
+    }
+    if (begin + static_cast<size_t>(chunk) >= ids.size()) {  // the last chunk: keep its last row
+      const EValue& out = (*logits)[0];
+      if (!out.isTensor() || out.toTensor().dim() < 1) {
+        failed = decoder;
+        error = Error::InvalidType;
+        break;
+      }
+      const Tensor& t = out.toTensor();
+      const size_t width = static_cast<size_t>(t.size(t.dim() - 1)) * t.element_size();
+      const char* data = static_cast<const char*>(t.const_data_ptr());
+      row.assign(data + t.nbytes() - width, data + t.nbytes());
+      dtype = static_cast<int>(t.scalar_type());
+    }
+  }
+  seconds = std::chrono::duration<double>(Clock::now() - began).count();
+  Py_END_ALLOW_THREADS
+  self->busy = false;
+  if (failed) return raise_et("executing method", failed, error);
+  PyObject* buffer = PyByteArray_FromStringAndSize(row.data(), static_cast<Py_ssize_t>(row.size()));
+  if (!buffer) return nullptr;
+  return Py_BuildValue("(Nid)", buffer, dtype, seconds);
+}
+
 PyMethodDef module_methods[] = {
     {"load_method", reinterpret_cast<PyCFunction>(module_load_method), METH_VARARGS,
      "load_method(name): load a method with its own planned memory."},
     {"execute", reinterpret_cast<PyCFunction>(module_execute), METH_VARARGS,
      "execute(name, inputs, alias) -> outputs; tensors are (dtype, shape, buffer)."},
+    {"prefill_tokens", reinterpret_cast<PyCFunction>(module_prefill_tokens), METH_VARARGS,
+     "prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions) -> (row, dtype, seconds)."},
     {"greedy_decode", reinterpret_cast<PyCFunction>(module_greedy_decode), METH_VARARGS,
      "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token) -> (tokens, seconds)."},
     {nullptr, nullptr, 0, nullptr},

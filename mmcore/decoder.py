@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
+import numpy as np
 import torch
 
 from mmcore import constants as C
 from mmcore.errors import ExecutionError, ProgramError
-from mmcore.program import LoadedMethod, NativeMethod, Program, native_extension
+from mmcore.program import SCALAR_TYPES, LoadedMethod, NativeMethod, Program, native_extension
 from mmcore.stats import Stats
 
-__all__ = ["EMBEDDING_CACHE_BYTES", "MultimodalDecoderRunner", "NativeGreedyLoop", "TextDecoderRunner"]
+__all__ = [
+    "EMBEDDING_CACHE_BYTES",
+    "MultimodalDecoderRunner",
+    "NativeGreedyLoop",
+    "NativeTokenPrefill",
+    "TextDecoderRunner",
+]
 
 #: Memory for decoded tokens' embedding rows (see `MultimodalDecoderRunner.step_token`).
 EMBEDDING_CACHE_BYTES = 16 * 1024 * 1024
@@ -39,6 +46,7 @@ class _DecoderBase:
         # A reused one-element position tensor, written through a numpy view (cheaper per token).
         self._position = torch.zeros(1, dtype=torch.long)  # [1]
         self._position_np = self._position.numpy()
+        self._native_prefill: NativeTokenPrefill | None = None
 
     def positions(self, start_pos: int, length: int) -> torch.Tensor:
         """The decoder's position input for `length` rows starting at `start_pos`."""
@@ -56,6 +64,20 @@ class _DecoderBase:
             )
         logits = outputs[0]  # [1, V] or [1, T, V]
         return logits[0, -1] if logits.dim() == 3 else logits[0]  # [V]
+
+    def prefill_ids(self, ids: Sequence[int], start_pos: int, chunk: int) -> torch.Tensor:
+        """Logits `[V]` (a copy) after writing `ids` at `start_pos..`, at most `chunk` per call."""
+        native = self._native_prefill
+        if native is not None:
+            return native(ids, start_pos, chunk)
+        tokens = torch.from_numpy(np.array(ids, dtype=np.int64)[None])  # [1, N]
+        logits = torch.empty(0)
+        for begin in range(0, tokens.shape[1], chunk):
+            logits = self.step(tokens[:, begin : begin + chunk], start_pos + begin)
+        return logits.clone()
+
+    def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
+        raise NotImplementedError
 
     def _timed(self, method: LoadedMethod, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         stats = self.stats
@@ -104,10 +126,39 @@ class NativeGreedyLoop:
         return list(tokens)
 
 
-def _native_greedy_fits(decoder: LoadedMethod, token_input: LoadedMethod) -> bool:
-    """Whether a one-token step can run natively: KV-cache decoder, int64 ids and positions, float logits."""
+class NativeTokenPrefill:
+    """Writes token ids into the KV cache below Python: per chunk, (embedding and) decoder calls with
+    no Python in between; returns the last token's logits row."""
+
+    def __init__(
+        self, embedding: NativeMethod | None, decoder: NativeMethod, uses_cache_positions: bool, stats: Stats
+    ) -> None:
+        self._module = decoder.module
+        self._module_errors = native_extension().ExecutorchError
+        self._embedding = embedding.name if embedding is not None else None
+        self._decoder = decoder.name
+        self._cache_positions = uses_cache_positions
+        self.stats = stats
+
+    def __call__(self, ids: Sequence[int], start_pos: int, chunk: int) -> torch.Tensor:
+        """Logits `[V]` (a copy) after writing `ids` at `start_pos..`, at most `chunk` per call."""
+        stats = self.stats
+        stats.model_execution_start_ms = time.time_ns() // 1_000_000
+        try:
+            row, code, seconds = self._module.prefill_tokens(
+                self._embedding, self._decoder, ids, start_pos, chunk, self._cache_positions
+            )
+        except self._module_errors as exc:
+            raise ExecutionError(f"writing {len(ids)} token(s) at position {start_pos} failed: {exc}") from exc
+        stats.model_execution_end_ms = time.time_ns() // 1_000_000
+        stats.model_execution_time_s += seconds
+        return torch.frombuffer(row, dtype=SCALAR_TYPES[code])  # [V]
+
+
+def _native_token_path(decoder: LoadedMethod, token_input: LoadedMethod) -> bool:
+    """Whether token ids can go through `token_input` (the decoder itself, or `token_embedding`) into
+    the decoder natively: both native methods of one module, a KV-cache decoder, int64 ids and positions."""
     spec = decoder.spec
-    output = spec.outputs[0] if spec.outputs else None
     return (
         isinstance(decoder, NativeMethod)
         and isinstance(token_input, NativeMethod)
@@ -115,9 +166,13 @@ def _native_greedy_fits(decoder: LoadedMethod, token_input: LoadedMethod) -> boo
         and len(spec.inputs) == 2
         and spec.input(1).dtype == torch.long
         and token_input.spec.input(0).dtype == torch.long
-        and output is not None
-        and output.dtype == torch.float32
     )
+
+
+def _native_greedy_fits(decoder: LoadedMethod, token_input: LoadedMethod) -> bool:
+    """Whether a one-token greedy step can run natively: the native token path and float32 logits."""
+    output = decoder.spec.outputs[0] if decoder.spec.outputs else None
+    return _native_token_path(decoder, token_input) and output is not None and output.dtype == torch.float32
 
 
 class TextDecoderRunner(_DecoderBase):
@@ -128,6 +183,9 @@ class TextDecoderRunner(_DecoderBase):
         super().__init__(program.method(method_name), stats)
         self._token = torch.zeros(1, 1, dtype=torch.long)  # [1, 1]
         self._token_np = self._token.numpy()
+        if _native_token_path(self.decoder, self.decoder):
+            assert isinstance(self.decoder, NativeMethod)
+            self._native_prefill = NativeTokenPrefill(None, self.decoder, self.uses_cache_positions, self.stats)
 
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Logits `[V]` after feeding `tokens` `[1, T]` at positions `start_pos..start_pos+T-1`.
@@ -176,6 +234,12 @@ class MultimodalDecoderRunner(_DecoderBase):
         self._rows: dict[int, torch.Tensor] = {}
         row_bytes = self.embedding_dim * max(self.embedding_dtype.itemsize, 1)
         self._max_rows = EMBEDDING_CACHE_BYTES // row_bytes
+        embedded = self.embedding.spec.outputs[0] if self.embedding.spec.outputs else None
+        if _native_token_path(self.decoder, self.embedding) and embedded and embedded.dtype == self.embedding_dtype:
+            assert isinstance(self.decoder, NativeMethod) and isinstance(self.embedding, NativeMethod)
+            self._native_prefill = NativeTokenPrefill(
+                self.embedding, self.decoder, self.uses_cache_positions, self.stats
+            )
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embeddings `[1, T, D]` of token ids `[1, T]` (valid until the next call)."""

@@ -6,7 +6,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
@@ -34,14 +33,7 @@ class TextPrefiller:
         """Logits `[V]` after the last token (a copy, safe to keep)."""
         if not tokens:
             raise InvalidInputError("prefill got no tokens: the prompt encoded to an empty sequence")
-        ids = torch.tensor([list(tokens)], dtype=torch.long)  # [1, N]
-        logits = torch.empty(0)
-        pos = start_pos
-        for begin in range(0, ids.shape[1], self.chunk_size):
-            chunk = ids[:, begin : begin + self.chunk_size]  # [1, T]
-            logits = self.decoder.step(chunk, pos)
-            pos += chunk.shape[1]
-        return logits.clone()
+        return self.decoder.prefill_ids(tokens, start_pos, self.chunk_size)
 
 
 class MultimodalPrefiller:
@@ -143,18 +135,16 @@ class MultimodalPrefiller:
         step = self.chunk_size
         for segment in segments:
             if isinstance(segment, TokensInput):
-                ids = torch.from_numpy(np.array(segment.ids, dtype=np.int64)[None])  # [1, T]
-                for begin in range(0, ids.shape[1], step):
-                    chunk = ids[:, begin : begin + step]
-                    logits = self.decoder.step(chunk, pos)
-                    pos += chunk.shape[1]
+                logits = self.decoder.prefill_ids(segment.ids, pos, step)  # a copy
+                pos += len(segment.ids)
             else:
                 embeds = segment.embeddings  # [1, T, D]
                 for begin in range(0, embeds.shape[1], step):
                     chunk = embeds[:, begin : begin + step].contiguous()
                     logits = self.decoder.decode(chunk, pos)
                     pos += chunk.shape[1]
-        return logits.clone()
+                logits = logits.clone()  # the decoder's output memory is reused by its next call
+        return logits
 
     def _checked(self, segment: Any, index: int, item: Any) -> Segment:
         what = f"input {index} ({type(item).__name__})"

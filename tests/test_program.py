@@ -136,7 +136,9 @@ def test_program_with_external_weights(native, make_spec, program_path, tokenize
     pte = program_path(spec)
     weights = cached_data_path(spec)
     assert weights is not None and weights.stat().st_size > pte.stat().st_size  # the weights live outside
-    runner = MultimodalRunner(Program(pte, data_path=weights, native=native), tokenizer_dir, plugin_manager=plugin_manager)
+    runner = MultimodalRunner(
+        Program(pte, data_path=weights, native=native), tokenizer_dir, plugin_manager=plugin_manager
+    )
     result = runner.generate(["the quick brown fox"], GenerationConfig(echo=False, temperature=0.0, max_new_tokens=8))
     prompt_ids = runner.tokenizer.encode("the quick brown fox")
     assert result.tokens == eager_model(spec).greedy_generate([("tokens", prompt_ids)], 8)

@@ -118,16 +118,8 @@ def test_a_failed_turn_leaves_the_session_as_before(make_runner):
     session = Session(make_runner())
     session.send(TURN1, GREEDY)
     before = list(session.messages)
-    decoder = session.runner.decoder
-    original = decoder._run_decoder
-
-    def broken(*args):
-        raise RuntimeError("injected")
-
-    decoder._run_decoder = broken  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="injected"):
+    with failing_decoder_call(session.runner, 1, "injected"), pytest.raises(RuntimeError, match="injected"):
         session.send("and then", GREEDY)
-    decoder._run_decoder = original  # type: ignore[method-assign]
     assert session.messages == before
     reference = Session(make_runner())
     reference.send(TURN1, GREEDY)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 __all__ = ["failing_decoder_call"]
@@ -13,9 +13,9 @@ __all__ = ["failing_decoder_call"]
 def failing_decoder_call(runner: Any, n: int, message: str = "injected failure") -> Iterator[None]:
     """Within the block, the runner's `n`-th decoder call raises `RuntimeError(message)`.
 
-    Counts prefill calls and decode steps, whether a step runs from Python or inside the native
-    greedy loop; a native step fails right after it ran (its KV-cache write done), the harder case
-    to roll back.
+    Counts prefill calls (one per chunk) and decode steps, whether they run from Python or natively;
+    a native decode step fails right after it ran (its KV-cache write done), and a native token
+    prefill after writing the chunks before the failing one: the harder cases to roll back.
     """
     count = {"calls": 0}
 
@@ -27,6 +27,7 @@ def failing_decoder_call(runner: Any, n: int, message: str = "injected failure")
     decoder = runner.decoder
     generator = runner._generator
     run_decoder = decoder._run_decoder
+    prefill = decoder._native_prefill
     loop = generator._greedy_loop
 
     def flaky_run_decoder(*args: Any) -> Any:
@@ -42,11 +43,22 @@ def failing_decoder_call(runner: Any, n: int, message: str = "injected failure")
 
         return list(loop(token, pos, max_steps, eos_ids, after_step))
 
+    def flaky_prefill(ids: Sequence[int], start_pos: int, chunk: int) -> Any:
+        # one decoder call per chunk; the chunks before a failing one are written, as they would be
+        for begin in range(0, len(ids), chunk):
+            if count["calls"] + 1 == n and begin:
+                prefill(ids[:begin], start_pos, chunk)
+            count_call()
+        return prefill(ids, start_pos, chunk)
+
     decoder._run_decoder = flaky_run_decoder
+    if prefill is not None:
+        decoder._native_prefill = flaky_prefill
     if loop is not None:
         generator._greedy_loop = flaky_loop
     try:
         yield
     finally:
         decoder._run_decoder = run_decoder
+        decoder._native_prefill = prefill
         generator._greedy_loop = loop
