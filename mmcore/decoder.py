@@ -10,7 +10,7 @@ import torch
 
 from mmcore import constants as C
 from mmcore.errors import ExecutionError, ProgramError
-from mmcore.program import SCALAR_TYPES, LoadedMethod, NativeMethod, Program, native_extension
+from mmcore.program import SCALAR_TYPES, LoadedMethod, NativeMethod, Program
 from mmcore.stats import Stats
 
 __all__ = [
@@ -98,7 +98,7 @@ class NativeGreedyLoop:
 
     def __init__(self, embedding: NativeMethod | None, decoder: NativeMethod, stats: Stats) -> None:
         self._module = decoder.module
-        self._module_errors = native_extension().ExecutorchError
+        self._module_errors = decoder.runtime_error
         self._embedding = embedding.name if embedding is not None else None
         self._decoder = decoder.name
         self.stats = stats
@@ -134,7 +134,7 @@ class NativeTokenPrefill:
         self, embedding: NativeMethod | None, decoder: NativeMethod, uses_cache_positions: bool, stats: Stats
     ) -> None:
         self._module = decoder.module
-        self._module_errors = native_extension().ExecutorchError
+        self._module_errors = decoder.runtime_error
         self._embedding = embedding.name if embedding is not None else None
         self._decoder = decoder.name
         self._cache_positions = uses_cache_positions

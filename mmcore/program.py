@@ -154,9 +154,13 @@ class NativeMethod(LoadedMethod):
     def __init__(self, name: str, module: Any, spec: MethodSpec) -> None:
         super().__init__(name, spec)
         self.module = module
+        #: What the native module raises when ExecuTorch fails (a RuntimeError subclass).
+        self.runtime_error: type[RuntimeError] = sys.modules[type(module).__module__].ExecutorchError
 
     def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
-        values = [_native_input(x) for x in inputs]
+        # `dense` keeps any contiguous copies alive while the runtime reads them
+        dense = [x.contiguous() if isinstance(x, torch.Tensor) else x for x in inputs]
+        values = [_native_input(x) for x in dense]
         return [_native_output(v) for v in self.module.execute(self.name, values, not clone_outputs)]
 
 
@@ -356,10 +360,8 @@ _DTYPE_IDS: dict[torch.dtype, int] = {dtype: code for code, dtype in SCALAR_TYPE
 
 
 def _native_input(value: Any) -> Any:
-    """A tensor as (data_ptr, dtype id, shape) for the native extension; scalars as they are."""
+    """A contiguous tensor as (data_ptr, dtype id, shape) for the native extension; scalars as they are."""
     if isinstance(value, torch.Tensor):
-        if not value.is_contiguous():
-            raise RuntimeError(f"input {_describe_value(value)} is not contiguous")
         code = _DTYPE_IDS.get(value.dtype)
         if code is None:
             raise RuntimeError(f"input dtype {value.dtype} is not supported by ExecuTorch")

@@ -139,3 +139,15 @@ def test_stop_from_another_thread_ends_native_decoding(make_spec, program_path, 
     thread.join()
     assert result.stop_reason == "stopped"
     assert len(result.tokens) < 100
+
+
+def test_non_contiguous_and_wrong_inputs(make_spec, program_path):
+    method = Program(program_path(make_spec())).method("token_embedding")
+    ids = torch.tensor([[3, 4], [5, 6]])
+    assert torch.equal(method.execute([ids.t()[:1]])[0], method.execute([torch.tensor([[3, 5]])])[0])
+    from mmcore import ExecutionError
+
+    with pytest.raises(ExecutionError, match="token_embedding"):
+        method.execute([torch.tensor([[3.0, 5.0]])])  # float ids
+    with pytest.raises(ExecutionError, match="token_embedding"):
+        method.execute([torch.zeros(1, 10_000, dtype=torch.long)])  # beyond the dynamic bound
