@@ -7,7 +7,7 @@
 //   module.execute(name, inputs, alias)       # inputs: (data_ptr, dtype, shape) tuples or scalars
 //                                              # tensor outputs: (dtype, shape, buffer)
 //   module.prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
-//                                              # -> (last logits row, dtype, seconds executing)
+//                                              # -> (last logits row, dtype, seconds, its argmax)
 //   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token)
 //                                              # -> (new token ids, seconds spent executing)
 //
@@ -348,7 +348,7 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
 }
 
 // prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
-//   -> (last logits row as bytearray, dtype, seconds)
+//   -> (last logits row as bytearray, dtype, seconds, first argmax of the row or -1 if not float)
 // Writes `ids` at start_pos.. in calls of at most `chunk` tokens: ids [1, T] -> (embedding ->) decoder
 // with positions [start] (or, with cache_positions, arange(start, start + T)). Only the logits row
 // of the last token is returned.
@@ -386,6 +386,7 @@ PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
   Error error = Error::Ok;
   std::vector<char> row;  // the last logits row
   int dtype = 0;
+  int64_t argmax = -1;  // its first maximum, for float logits
   double seconds = 0.0;
   self->busy = true;
   Py_BEGIN_ALLOW_THREADS
@@ -429,6 +430,7 @@ PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
       const char* data = static_cast<const char*>(t.const_data_ptr());
       row.assign(data + t.nbytes() - width, data + t.nbytes());
       dtype = static_cast<int>(t.scalar_type());
+      if (t.scalar_type() == ScalarType::Float) argmax = argmax_last_row(t);
     }
   }
   seconds = std::chrono::duration<double>(Clock::now() - began).count();
@@ -437,7 +439,7 @@ PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
   if (failed) return raise_et("executing method", failed, error);
   PyObject* buffer = PyByteArray_FromStringAndSize(row.data(), static_cast<Py_ssize_t>(row.size()));
   if (!buffer) return nullptr;
-  return Py_BuildValue("(Nid)", buffer, dtype, seconds);
+  return Py_BuildValue("(NidL)", buffer, dtype, seconds, static_cast<long long>(argmax));
 }
 
 PyMethodDef module_methods[] = {
@@ -446,7 +448,7 @@ PyMethodDef module_methods[] = {
     {"execute", reinterpret_cast<PyCFunction>(module_execute), METH_VARARGS,
      "execute(name, inputs, alias) -> outputs; tensors are (dtype, shape, buffer)."},
     {"prefill_tokens", reinterpret_cast<PyCFunction>(module_prefill_tokens), METH_VARARGS,
-     "prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions) -> (row, dtype, seconds)."},
+     "prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions) -> (row, dtype, seconds, argmax)."},
     {"greedy_decode", reinterpret_cast<PyCFunction>(module_greedy_decode), METH_VARARGS,
      "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token) -> (tokens, seconds)."},
     {nullptr, nullptr, 0, nullptr},

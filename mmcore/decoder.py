@@ -79,6 +79,13 @@ class _DecoderBase:
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def known_argmax(self, logits: torch.Tensor) -> int | None:
+        """The first maximum of `logits` if the native prefill returned them and computed it, else None."""
+        native = self._native_prefill
+        if native is not None and native.last_logits is logits:
+            return native.last_argmax
+        return None
+
     def _timed(self, method: LoadedMethod, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         stats = self.stats
         start = time.perf_counter()
@@ -139,20 +146,25 @@ class NativeTokenPrefill:
         self._decoder = decoder.name
         self._cache_positions = uses_cache_positions
         self.stats = stats
+        # The logits last returned and their first maximum (computed natively; None unless float32).
+        self.last_logits: torch.Tensor | None = None
+        self.last_argmax: int | None = None
 
     def __call__(self, ids: Sequence[int], start_pos: int, chunk: int) -> torch.Tensor:
         """Logits `[V]` (a copy) after writing `ids` at `start_pos..`, at most `chunk` per call."""
         stats = self.stats
         stats.model_execution_start_ms = time.time_ns() // 1_000_000
         try:
-            row, code, seconds = self._module.prefill_tokens(
+            row, code, seconds, argmax = self._module.prefill_tokens(
                 self._embedding, self._decoder, ids, start_pos, chunk, self._cache_positions
             )
         except self._module_errors as exc:
             raise ExecutionError(f"writing {len(ids)} token(s) at position {start_pos} failed: {exc}") from exc
         stats.model_execution_end_ms = time.time_ns() // 1_000_000
         stats.model_execution_time_s += seconds
-        return torch.frombuffer(row, dtype=SCALAR_TYPES[code])  # [V]
+        logits = torch.frombuffer(row, dtype=SCALAR_TYPES[code])  # [V]
+        self.last_logits, self.last_argmax = logits, (argmax if argmax >= 0 else None)
+        return logits
 
 
 def _native_token_path(decoder: LoadedMethod, token_input: LoadedMethod) -> bool:

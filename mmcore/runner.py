@@ -134,6 +134,7 @@ class _RunnerBase(IRunner):
         self._loaded = False
         self._busy = threading.Lock()
         self._generator: TextTokenGenerator | None = None
+        self.decoder: TextDecoderRunner | MultimodalDecoderRunner  # set by `_load_methods`
 
     # -- IRunner -------------------------------------------------------------------------------
     def is_loaded(self) -> bool:
@@ -285,7 +286,7 @@ class _RunnerBase(IRunner):
         eos_ids = self.metadata.eos_ids
         logprobs: list[float] = []
         began = time.perf_counter()
-        first = sampler(logits)
+        first = sampler(logits, argmax=self.decoder.known_argmax(logits))
         stats.sampling_time_s += time.perf_counter() - began
         stats.first_token_ms = now_ms()
 

@@ -56,12 +56,15 @@ class Sampler:
             self._generator_.manual_seed(seed)
         return self._generator_
 
-    def __call__(self, logits: torch.Tensor) -> int:
-        """The next token id from last-position logits `[V]` (left unchanged)."""
+    def __call__(self, logits: torch.Tensor, *, argmax: int | None = None) -> int:
+        """The next token id from last-position logits `[V]` (left unchanged).
+
+        `argmax`, if known, is the first maximum of `logits` (greedy sampling then skips the search).
+        """
         if self.penalized and self.counts:
-            logits = self._penalize(logits)
+            logits, argmax = self._penalize(logits), None
         if self.greedy:
-            token = _argmax(logits)
+            token = argmax if argmax is not None else _argmax(logits)
             if self.logprobs:
                 self.last_logprob = float(torch.log_softmax(logits.float(), dim=-1)[token])
         else:

@@ -43,17 +43,23 @@ def failing_decoder_call(runner: Any, n: int, message: str = "injected failure")
 
         return list(loop(token, pos, max_steps, eos_ids, after_step))
 
-    def flaky_prefill(ids: Sequence[int], start_pos: int, chunk: int) -> Any:
-        # one decoder call per chunk; the chunks before a failing one are written, as they would be
-        for begin in range(0, len(ids), chunk):
-            if count["calls"] + 1 == n and begin:
-                prefill(ids[:begin], start_pos, chunk)
-            count_call()
-        return prefill(ids, start_pos, chunk)
+    class FlakyPrefill:
+        """The native token prefill, counting one decoder call per chunk; the chunks before a failing
+        one are written, as they would be."""
+
+        def __call__(self, ids: Sequence[int], start_pos: int, chunk: int) -> Any:
+            for begin in range(0, len(ids), chunk):
+                if count["calls"] + 1 == n and begin:
+                    prefill(ids[:begin], start_pos, chunk)
+                count_call()
+            return prefill(ids, start_pos, chunk)
+
+        def __getattr__(self, name: str) -> Any:  # last_logits, last_argmax, ...
+            return getattr(prefill, name)
 
     decoder._run_decoder = flaky_run_decoder
     if prefill is not None:
-        decoder._native_prefill = flaky_prefill
+        decoder._native_prefill = FlakyPrefill()
     if loop is not None:
         generator._greedy_loop = flaky_loop
     try:
