@@ -239,52 +239,70 @@ PyObject* module_execute(ModuleObject* self, PyObject* args) {
   return list;
 }
 
-// One decode step: token -> (embedding ->) decoder -> argmax. Runs without the GIL.
-struct Step {
+// Token ids [1, T] through an optional embedding method into the decoder, in one module. Runs
+// without the GIL; a failure leaves the failing method's name and error.
+struct TokenPath {
   Module* module;
   std::string embedding;  // empty: the decoder takes token ids
   std::string decoder;
-  int64_t token[1];
-  int64_t pos[1];
-  TensorPtr token_tensor = from_blob(token, {1, 1}, ScalarType::Long);
-  TensorPtr pos_tensor = from_blob(pos, {1}, ScalarType::Long);
-  double seconds = 0.0;
   const char* failed = nullptr;
   Error error = Error::Ok;
+  EValue logits;  // the decoder's output after `run`, in its memory (valid until its next run)
 
-  int64_t run() {
-    const auto began = Clock::now();
-    std::vector<EValue> decoder_inputs{EValue(*token_tensor), EValue(*pos_tensor)};
+  bool run(const EValue& tokens, const EValue& positions) {
+    std::vector<EValue> inputs{tokens, positions};
     if (!embedding.empty()) {
-      auto embedded = module->execute(embedding, std::vector<EValue>{EValue(*token_tensor)});
+      auto embedded = module->execute(embedding, std::vector<EValue>{tokens});
       if (!embedded.ok()) return fail(embedding.c_str(), embedded.error());
-      decoder_inputs[0] = (*embedded)[0];  // [1, 1, D], in token_embedding's memory
+      inputs[0] = (*embedded)[0];  // [1, T, D], in token_embedding's memory
     }
-    auto logits = module->execute(decoder, decoder_inputs);
-    if (!logits.ok()) return fail(decoder.c_str(), logits.error());
-    seconds += std::chrono::duration<double>(Clock::now() - began).count();
-    const EValue& out = (*logits)[0];
-    if (!out.isTensor() || out.toTensor().scalar_type() != ScalarType::Float) {
-      return fail(decoder.c_str(), Error::InvalidType);
-    }
-    return argmax_last_row(out.toTensor());
+    auto out = module->execute(decoder, inputs);
+    if (!out.ok()) return fail(decoder.c_str(), out.error());
+    logits = (*out)[0];
+    if (!logits.isTensor() || logits.toTensor().dim() < 1) return fail(decoder.c_str(), Error::InvalidType);
+    return true;
   }
 
-  int64_t fail(const char* method, Error e) {
+  bool fail(const char* method, Error e) {
     failed = method;
     error = e;
-    return -1;
+    return false;
   }
 };
 
+// The path named by Python arguments (embedding: str or None), or nullptr with an exception set.
+std::unique_ptr<TokenPath> token_path(ModuleObject* self, PyObject* embedding, const char* decoder) {
+  auto path = std::make_unique<TokenPath>();
+  path->module = self->module;
+  path->decoder = decoder;
+  if (embedding != Py_None) {
+    const char* name = PyUnicode_AsUTF8(embedding);
+    if (!name) return nullptr;
+    path->embedding = name;
+  }
+  return path;
+}
+
+// The ints of a Python iterable, or false with an exception set.
+bool int64s(PyObject* items, const char* what, std::vector<int64_t>* out) {
+  PyObject* seq = PySequence_Fast(items, what);
+  if (!seq) return false;
+  out->resize(static_cast<size_t>(PySequence_Fast_GET_SIZE(seq)));
+  for (size_t i = 0; i < out->size(); ++i) {
+    (*out)[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, static_cast<Py_ssize_t>(i)));
+  }
+  Py_DECREF(seq);
+  return !PyErr_Occurred();
+}
+
 PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
-  PyObject* embedding_obj = nullptr;
+  PyObject* embedding = nullptr;
   const char* decoder = nullptr;
-  long long token = 0, pos = 0;
+  long long first = 0, start = 0;
   Py_ssize_t max_steps = 0;
   PyObject* eos_obj = nullptr;
   PyObject* on_token = nullptr;
-  if (!PyArg_ParseTuple(args, "OsLLnOO", &embedding_obj, &decoder, &token, &pos, &max_steps, &eos_obj, &on_token) ||
+  if (!PyArg_ParseTuple(args, "OsLLnOO", &embedding, &decoder, &first, &start, &max_steps, &eos_obj, &on_token) ||
       !ready(self)) {
     return nullptr;
   }
@@ -292,33 +310,39 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
     PyErr_SetString(PyExc_TypeError, "on_token must be callable or None");
     return nullptr;
   }
-  Step step{self->module, "", decoder, {token}, {pos}};
-  if (embedding_obj != Py_None) {
-    const char* name = PyUnicode_AsUTF8(embedding_obj);
-    if (!name) return nullptr;
-    step.embedding = name;
-  }
-  std::unordered_set<int64_t> eos_ids;
-  PyObject* eos_seq = PySequence_Fast(eos_obj, "eos_ids must be a sequence of int");
-  if (!eos_seq) return nullptr;
-  for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(eos_seq); ++i) {
-    eos_ids.insert(PyLong_AsLongLong(PySequence_Fast_GET_ITEM(eos_seq, i)));
-  }
-  Py_DECREF(eos_seq);
-  if (PyErr_Occurred()) return nullptr;
+  std::vector<int64_t> eos_list;
+  auto path = token_path(self, embedding, decoder);
+  if (!path || !int64s(eos_obj, "eos_ids must be a sequence of int", &eos_list)) return nullptr;
+  const std::unordered_set<int64_t> eos_ids(eos_list.begin(), eos_list.end());
+
+  // One-element inputs, rewritten in place each step.
+  int64_t token[1] = {first};
+  int64_t pos[1] = {start};
+  const TensorPtr token_tensor = from_blob(token, {1, 1}, ScalarType::Long);
+  const TensorPtr pos_tensor = from_blob(pos, {1}, ScalarType::Long);
+  const EValue token_value(*token_tensor), pos_value(*pos_tensor);
+  double seconds = 0.0;
 
   PyObject* tokens = PyList_New(0);
   if (!tokens) return nullptr;
   self->busy = true;
   for (Py_ssize_t n = 0; n < max_steps; ++n) {
-    int64_t next;
+    int64_t next = -1;
     Py_BEGIN_ALLOW_THREADS
-    next = step.run();
+    const auto began = Clock::now();
+    if (path->run(token_value, pos_value)) {
+      if (path->logits.toTensor().scalar_type() == ScalarType::Float) {
+        next = argmax_last_row(path->logits.toTensor());
+      } else {
+        path->fail(decoder, Error::InvalidType);
+      }
+    }
+    seconds += std::chrono::duration<double>(Clock::now() - began).count();
     Py_END_ALLOW_THREADS
-    if (step.failed) {
+    if (path->failed) {
       self->busy = false;
       Py_DECREF(tokens);
-      return raise_et("executing method", step.failed, step.error);
+      return raise_et("executing method", path->failed, path->error);
     }
     PyObject* id = PyLong_FromLongLong(next);
     if (!id || PyList_Append(tokens, id) < 0) {
@@ -340,11 +364,11 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
       return nullptr;
     }
     if (stop || eos_ids.count(next)) break;
-    step.token[0] = next;
-    step.pos[0] += 1;
+    token[0] = next;
+    pos[0] += 1;
   }
   self->busy = false;
-  return Py_BuildValue("(Nd)", tokens, step.seconds);
+  return Py_BuildValue("(Nd)", tokens, seconds);
 }
 
 // prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
@@ -353,37 +377,24 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
 // with positions [start] (or, with cache_positions, arange(start, start + T)). Only the logits row
 // of the last token is returned.
 PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
-  PyObject* embedding_obj = nullptr;
+  PyObject* embedding = nullptr;
   const char* decoder = nullptr;
   PyObject* ids_obj = nullptr;
   long long start_pos = 0;
   Py_ssize_t chunk = 0;
   int cache_positions = 0;
-  if (!PyArg_ParseTuple(args, "OsOLnp", &embedding_obj, &decoder, &ids_obj, &start_pos, &chunk, &cache_positions) ||
+  if (!PyArg_ParseTuple(args, "OsOLnp", &embedding, &decoder, &ids_obj, &start_pos, &chunk, &cache_positions) ||
       !ready(self)) {
     return nullptr;
   }
-  std::string embedding;
-  if (embedding_obj != Py_None) {
-    const char* name = PyUnicode_AsUTF8(embedding_obj);
-    if (!name) return nullptr;
-    embedding = name;
-  }
-  PyObject* seq = PySequence_Fast(ids_obj, "ids must be a sequence of int");
-  if (!seq) return nullptr;
-  std::vector<int64_t> ids(static_cast<size_t>(PySequence_Fast_GET_SIZE(seq)));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    ids[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, static_cast<Py_ssize_t>(i)));
-  }
-  Py_DECREF(seq);
-  if (PyErr_Occurred()) return nullptr;
+  std::vector<int64_t> ids;
+  auto path = token_path(self, embedding, decoder);
+  if (!path || !int64s(ids_obj, "ids must be a sequence of int", &ids)) return nullptr;
   if (ids.empty() || chunk < 1) {
     PyErr_SetString(PyExc_ValueError, "prefill_tokens needs at least one id and a chunk of at least 1");
     return nullptr;
   }
 
-  const char* failed = nullptr;
-  Error error = Error::Ok;
   std::vector<char> row;  // the last logits row
   int dtype = 0;
   int64_t argmax = -1;  // its first maximum, for float logits
@@ -392,7 +403,7 @@ PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
   Py_BEGIN_ALLOW_THREADS
   const auto began = Clock::now();
   std::vector<int64_t> positions;
-  for (size_t begin = 0; begin < ids.size() && !failed; begin += static_cast<size_t>(chunk)) {
+  for (size_t begin = 0; begin < ids.size(); begin += static_cast<size_t>(chunk)) {
     const auto n = static_cast<SizesType>(std::min(ids.size() - begin, static_cast<size_t>(chunk)));
     const int64_t pos = start_pos + static_cast<int64_t>(begin);
     positions.assign(1, pos);
@@ -400,43 +411,23 @@ PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
       positions.resize(static_cast<size_t>(n));
       for (SizesType i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = pos + i;
     }
-    TensorPtr tokens = from_blob(ids.data() + begin, {1, n}, ScalarType::Long);
-    TensorPtr pos_tensor = from_blob(positions.data(), {static_cast<SizesType>(positions.size())}, ScalarType::Long);
-    std::vector<EValue> decoder_inputs{EValue(*tokens), EValue(*pos_tensor)};
-    if (!embedding.empty()) {
-      auto embedded = self->module->execute(embedding, std::vector<EValue>{EValue(*tokens)});
-      if (!embedded.ok()) {
-        failed = embedding.c_str();
-        error = embedded.error();
-        break;
-      }
-      decoder_inputs[0] = (*embedded)[0];  // [1, T, D], in token_embedding's memory
-    }
-    auto logits = self->module->execute(decoder, decoder_inputs);
-    if (!logits.ok()) {
-      failed = decoder;
-      error = logits.error();
-      break;
-    }
-    if (begin + static_cast<size_t>(chunk) >= ids.size()) {  // the last chunk: keep its last row
-      const EValue& out = (*logits)[0];
-      if (!out.isTensor() || out.toTensor().dim() < 1) {
-        failed = decoder;
-        error = Error::InvalidType;
-        break;
-      }
-      const Tensor& t = out.toTensor();
-      const size_t width = static_cast<size_t>(t.size(t.dim() - 1)) * t.element_size();
-      const char* data = static_cast<const char*>(t.const_data_ptr());
-      row.assign(data + t.nbytes() - width, data + t.nbytes());
-      dtype = static_cast<int>(t.scalar_type());
-      if (t.scalar_type() == ScalarType::Float) argmax = argmax_last_row(t);
-    }
+    const TensorPtr tokens = from_blob(ids.data() + begin, {1, n}, ScalarType::Long);
+    const TensorPtr pos_tensor =
+        from_blob(positions.data(), {static_cast<SizesType>(positions.size())}, ScalarType::Long);
+    if (!path->run(EValue(*tokens), EValue(*pos_tensor))) break;
+  }
+  if (!path->failed) {  // keep the last row of the last chunk's logits
+    const Tensor& t = path->logits.toTensor();
+    const size_t width = static_cast<size_t>(t.size(t.dim() - 1)) * t.element_size();
+    const char* data = static_cast<const char*>(t.const_data_ptr());
+    row.assign(data + t.nbytes() - width, data + t.nbytes());
+    dtype = static_cast<int>(t.scalar_type());
+    if (t.scalar_type() == ScalarType::Float) argmax = argmax_last_row(t);
   }
   seconds = std::chrono::duration<double>(Clock::now() - began).count();
   Py_END_ALLOW_THREADS
   self->busy = false;
-  if (failed) return raise_et("executing method", failed, error);
+  if (path->failed) return raise_et("executing method", path->failed, path->error);
   PyObject* buffer = PyByteArray_FromStringAndSize(row.data(), static_cast<Py_ssize_t>(row.size()));
   if (!buffer) return nullptr;
   return Py_BuildValue("(NidL)", buffer, dtype, seconds, static_cast<long long>(argmax));

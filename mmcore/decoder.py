@@ -11,7 +11,7 @@ import torch
 from mmcore import constants as C
 from mmcore.errors import ExecutionError, ProgramError
 from mmcore.program import SCALAR_TYPES, LoadedMethod, NativeMethod, Program
-from mmcore.stats import Stats
+from mmcore.stats import Stats, now_ms
 
 __all__ = [
     "EMBEDDING_CACHE_BYTES",
@@ -87,21 +87,14 @@ class _DecoderBase:
         return None
 
     def _timed(self, method: LoadedMethod, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        stats = self.stats
-        start = time.perf_counter()
-        stats.model_execution_start_ms = time.time_ns() // 1_000_000
+        start_ms, began = now_ms(), time.perf_counter()
         outputs = method.execute(inputs, clone_outputs=False)
-        stats.model_execution_end_ms = time.time_ns() // 1_000_000
-        stats.model_execution_time_s += time.perf_counter() - start
+        self.stats.record_execution(start_ms, time.perf_counter() - began)
         return outputs
 
 
-class NativeGreedyLoop:
-    """Greedy decoding below Python: each step embeds (if needed) and decodes the last token, takes
-    the first maximum of the logits and feeds it back, calling `on_token` in between.
-
-    Gives the same tokens as stepping the decoder from Python with a greedy `Sampler`.
-    """
+class _NativeTokenPath:
+    """Token ids through `embedding` (if any) into `decoder`, in the native module both belong to."""
 
     def __init__(self, embedding: NativeMethod | None, decoder: NativeMethod, stats: Stats) -> None:
         self._module = decoder.module
@@ -109,6 +102,14 @@ class NativeGreedyLoop:
         self._embedding = embedding.name if embedding is not None else None
         self._decoder = decoder.name
         self.stats = stats
+
+
+class NativeGreedyLoop(_NativeTokenPath):
+    """Greedy decoding below Python: each step embeds (if needed) and decodes the last token, takes
+    the first maximum of the logits and feeds it back, calling `on_token` in between.
+
+    Gives the same tokens as stepping the decoder from Python with a greedy `Sampler`.
+    """
 
     def __call__(
         self,
@@ -120,48 +121,40 @@ class NativeGreedyLoop:
     ) -> list[int]:
         """Tokens generated after feeding `token` at `pos`: at most `max_steps`, ending after an id in
         `eos_ids` or when `on_token(id)` returns True."""
-        stats = self.stats
-        stats.model_execution_start_ms = time.time_ns() // 1_000_000
+        start_ms = now_ms()
         try:
             tokens, seconds = self._module.greedy_decode(
-                self._embedding, self._decoder, token, pos, max_steps, list(eos_ids), on_token
+                self._embedding, self._decoder, token, pos, max_steps, eos_ids, on_token
             )
         except self._module_errors as exc:
             raise ExecutionError(f"greedy decoding from position {pos} failed: {exc}") from exc
-        stats.model_execution_end_ms = time.time_ns() // 1_000_000
-        stats.model_execution_time_s += seconds
+        self.stats.record_execution(start_ms, seconds)
         return list(tokens)
 
 
-class NativeTokenPrefill:
+class NativeTokenPrefill(_NativeTokenPath):
     """Writes token ids into the KV cache below Python: per chunk, (embedding and) decoder calls with
     no Python in between; returns the last token's logits row."""
 
     def __init__(
         self, embedding: NativeMethod | None, decoder: NativeMethod, uses_cache_positions: bool, stats: Stats
     ) -> None:
-        self._module = decoder.module
-        self._module_errors = decoder.runtime_error
-        self._embedding = embedding.name if embedding is not None else None
-        self._decoder = decoder.name
+        super().__init__(embedding, decoder, stats)
         self._cache_positions = uses_cache_positions
-        self.stats = stats
         # The logits last returned and their first maximum (computed natively; None unless float32).
         self.last_logits: torch.Tensor | None = None
         self.last_argmax: int | None = None
 
     def __call__(self, ids: Sequence[int], start_pos: int, chunk: int) -> torch.Tensor:
         """Logits `[V]` (a copy) after writing `ids` at `start_pos..`, at most `chunk` per call."""
-        stats = self.stats
-        stats.model_execution_start_ms = time.time_ns() // 1_000_000
+        start_ms = now_ms()
         try:
             row, code, seconds, argmax = self._module.prefill_tokens(
                 self._embedding, self._decoder, ids, start_pos, chunk, self._cache_positions
             )
         except self._module_errors as exc:
             raise ExecutionError(f"writing {len(ids)} token(s) at position {start_pos} failed: {exc}") from exc
-        stats.model_execution_end_ms = time.time_ns() // 1_000_000
-        stats.model_execution_time_s += seconds
+        self.stats.record_execution(start_ms, seconds)
         logits = torch.frombuffer(row, dtype=SCALAR_TYPES[code])  # [V]
         self.last_logits, self.last_argmax = logits, (argmax if argmax >= 0 else None)
         return logits

@@ -44,6 +44,12 @@ class Stats:
     decode_time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def record_execution(self, start_ms: int, seconds: float) -> None:
+        """Account one model execution that began at `start_ms` and ran for `seconds`."""
+        self.model_execution_start_ms = start_ms
+        self.model_execution_end_ms = now_ms()
+        self.model_execution_time_s += seconds
+
     def reset(self, all_stats: bool = False) -> None:
         """Clear everything but the model-load times (those too with `all_stats`)."""
         load = (self.model_load_start_ms, self.model_load_end_ms)
