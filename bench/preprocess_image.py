@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from mmcore_image import ImagePreprocessor, PreprocessSettings
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from mmcore.testing import photo_like
 
 logger = logging.getLogger(__name__)
 
@@ -43,24 +44,6 @@ LLAVA = PreprocessSettings(
 GEMMA3 = PreprocessSettings(
     size=(896, 896), resample="bilinear", do_normalize=True, image_mean=(0.5,) * 3, image_std=(0.5,) * 3
 )
-
-
-def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A deterministic RGB image with gradients, shapes and noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    base = np.stack(
-        [128 + 100 * np.sin(x / width * 6.0), 128 + 100 * np.cos(y / height * 5.0), 255 * (x + y) / (width + height)],
-        axis=-1,
-    )  # [H, W, 3]
-    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x0, x1 = sorted(int(v) for v in rng.integers(0, width, 2))
-        y0, y1 = sorted(int(v) for v in rng.integers(0, height, 2))
-        draw.ellipse((x0, y0, x1, y1), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    noisy = np.asarray(image).astype(np.int16) + rng.integers(-12, 13, (height, width, 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int) -> list[float]:

@@ -197,7 +197,7 @@ class _RunnerBase(IRunner):
                 for text in echo_texts:
                     token_callback(text)
             # Everything the first token needs is set up before the prefill, so it follows at once.
-            sampler, streamer = self._sampler(config), TextStreamer(self.tokenizer, stop=config.stop)
+            sampler, streamer = Sampler.from_config(config), TextStreamer(self.tokenizer, stop=config.stop)
             logits = self._write(prepared, start_pos) if prompt_len else pending
             assert logits is not None
             self._pending_logits = None
@@ -257,19 +257,6 @@ class _RunnerBase(IRunner):
     @abc.abstractmethod
     def _write(self, prepared: Any, start_pos: int) -> torch.Tensor:
         """Prefill prepared segments at `start_pos`; logits `[V]` after the last one."""
-
-    @staticmethod
-    def _sampler(config: GenerationConfig) -> Sampler:
-        return Sampler(
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            seed=config.seed,
-            repetition_penalty=config.repetition_penalty,
-            frequency_penalty=config.frequency_penalty,
-            presence_penalty=config.presence_penalty,
-            logprobs=config.logprobs,
-        )
 
     def _decode(
         self,

@@ -7,6 +7,8 @@ from collections import Counter
 
 import torch
 
+from mmcore.config import GenerationConfig
+
 __all__ = ["Sampler"]
 
 
@@ -55,6 +57,20 @@ class Sampler:
             seed = self._seed if self._seed is not None else random.SystemRandom().getrandbits(63)
             self._generator_.manual_seed(seed)
         return self._generator_
+
+    @classmethod
+    def from_config(cls, config: GenerationConfig) -> Sampler:
+        """The sampler a generation config asks for."""
+        return cls(
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            seed=config.seed,
+            repetition_penalty=config.repetition_penalty,
+            frequency_penalty=config.frequency_penalty,
+            presence_penalty=config.presence_penalty,
+            logprobs=config.logprobs,
+        )
 
     def __call__(self, logits: torch.Tensor, *, argmax: int | None = None) -> int:
         """The next token id from last-position logits `[V]` (left unchanged).

@@ -13,7 +13,7 @@ from mmcore.testing.cache import build_program, cached_data_path, cached_program
 from mmcore.testing.cpp_reference import cpp_generate, until_stop
 from mmcore.testing.export import export_program
 from mmcore.testing.faults import failing_decoder_call
-from mmcore.testing.inputs import sample_audio, sample_image
+from mmcore.testing.inputs import photo_like, sample_audio, sample_image
 from mmcore.testing.reference import EagerProgram, Segment, SegmentKind, eager_model
 from mmcore.testing.specs import (
     METADATA_METHODS,
@@ -34,6 +34,7 @@ from mmcore.testing.tokenizer import (
 )
 
 __all__ = [
+    "photo_like",
     "cached_data_path",
     "failing_decoder_call",
     "AUDIO_TOKEN",

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 from mmcore_image import ImageHandler, ImageInput, ImagePreprocessor, PreprocessSettings
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mmcore import GenerationConfig, PrefillContext
 from mmcore.errors import ConfigError, InvalidInputError
 from mmcore.program import MethodSpec, TensorSpec
 from mmcore.runner import MultimodalRunner
-from mmcore.testing import VisionEncoderSpec
+from mmcore.testing import VisionEncoderSpec, photo_like
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -32,30 +32,6 @@ TOLERANCE = 1e-5
 
 
 # ----------------------------------------------------------------------------- synthetic images
-
-
-def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A deterministic RGB image with gradients, shapes, edges and noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    base = np.stack(
-        [
-            128 + 100 * np.sin(x / max(width, 1) * 6.0 + seed),
-            128 + 100 * np.cos(y / max(height, 1) * 5.0),
-            255 * (x + y) / max(width + height, 1),
-        ],
-        axis=-1,
-    )  # [H, W, 3]
-    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x0, x1 = sorted(int(v) for v in rng.integers(0, width, 2))
-        y0, y1 = sorted(int(v) for v in rng.integers(0, height, 2))
-        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape((x0, y0, x1, y1), fill=colour)
-    noisy = np.asarray(image).astype(np.int16) + rng.integers(-12, 13, (height, width, 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90, **save: Any) -> bytes:
