@@ -101,6 +101,8 @@ class Family(ABC):
 
     name: str
     modality: Modality
+    #: The transformers model class saved in the family's folder.
+    model_class: str
     #: Bumped whenever this family builds something different.
     revision: int = 1
 
@@ -108,9 +110,10 @@ class Family(ABC):
     def write(self, folder: Path) -> FamilyFacts:
         """Write config, weights, tokenizer and processor files of a fresh tiny model into ``folder``."""
 
-    @abstractmethod
     def load_model(self, folder: Path) -> Any:
         """The Hugging Face model saved in ``folder`` (eval mode, float32)."""
+        model_type = getattr(transformers_api(), self.model_class)
+        return model_type.from_pretrained(folder, dtype="float32").eval()
 
     @abstractmethod
     def prepare(self, folder: Path, messages: Sequence[Message]) -> HFInputs:

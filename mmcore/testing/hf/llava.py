@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from mmcore.testing.hf._bpe import train_bpe
 from mmcore.testing.hf._family import (
@@ -45,6 +44,7 @@ class LlavaFamily(Family):
 
     name = "llava"
     modality = "vision"
+    model_class = "LlavaForConditionalGeneration"
     revision = 1
 
     def write(self, folder: Path) -> FamilyFacts:
@@ -96,10 +96,6 @@ class LlavaFamily(Family):
             encoder_input_shape=(1, 3, _IMAGE_SIZE, _IMAGE_SIZE),
             tokenizer_file="tokenizer.json",
         )
-
-    def load_model(self, folder: Path) -> Any:
-        tf = transformers_api()
-        return tf.LlavaForConditionalGeneration.from_pretrained(folder, dtype="float32").eval()
 
     def prepare(self, folder: Path, messages: Sequence[Message]) -> HFInputs:
         from mmcore.testing.hf._processing import chat_inputs

@@ -60,6 +60,7 @@ class SmolVLMFamily(Family):
 
     name = "smolvlm"
     modality = "vision"
+    model_class = "SmolVLMForConditionalGeneration"
     revision = 1
 
     def write(self, folder: Path) -> FamilyFacts:
@@ -115,11 +116,6 @@ class SmolVLMFamily(Family):
             encoder_input_shape=(1, 3, _IMAGE_SIZE, _IMAGE_SIZE),
             tokenizer_file="tokenizer.json",
         )
-
-    def load_model(self, folder: Path) -> Any:
-        tf = transformers_api()
-
-        return tf.SmolVLMForConditionalGeneration.from_pretrained(folder, dtype="float32").eval()
 
     def prepare(self, folder: Path, messages: Sequence[Message]) -> HFInputs:
         tf = transformers_api()

@@ -72,6 +72,7 @@ class VoxtralFamily(Family):
 
     name = "voxtral"
     modality = "audio"
+    model_class = "VoxtralForConditionalGeneration"
     revision = 1
 
     def write(self, folder: Path) -> FamilyFacts:
@@ -116,11 +117,6 @@ class VoxtralFamily(Family):
             encoder_input_shape=(2, _MELS, _CHUNK_FRAMES),
             tokenizer_file="tekken.json",
         )
-
-    def load_model(self, folder: Path) -> Any:
-        tf = transformers_api()
-
-        return tf.VoxtralForConditionalGeneration.from_pretrained(folder, dtype="float32").eval()
 
     def prepare(self, folder: Path, messages: Sequence[Message]) -> HFInputs:
         tf = transformers_api()
