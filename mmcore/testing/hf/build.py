@@ -121,18 +121,14 @@ class HFModelDir:
             }
         )
         family = get_family(data["family"])
+        recorded = dataclasses.asdict(facts)
+        tokenizer_file = recorded.pop("tokenizer_file")
         return cls(
             family=family.name,
             path=path,
             modality=family.modality,
-            media_token_id=facts.media_token_id,
-            tokens_per_item=facts.tokens_per_item,
-            bos_token_id=facts.bos_token_id,
-            eos_token_ids=facts.eos_token_ids,
-            stop_token_id=facts.stop_token_id,
-            vocab_size=facts.vocab_size,
-            encoder_input_shape=facts.encoder_input_shape,
-            tokenizer_path=path / facts.tokenizer_file,
+            **recorded,
+            tokenizer_path=path / tokenizer_file,
             runner_tokenizer_dir=path / RUNNER_TOKENIZER_DIR,
         )
 
