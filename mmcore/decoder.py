@@ -46,7 +46,9 @@ class _DecoderBase:
         # A reused one-element position tensor, written through a numpy view (cheaper per token).
         self._position = torch.zeros(1, dtype=torch.long)  # [1]
         self._position_np = self._position.numpy()
+        # Set by `_use_native_tokens` when token ids can go through the decoder natively.
         self._native_prefill: NativeTokenPrefill | None = None
+        self._native_embedding: NativeMethod | None = None
 
     def positions(self, start_pos: int, length: int) -> torch.Tensor:
         """The decoder's position input for `length` rows starting at `start_pos`."""
@@ -78,6 +80,32 @@ class _DecoderBase:
 
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def _use_native_tokens(self, token_input: LoadedMethod, embedding: NativeMethod | None) -> None:
+        """Prefill (and greedily decode) token ids natively when `token_input` (the decoder itself,
+        or `token_embedding`) and the decoder are native methods of one module with int64 ids and
+        positions."""
+        decoder, spec = self.decoder, self.decoder.spec
+        if not (
+            isinstance(decoder, NativeMethod)
+            and isinstance(token_input, NativeMethod)
+            and token_input.module is decoder.module
+            and len(spec.inputs) == 2
+            and spec.input(1).dtype == torch.long
+            and token_input.spec.input(0).dtype == torch.long
+        ):
+            return
+        self._native_embedding = embedding
+        self._native_prefill = NativeTokenPrefill(embedding, decoder, self.uses_cache_positions, self.stats)
+
+    def greedy_loop(self) -> NativeGreedyLoop | None:
+        """A native greedy decode loop over this decoder, when token ids go through it natively and
+        its logits are float32 (what the native argmax reads)."""
+        output = self.decoder.spec.outputs[0]
+        if self._native_prefill is None or output is None or output.dtype != torch.float32:
+            return None
+        assert isinstance(self.decoder, NativeMethod)
+        return NativeGreedyLoop(self._native_embedding, self.decoder, self.stats)
 
     def known_argmax(self, logits: torch.Tensor) -> int | None:
         """The first maximum of `logits` if the native prefill returned them and computed it, else None."""
@@ -160,26 +188,6 @@ class NativeTokenPrefill(_NativeTokenPath):
         return logits
 
 
-def _native_token_path(decoder: LoadedMethod, token_input: LoadedMethod) -> bool:
-    """Whether token ids can go through `token_input` (the decoder itself, or `token_embedding`) into
-    the decoder natively: both native methods of one module, a KV-cache decoder, int64 ids and positions."""
-    spec = decoder.spec
-    return (
-        isinstance(decoder, NativeMethod)
-        and isinstance(token_input, NativeMethod)
-        and token_input.module is decoder.module
-        and len(spec.inputs) == 2
-        and spec.input(1).dtype == torch.long
-        and token_input.spec.input(0).dtype == torch.long
-    )
-
-
-def _native_greedy_fits(decoder: LoadedMethod, token_input: LoadedMethod) -> bool:
-    """Whether a one-token greedy step can run natively: the native token path and float32 logits."""
-    output = decoder.spec.outputs[0] if decoder.spec.outputs else None
-    return _native_token_path(decoder, token_input) and output is not None and output.dtype == torch.float32
-
-
 class TextDecoderRunner(_DecoderBase):
     """Runs a text-only program's `forward(tokens [1, T], positions)` (or `forward(tokens)` without
     a KV cache)."""
@@ -188,9 +196,7 @@ class TextDecoderRunner(_DecoderBase):
         super().__init__(program.method(method_name), stats)
         self._token = torch.zeros(1, 1, dtype=torch.long)  # [1, 1]
         self._token_np = self._token.numpy()
-        if _native_token_path(self.decoder, self.decoder):
-            assert isinstance(self.decoder, NativeMethod)
-            self._native_prefill = NativeTokenPrefill(None, self.decoder, self.uses_cache_positions, self.stats)
+        self._use_native_tokens(self.decoder, None)
 
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Logits `[V]` after feeding `tokens` `[1, T]` at positions `start_pos..start_pos+T-1`.
@@ -203,13 +209,6 @@ class TextDecoderRunner(_DecoderBase):
         """Logits `[V]` after feeding one token at `pos` (KV-cache programs)."""
         self._token_np[0, 0] = token
         return self._run_decoder(self._token, pos, 1)
-
-    def greedy_loop(self) -> NativeGreedyLoop | None:
-        """A native greedy decode loop over this decoder, when the program runs natively."""
-        if not _native_greedy_fits(self.decoder, self.decoder):
-            return None
-        assert isinstance(self.decoder, NativeMethod)
-        return NativeGreedyLoop(None, self.decoder, self.stats)
 
 
 class MultimodalDecoderRunner(_DecoderBase):
@@ -240,11 +239,8 @@ class MultimodalDecoderRunner(_DecoderBase):
         row_bytes = self.embedding_dim * max(self.embedding_dtype.itemsize, 1)
         self._max_rows = EMBEDDING_CACHE_BYTES // row_bytes
         embedded = self.embedding.spec.outputs[0] if self.embedding.spec.outputs else None
-        if _native_token_path(self.decoder, self.embedding) and embedded and embedded.dtype == self.embedding_dtype:
-            assert isinstance(self.decoder, NativeMethod) and isinstance(self.embedding, NativeMethod)
-            self._native_prefill = NativeTokenPrefill(
-                self.embedding, self.decoder, self.uses_cache_positions, self.stats
-            )
+        if isinstance(self.embedding, NativeMethod) and embedded and embedded.dtype == self.embedding_dtype:
+            self._use_native_tokens(self.embedding, self.embedding)  # embeddings need no conversion
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Embeddings `[1, T, D]` of token ids `[1, T]` (valid until the next call)."""
@@ -270,14 +266,3 @@ class MultimodalDecoderRunner(_DecoderBase):
                 row = row.clone()
                 self._rows[token] = row
         return self.decode(row, pos)
-
-    def greedy_loop(self) -> NativeGreedyLoop | None:
-        """A native greedy decode loop over `token_embedding` and this decoder, when both run natively
-        and the embeddings need no conversion."""
-        embedded = self.embedding.spec.outputs[0] if self.embedding.spec.outputs else None
-        if not _native_greedy_fits(self.decoder, self.embedding) or embedded is None:
-            return None
-        if embedded.dtype != self.embedding_dtype:
-            return None
-        assert isinstance(self.decoder, NativeMethod) and isinstance(self.embedding, NativeMethod)
-        return NativeGreedyLoop(self.embedding, self.decoder, self.stats)
