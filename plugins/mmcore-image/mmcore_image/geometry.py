@@ -11,6 +11,7 @@ from PIL import Image
 
 from mmcore_image.resample import Window, resize_window
 from mmcore_image.settings import PreprocessSettings
+from mmcore_image.values import apply_table
 
 __all__ = ["Placement", "fit", "first_resize_size", "longest_edge_size", "placement", "shortest_edge_size"]
 
@@ -58,7 +59,7 @@ def fit(image: Image.Image, s: PreprocessSettings, table: np.ndarray[Any, Any] |
     out[y : y + rows, x : x + cols] = resize_window(pixels, place.resized, s.resample, place.window)
     if table is None:
         return out
-    return np.stack([table[c][out[:, :, c]] for c in range(3)])  # [3, H, W]
+    return apply_table(table, out)  # [3, H, W]
 
 
 def first_resize_size(width: int, height: int, s: PreprocessSettings) -> tuple[int, int]:

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from mmcore_image.settings import Resample
+from mmcore_image.values import apply_table
 
 __all__ = ["FILTERS", "NativeResampler", "Window", "native_resampler", "resize_window"]
 
@@ -66,7 +67,7 @@ def resize_window(
     kept = np.asarray(image)[y0 : y0 + h, x0 : x0 + w]  # [h, w, 3]
     if table is None:
         return np.ascontiguousarray(kept)
-    return np.stack([table[c][kept[:, :, c]] for c in range(3)])  # [3, h, w]
+    return apply_table(table, kept)  # [3, h, w]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 
 from mmcore_image.settings import PreprocessSettings
 
-__all__ = ["table_for", "to_tensor", "value_table"]
+__all__ = ["apply_table", "table_for", "to_tensor", "value_table"]
 
 
 def table_for(s: PreprocessSettings) -> np.ndarray[Any, Any] | None:
@@ -43,6 +43,11 @@ def to_tensor(values: np.ndarray[Any, Any], s: PreprocessSettings) -> torch.Tens
         if s.dtype != torch.float32:
             out = out.to(s.dtype)
     return out.unsqueeze(0) if s.rank == 4 else out
+
+
+def apply_table(table: np.ndarray[Any, Any], pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Each channel of `pixels` [H, W, 3] uint8 mapped through its row of `table` [3, 256]: [3, H, W]."""
+    return np.stack([table[c][pixels[:, :, c]] for c in range(3)])  # [3, H, W]
 
 
 @functools.lru_cache(maxsize=64)
