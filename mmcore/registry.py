@@ -20,9 +20,12 @@ __all__ = [
     "ModalityRegistrar",
     "TokenizerRegistrar",
     "PrefillOutput",
+    "SettingsKey",
 ]
 
 PrefillOutput = TokensInput | EmbeddingsInput
+#: A settings mapping frozen into sorted (key, value) pairs, nested mappings and lists too.
+SettingsKey = tuple[tuple[str, Any], ...]
 
 # Which package handles inputs of a module's types, for "install X" hints.
 _INSTALL_HINTS: dict[str, str] = {
@@ -55,6 +58,11 @@ class PrefillContext:
     num_bos: int = 0
     num_eos: int = 0
     index: int = 0
+
+    @property
+    def settings_key(self) -> SettingsKey:
+        """`settings` as a hashable value, for handlers that keep state per settings."""
+        return _freeze(self.settings)
 
 
 @runtime_checkable
@@ -197,3 +205,15 @@ def _unsupported_message(item_type: type, known: list[type]) -> str:
     if hint:
         message += f" (install {hint}: pip install {hint.split(' ')[0]})"
     return f"{message}; handled input types: {handled}"
+
+
+def _freeze(settings: Mapping[str, Any]) -> SettingsKey:
+    return tuple(sorted((key, _hashable(value)) for key, value in settings.items()))
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _freeze(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value

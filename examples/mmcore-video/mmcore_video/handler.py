@@ -13,14 +13,13 @@ from mmcore_image import VISION_ENCODER, ImagePreprocessor
 from mmcore.errors import ConfigError, InvalidInputError, ProgramError
 from mmcore.inputs import EmbeddingsInput
 from mmcore.program import Program
-from mmcore.registry import PrefillContext
+from mmcore.registry import PrefillContext, SettingsKey
 from mmcore_video.frames import read_frames
 from mmcore_video.inputs import VideoInput, describe_video
 from mmcore_video.settings import SETTING_KEYS, VideoSettings, check_frames
 
 __all__ = ["VideoHandler"]
 
-_Frozen = tuple[tuple[str, Any], ...]
 _MAX_CACHED = 16
 
 
@@ -39,7 +38,7 @@ class VideoHandler:
 
     def __init__(self) -> None:
         # Settings are parsed once per (program, settings), never per input.
-        self._cache: weakref.WeakKeyDictionary[Program, dict[_Frozen, tuple[VideoSettings, ImagePreprocessor]]] = (
+        self._cache: weakref.WeakKeyDictionary[Program, dict[SettingsKey, tuple[VideoSettings, ImagePreprocessor]]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -102,7 +101,7 @@ class VideoHandler:
 
     def _prepared(self, ctx: PrefillContext) -> tuple[VideoSettings, ImagePreprocessor]:
         per_program = self._cache.setdefault(ctx.program, {})
-        key = _freeze(ctx.settings)
+        key = ctx.settings_key
         found = per_program.get(key)
         if found is None:
             spec = ctx.program.method_spec(VISION_ENCODER).input(0)
@@ -118,15 +117,3 @@ class VideoHandler:
 
     def __repr__(self) -> str:
         return "VideoHandler()"
-
-
-def _freeze(settings: Mapping[str, Any]) -> _Frozen:
-    return tuple(sorted((key, _hashable(value)) for key, value in settings.items()))
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return _freeze(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    return value

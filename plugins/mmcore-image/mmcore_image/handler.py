@@ -14,7 +14,7 @@ from PIL import Image
 from mmcore.errors import InvalidInputError
 from mmcore.inputs import EmbeddingsInput
 from mmcore.program import Program
-from mmcore.registry import PrefillContext
+from mmcore.registry import PrefillContext, SettingsKey
 from mmcore_image.inputs import ImageInput, describe_source
 from mmcore_image.preprocess import ImagePreprocessor
 from mmcore_image.settings import SETTING_NAMES, PreprocessSettings
@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 #: The program method that encodes images.
 VISION_ENCODER = "vision_encoder"
 _MAX_CACHED = 16
-_Frozen = tuple[tuple[str, Any], ...]
 
 
 class ImageHandler:
@@ -38,7 +37,9 @@ class ImageHandler:
     settings_keys = SETTING_NAMES
 
     def __init__(self) -> None:
-        self._cache: weakref.WeakKeyDictionary[Program, dict[_Frozen, ImagePreprocessor]] = weakref.WeakKeyDictionary()
+        self._cache: weakref.WeakKeyDictionary[Program, dict[SettingsKey, ImagePreprocessor]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def settings_for(self, ctx: PrefillContext) -> PreprocessSettings:
         """The preprocessing settings of `ctx`: its image settings plus the encoder's input spec."""
@@ -47,7 +48,7 @@ class ImageHandler:
     def preprocessor_for(self, ctx: PrefillContext) -> ImagePreprocessor:
         """A preprocessor for `ctx`'s program and settings (built once per program and settings)."""
         per_program = self._cache.setdefault(ctx.program, {})
-        key = _freeze(ctx.settings)
+        key = ctx.settings_key
         preprocessor = per_program.get(key)
         if preprocessor is None:
             spec = ctx.program.method_spec(VISION_ENCODER).input(0)
@@ -88,15 +89,3 @@ class ImageHandler:
 
     def __repr__(self) -> str:
         return "ImageHandler()"
-
-
-def _freeze(settings: Mapping[str, Any]) -> _Frozen:
-    return tuple(sorted((k, _hashable(v)) for k, v in settings.items()))
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return _freeze(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    return value
