@@ -64,7 +64,7 @@ def _expand_split_images(prompt: str, rows: Sequence[int], cols: Sequence[int]) 
         raise ValueError(f"the prompt holds {len(pieces) - 1} {_IMAGE} markers for {len(rows)} images")
     out = [pieces[0]]
     for r, c, after in zip(rows, cols, pieces[1:], strict=True):
-        out += [get_image_prompt_string(r, c, _TOKENS_PER_IMAGE, _FAKE, _IMAGE, _GLOBAL), after]
+        out += [get_image_prompt_string(r, c, _TOKENS_PER_IMAGE, _FAKE, _IMAGE, _GLOBAL), after]  # type: ignore[no-untyped-call]
     return "".join(out)
 
 
