@@ -305,7 +305,10 @@ def _generate_and_print(
 
 def _print_result(result: GenerationResult, args: argparse.Namespace) -> int:
     if args.json:
-        print(json.dumps({"text": result.text, "tokens": result.tokens, "stats": result.stats.to_dict()}))
+        report = {"text": result.text, "tokens": result.tokens, "stats": result.stats.to_dict()}
+        if "speculative" in result.stats.extra:
+            report["speculative"] = result.stats.extra["speculative"]
+        print(json.dumps(report))
     else:
         sys.stdout.write("\n")
         sys.stdout.flush()
