@@ -10,6 +10,8 @@
 //                                              # -> (last logits row, dtype, seconds, its argmax)
 //   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token)
 //                                              # -> (new token ids, seconds spent executing)
+//   module.verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
+//                                              # -> (argmax of every logits row, accepted drafts, seconds)
 //
 // dtype values are ExecuTorch ScalarType ids. Runtime failures raise ExecutorchError (a RuntimeError)
 // naming the method and the ExecuTorch error code; exceptions from on_token propagate unchanged.
@@ -433,6 +435,87 @@ PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
   return Py_BuildValue("(NidL)", buffer, dtype, seconds, static_cast<long long>(argmax));
 }
 
+// verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
+//   -> (first argmax of every logits row, accepted, seconds)
+// Speculative verification: one decoder call on ids [1, T] (the current token, then T-1 drafts) at
+// start_pos..start_pos+T-1. The decoder must return float logits for every row [1, T, V]. `accepted`
+// is the longest n such that ids[1 + j] == argmax[j] for all j < n (the drafts the target agrees with).
+PyObject* module_verify_greedy(ModuleObject* self, PyObject* args) {
+  PyObject* embedding = nullptr;
+  const char* decoder = nullptr;
+  PyObject* ids_obj = nullptr;
+  long long start_pos = 0;
+  int cache_positions = 0;
+  if (!PyArg_ParseTuple(args, "OsOLp", &embedding, &decoder, &ids_obj, &start_pos, &cache_positions) ||
+      !ready(self)) {
+    return nullptr;
+  }
+  std::vector<int64_t> ids;
+  auto path = token_path(self, embedding, decoder);
+  if (!path || !int64s(ids_obj, "ids must be a sequence of int", &ids)) return nullptr;
+  if (ids.empty()) {
+    PyErr_SetString(PyExc_ValueError, "verify_greedy needs at least one id");
+    return nullptr;
+  }
+  const auto n = static_cast<SizesType>(ids.size());
+  std::vector<int64_t> positions(1, start_pos);
+  if (cache_positions && n > 1) {
+    positions.resize(ids.size());
+    for (SizesType i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = start_pos + i;
+  }
+  std::vector<int64_t> argmax(ids.size(), -1);
+  bool wrong_shape = false;
+  double seconds = 0.0;
+  self->busy = true;
+  Py_BEGIN_ALLOW_THREADS
+  const auto began = Clock::now();
+  const TensorPtr tokens = from_blob(ids.data(), {1, n}, ScalarType::Long);
+  const TensorPtr pos_tensor =
+      from_blob(positions.data(), {static_cast<SizesType>(positions.size())}, ScalarType::Long);
+  if (path->run(EValue(*tokens), EValue(*pos_tensor))) {
+    const Tensor& t = path->logits.toTensor();
+    if (t.scalar_type() != ScalarType::Float || t.dim() != 3 || t.size(1) != n) {
+      wrong_shape = true;
+    } else {
+      const int64_t width = t.size(2);
+      const float* data = t.const_data_ptr<float>();
+      for (int64_t r = 0; r < n; ++r) {
+        const float* row = data + r * width;
+        int64_t best = 0;
+        for (int64_t i = 1; i < width; ++i) {
+          if (row[i] > row[best]) best = i;
+        }
+        argmax[static_cast<size_t>(r)] = best;
+      }
+    }
+  }
+  seconds = std::chrono::duration<double>(Clock::now() - began).count();
+  Py_END_ALLOW_THREADS
+  self->busy = false;
+  if (path->failed) return raise_et("executing method", path->failed, path->error);
+  if (wrong_shape) {
+    PyErr_Format(PyExc_ValueError, "method '%s' must return float32 logits for every row [1, %d, V] to verify drafts",
+                 decoder, static_cast<int>(n));
+    return nullptr;
+  }
+  Py_ssize_t accepted = 0;
+  while (accepted + 1 < static_cast<Py_ssize_t>(n) &&
+         ids[static_cast<size_t>(accepted + 1)] == argmax[static_cast<size_t>(accepted)]) {
+    ++accepted;
+  }
+  PyObject* rows = PyList_New(static_cast<Py_ssize_t>(n));
+  if (!rows) return nullptr;
+  for (Py_ssize_t r = 0; r < static_cast<Py_ssize_t>(n); ++r) {
+    PyObject* id = PyLong_FromLongLong(argmax[static_cast<size_t>(r)]);
+    if (!id) {
+      Py_DECREF(rows);
+      return nullptr;
+    }
+    PyList_SET_ITEM(rows, r, id);
+  }
+  return Py_BuildValue("(Nnd)", rows, accepted, seconds);
+}
+
 PyMethodDef module_methods[] = {
     {"load_method", reinterpret_cast<PyCFunction>(module_load_method), METH_VARARGS,
      "load_method(name): load a method with its own planned memory."},
@@ -442,6 +525,8 @@ PyMethodDef module_methods[] = {
      "prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions) -> (row, dtype, seconds, argmax)."},
     {"greedy_decode", reinterpret_cast<PyCFunction>(module_greedy_decode), METH_VARARGS,
      "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token) -> (tokens, seconds)."},
+    {"verify_greedy", reinterpret_cast<PyCFunction>(module_verify_greedy), METH_VARARGS,
+     "verify_greedy(embedding, decoder, ids, start_pos, cache_positions) -> (row argmaxes, accepted, seconds)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mmcore.errors import ConfigError
+from mmcore.speculative.settings import SpeculativeConfig, parse_speculative
 
 __all__ = ["GenerationConfig", "resolve_max_new_tokens"]
 
@@ -48,6 +49,8 @@ class GenerationConfig:
         frequency_penalty: subtracted from a token's logit once per time it was generated; 0 = off.
         presence_penalty: subtracted from the logit of any token generated at least once; 0 = off.
         logprobs: report each generated token's log-probability (under the sampled distribution).
+        speculative: speculative decoding (`SpeculativeConfig`, a method name "ngram" | "draft" |
+            "off", or a mapping of its fields); None = off.
     """
 
     echo: bool = True
@@ -66,6 +69,7 @@ class GenerationConfig:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logprobs: bool = False
+    speculative: SpeculativeConfig | None = None
 
     def __post_init__(self) -> None:
         _check_bool(self, "echo", "ignore_eos", "warming", "logprobs")
@@ -105,6 +109,7 @@ class GenerationConfig:
         if not isinstance(stop, (tuple, list)) or not all(isinstance(s, str) and s for s in stop):
             raise ConfigError(f"GenerationConfig.stop must be a sequence of non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "stop", tuple(stop))
+        object.__setattr__(self, "speculative", parse_speculative(self.speculative))
 
     @property
     def is_greedy(self) -> bool:

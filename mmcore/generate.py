@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 import torch
 
 from mmcore.sampling import Sampler
 from mmcore.stats import Stats
+
+if TYPE_CHECKING:
+    from mmcore.speculative.loop import Speculation
 
 __all__ = ["GreedyLoop", "StepFn", "TextTokenGenerator"]
 
@@ -52,11 +56,18 @@ class TextTokenGenerator:
         *,
         ignore_eos: bool = False,
         on_token: Callable[[int], bool] | None = None,
+        speculation: Speculation | None = None,
     ) -> list[int]:
         """Tokens sampled after `token` (fed at `start_pos`), at most `max_steps` of them.
 
-        `on_token(id)` is called for each new token and returns True to end generation.
+        `on_token(id)` is called for each new token and returns True to end generation. With
+        `speculation`, drafts are verified several per decoder call (the same greedy tokens; the
+        same distribution when sampling).
         """
+        if speculation is not None:
+            eos = () if ignore_eos else self.eos_ids
+            stop_requested = lambda: self._stop_requested  # noqa: E731
+            return speculation.run(token, start_pos, max_steps, eos, on_token, stop_requested, self._greedy_loop)
         if self._greedy_loop is not None and sampler.greedy and not sampler.penalized and not sampler.logprobs:
             return self._generate_greedy(self._greedy_loop, token, start_pos, max_steps, ignore_eos, on_token)
         stats = self.stats

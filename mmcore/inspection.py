@@ -48,6 +48,7 @@ def inspect_program(
         "context": {"max_context_len": context, "max_seq_len": max_seq, "per_call": _per_call(program, max_seq)},
         "decoder_position_input": _position_form(program),
         "execution": _execution(program),
+        "speculative": _speculative(program, context),
     }
     tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
     report["adapter"] = _adapter_report(program, tokenizer_path, adapter, pm, context)
@@ -110,6 +111,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"context: {ctx['max_context_len']} positions, at most {ctx['per_call']} per decoder call")
     lines.append(f"decoder position input: {report['decoder_position_input']}")
     lines.append(f"execution: {report['execution']}")
+    lines.append(f"speculative decoding: {report['speculative']}")
     adapter = report["adapter"]
     lines.append(f"adapter: {adapter.get('name')} ({adapter.get('reason', '')})")
     if "error" in adapter:
@@ -142,6 +144,18 @@ def _execution(program: Program) -> str:
     if os.environ.get("MMCORE_NATIVE", "1") == "0":
         return "ExecuTorch's Python bindings (MMCORE_NATIVE=0)"
     return "ExecuTorch's Python bindings (mmcore._native is not built: reinstall with scripts/setup.sh)"
+
+
+def _speculative(program: Program, context: Any) -> str:
+    from mmcore.speculative.support import speculation_unsupported
+
+    decoder = next((m for m in (C.TEXT_DECODER, "decode", C.FORWARD, C.PREFILL) if program.has_method(m)), None)
+    if decoder is None or not isinstance(context, int):
+        return "off: no decoder method or context length"
+    reason = speculation_unsupported(program, decoder, context)
+    if reason:
+        return f"off: {reason}"
+    return "available (--speculative ngram|draft): the decoder returns every row's logits"
 
 
 def _position_form(program: Program) -> str:

@@ -28,6 +28,8 @@ from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.prefill import MultimodalPrefiller, Segment, TextPrefiller
 from mmcore.program import Program
 from mmcore.sampling import Sampler
+from mmcore.speculative.ngram import NO_TOKEN
+from mmcore.speculative.support import RunnerSpeculation
 from mmcore.stats import Stats, now_ms
 from mmcore.streaming import TextStreamer
 from mmcore.tokenizer import Tokenizer, load_tokenizer
@@ -135,6 +137,10 @@ class _RunnerBase(IRunner):
         self._busy = threading.Lock()
         self._generator: TextTokenGenerator | None = None
         self.decoder: TextDecoderRunner | MultimodalDecoderRunner  # set by `_load_methods`
+        self._step_decoder: TextDecoderRunner | MultimodalDecoderRunner  # decodes one token at a time
+        # The ids the KV cache holds, by position (NO_TOKEN for embedding rows), for speculation.
+        self._ids: list[int] = []
+        self._speculation: RunnerSpeculation | None = None
 
     # -- IRunner -------------------------------------------------------------------------------
     def is_loaded(self) -> bool:
@@ -158,6 +164,7 @@ class _RunnerBase(IRunner):
     def reset(self) -> None:
         """Start a new conversation at position 0 (stale cache rows are masked by position)."""
         self.pos = 0
+        self._ids = []
         self._pending_logits = None
         self.stats.reset()
 
@@ -200,6 +207,8 @@ class _RunnerBase(IRunner):
             sampler, streamer = Sampler.from_config(config), TextStreamer(self.tokenizer, stop=config.stop)
             logits = self._write(prepared, start_pos) if prompt_len else pending
             assert logits is not None
+            if prompt_len:
+                self._record_ids(start_pos, self._position_ids(prepared))
             self._pending_logits = None
             self.pos = start_pos + prompt_len
             stats.prompt_eval_end_ms = now_ms()
@@ -225,6 +234,7 @@ class _RunnerBase(IRunner):
                 raise InvalidInputError("prefill got an empty input list (or prompt); pass at least one input")
             self._check_budget(start_pos, prompt_len, config)
             self._pending_logits = self._write(prepared, start_pos)
+            self._record_ids(start_pos, self._position_ids(prepared))
             self.pos = start_pos + prompt_len
         return self.pos
 
@@ -258,6 +268,25 @@ class _RunnerBase(IRunner):
     def _write(self, prepared: Any, start_pos: int) -> torch.Tensor:
         """Prefill prepared segments at `start_pos`; logits `[V]` after the last one."""
 
+    @abc.abstractmethod
+    def _position_ids(self, prepared: Any) -> list[int]:
+        """The id at each position a prepared request fills (NO_TOKEN for embedding rows)."""
+
+    def _record_ids(self, start_pos: int, ids: Sequence[int]) -> None:
+        del self._ids[start_pos:]
+        self._ids += [NO_TOKEN] * (start_pos - len(self._ids))
+        self._ids += ids
+
+    def _speculation_for(self, config: GenerationConfig, first: int) -> Any:
+        """The call's `Speculation` (None when off; why it is off goes to `stats.extra`)."""
+        if config.speculative is None or not config.speculative.enabled:
+            return None
+        if self._speculation is None:
+            self._speculation = RunnerSpeculation(self.program, self._step_decoder, self.metadata.max_context_len)
+        history = [*self._ids[: self.pos], first]
+        history += [NO_TOKEN] * (self.pos + 1 - len(history))
+        return self._speculation.for_call(config, history, self.stats.extra)
+
     def _decode(
         self,
         logits: torch.Tensor,
@@ -290,9 +319,14 @@ class _RunnerBase(IRunner):
         tokens = [first]
         stop_now = on_token(first) or (not config.ignore_eos and first in eos_ids)
         if not stop_now and budget > 1:
+            speculation = self._speculation_for(config, first)
             tokens += self._generator.generate(
-                first, self.pos, budget - 1, sampler, ignore_eos=config.ignore_eos, on_token=on_token
-            )
+                first, self.pos, budget - 1, sampler, ignore_eos=config.ignore_eos, on_token=on_token,
+                speculation=speculation,
+            )  # fmt: skip
+            if speculation is not None and self._speculation is not None:
+                self._speculation.report(speculation, stats.extra)
+        self._record_ids(self.pos, tokens[:-1])
         # The last emitted token is never fed to the decoder (as ExecuTorch).
         self.pos += len(tokens) - 1
         tail = streamer.flush()
@@ -383,6 +417,7 @@ class TextLLMRunner(_RunnerBase):
         if self.program.has_method("decode") and self.method_name != "decode":
             step_decoder = TextDecoderRunner(self.program, "decode", self.stats)
         self.prefiller = TextPrefiller(self.decoder, self.metadata.max_seq_len)
+        self._step_decoder = step_decoder
         if self.decoder.use_kv_cache:
             step, loop = step_decoder.step_token, step_decoder.greedy_loop()
         else:
@@ -432,6 +467,9 @@ class TextLLMRunner(_RunnerBase):
             return self.prefiller.prefill(tokens, start_pos)
         self._history = self._history[:start_pos] + tokens
         return self._step_full()
+
+    def _position_ids(self, prepared: list[int]) -> list[int]:
+        return list(prepared)
 
     def _step_without_cache(self, token: int, pos: int) -> torch.Tensor:
         self._history = [*self._history[:pos], token]
@@ -487,6 +525,7 @@ class MultimodalRunner(_RunnerBase):
         self._generator = TextTokenGenerator(
             self.decoder.step_token, self.metadata.eos_ids, self.stats, greedy_loop=self.decoder.greedy_loop()
         )
+        self._step_decoder = self.decoder
 
     def _logits_width(self) -> int:
         return self.decoder.vocab_width
@@ -502,6 +541,12 @@ class MultimodalRunner(_RunnerBase):
 
     def _write(self, segments: list[Segment], start_pos: int) -> torch.Tensor:
         return self.prefiller.prefill(segments, start_pos)
+
+    def _position_ids(self, segments: list[Segment]) -> list[int]:
+        ids: list[int] = []
+        for segment in segments:
+            ids += list(segment.ids) if isinstance(segment, TokensInput) else [NO_TOKEN] * len(segment)
+        return ids
 
     def _as_inputs(self, prompt: Sequence[Any] | str) -> list[Any]:
         if isinstance(prompt, str):

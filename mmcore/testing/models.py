@@ -62,10 +62,12 @@ class Attention(nn.Module):
     k_cache: Tensor  # [1, Hkv, C, hd]
     v_cache: Tensor  # [1, Hkv, C, hd]
     ctx_idx: Tensor  # [C]
+    slot_pos: Tensor  # [W] position + 1 held by each ring-buffer slot
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool, window: int = 0, ring: bool = False) -> None:
         super().__init__()
         hd = spec.head_dim
+        self.window, self.ring = window, ring
         self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.n_kv_heads, hd
         self.use_kv_cache = use_kv_cache
         self.wq = nn.Linear(spec.dim, spec.n_heads * hd, bias=False)
@@ -73,10 +75,13 @@ class Attention(nn.Module):
         self.wv = nn.Linear(spec.dim, spec.n_kv_heads * hd, bias=False)
         self.wo = nn.Linear(spec.n_heads * hd, spec.dim, bias=False)
         if use_kv_cache:
-            shape = (1, spec.n_kv_heads, spec.max_context_len, hd)
+            rows = window if ring else spec.max_context_len
+            shape = (1, spec.n_kv_heads, rows, hd)
             self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
             self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
             self.register_buffer("ctx_idx", torch.arange(spec.max_context_len), persistent=False)
+            if ring:  # position + 1 held by each slot (0: empty)
+                self.register_buffer("slot_pos", torch.zeros(rows, dtype=torch.int64), persistent=False)
 
     def forward(self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         # x: [1, T, D]; pos: [T] absolute positions; cos, sin: [T, hd/2]
@@ -85,11 +90,21 @@ class Attention(nn.Module):
         k = self.wk(x).view(1, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [1, Hkv, T, hd]
         v = self.wv(x).view(1, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [1, Hkv, T, hd]
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        if self.use_kv_cache:
+        if self.use_kv_cache and self.ring:
+            slots = pos % self.window  # [T]
+            self.k_cache[:, :, slots] = k  # a ring buffer: position p lives in slot p % window
+            self.v_cache[:, :, slots] = v
+            self.slot_pos[slots] = pos + 1
+            keys, values = self.k_cache, self.v_cache  # [1, Hkv, W, hd]
+            held = self.slot_pos[None, :] - 1  # [1, W]
+            mask = (held >= 0) & (held <= pos[:, None]) & (held > pos[:, None] - self.window)  # [T, W]
+        elif self.use_kv_cache:
             self.k_cache[:, :, pos] = k  # index_put at absolute positions
             self.v_cache[:, :, pos] = v
             keys, values = self.k_cache, self.v_cache  # [1, Hkv, C, hd]
             mask = self.ctx_idx[None, :] <= pos[:, None]  # [T, C]
+            if self.window:
+                mask = mask & (self.ctx_idx[None, :] > pos[:, None] - self.window)
         else:
             keys, values = k, v  # [1, Hkv, T, hd]
             mask = pos[None, :] <= pos[:, None]  # [T, T] causal
@@ -121,10 +136,10 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool, window: int = 0, ring: bool = False) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(spec.dim)
-        self.attention = Attention(spec, use_kv_cache)
+        self.attention = Attention(spec, use_kv_cache, window, ring)
         self.ffn_norm = RMSNorm(spec.dim)
         self.feed_forward = FeedForward(spec.dim, spec.ffn_dim)
 
@@ -140,9 +155,9 @@ class DecoderBody(nn.Module):
     rope_cos: Tensor  # [C, hd/2]
     rope_sin: Tensor  # [C, hd/2]
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool, window: int = 0, ring: bool = False) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(Block(spec, use_kv_cache) for _ in range(spec.n_layers))
+        self.layers = nn.ModuleList(Block(spec, use_kv_cache, window, ring) for _ in range(spec.n_layers))
         self.norm = RMSNorm(spec.dim)
         self.output = nn.Linear(spec.dim, spec.vocab_size, bias=False)
         half = spec.head_dim // 2
@@ -166,17 +181,17 @@ class DecoderBody(nn.Module):
 class Decoder(nn.Module):
     """Llama-style decoder: token embedding plus an untied-head body, seeded N(0, init_std) weights."""
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool = True) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool = True, window: int = 0, ring: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.tok_embeddings = nn.Embedding(spec.vocab_size, spec.dim)
-        self.body = DecoderBody(spec, use_kv_cache)
+        self.body = DecoderBody(spec, use_kv_cache, window, ring)
         _reinit(self, spec.seed, spec.init_std)
 
     def reset_cache(self) -> None:
         """Zero every layer's KV cache."""
         for buf_name, buf in self.named_buffers():
-            if buf_name.endswith(("k_cache", "v_cache")):
+            if buf_name.endswith(("k_cache", "v_cache", "slot_pos")):
                 buf.zero_()
 
 
@@ -353,7 +368,7 @@ class ScriptedDecoder(nn.Module):
 
 def build_modules(spec: ProgramSpec) -> tuple[Decoder, dict[str, nn.Module]]:
     """The decoder and one module per compute method of ``spec`` (same weights on every call)."""
-    decoder = Decoder(spec.decoder, use_kv_cache=spec.use_kv_cache)
+    decoder = Decoder(spec.decoder, use_kv_cache=spec.use_kv_cache, window=spec.sliding_window, ring=spec.ring_cache)
     all_logits = spec.logits == "all"
     methods: dict[str, nn.Module] = {}
     if spec.kind == "text":
