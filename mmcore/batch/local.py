@@ -3,7 +3,6 @@ each with its own runner, requests of one conversation prefix kept on one worker
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -64,21 +63,25 @@ def assign_workers(keys: Sequence[str | None], n_workers: int) -> list[deque[int
     return [deque(sorted(plan)) for plan in plans]
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this process when its parent dies (even by SIGKILL)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux: the parent check below remains
-        pass
+def _exit_with_job() -> None:
+    """End this process as soon as the job's process is gone, even killed by SIGKILL (its end of
+    the sentinel pipe closes), whatever this process is doing."""
+    job = multiprocessing.parent_process()
+    if job is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([job.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mmcore-batch-watch", daemon=True).start()
 
 
 def _worker_main(options: ModelOptions, name: str, tasks: Any, results: Any, stop: Any) -> None:
     """A pool process: load the model, then answer tasks until the `None` sentinel."""
-    _die_with_parent()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C reaches the whole group; the parent decides
+    _exit_with_job()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C reaches the whole group; the job decides
         signal.signal(signum, signal.SIG_IGN)
-    parent = os.getppid()
     try:
         worker = BatchWorker(options, name)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the job
@@ -86,12 +89,7 @@ def _worker_main(options: ModelOptions, name: str, tasks: Any, results: Any, sto
         return
     results.put(("ready", name, None))
     while True:
-        try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:
-                return
-            continue
+        task = tasks.get()
         if task is None:
             return
         custom_id, raw, line_number = task

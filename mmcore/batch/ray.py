@@ -77,6 +77,7 @@ class RayEngine:
     def answers(self, index: InputIndex, todo: Sequence[str], stop: threading.Event) -> Iterator[Answer]:
         ray = _ray()
         started = self._connect(ray)
+        self._quiet(ray)
         try:
             rows: list[dict[str, Any]] = []
             for custom_id in todo:
@@ -87,7 +88,7 @@ class RayEngine:
             dataset = ray.data.from_items(rows).map_batches(
                 RayWorker,
                 fn_constructor_args=(self.options,),
-                concurrency=self.workers,
+                compute=ray.data.ActorPoolStrategy(size=self.workers),
                 batch_size=_BATCH_SIZE,
                 num_cpus=self.num_cpus_per_worker,
                 batch_format="numpy",
@@ -112,5 +113,10 @@ class RayEngine:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
             raise RayUnavailableError(f"cannot start or reach {where}: {exc}") from exc
-        ray.data.DataContext.get_current().enable_progress_bars = False
         return True
+
+    @staticmethod
+    def _quiet(ray: Any) -> None:
+        """Our progress bar replaces Ray Data's; its INFO logs stay in Ray's log files."""
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
