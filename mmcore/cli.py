@@ -126,6 +126,9 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
     config = sub.add_parser("config", help="config file tools")
     config.add_argument("action", choices=["schema"], help="schema: print the config file's JSON Schema")
+    from mmcore.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -154,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mmcore.batch.command import run_batch_command
 
             return run_batch_command(args, parser)
+        if args.command == "serve":
+            from mmcore.serve.cli import run_serve
+
+            return run_serve(args, pm, parser)
         if args.command == "chat":
             from mmcore.chat_cli import run_chat
 
