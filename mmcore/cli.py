@@ -124,6 +124,10 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     inspect.add_argument("--adapter", help="model adapter to report on (default: detected)")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    from mmcore.batch.command import add_batch_parser
+
+    add_batch_parser(sub)
+
     sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
     config = sub.add_parser("config", help="config file tools")
     config.add_argument("action", choices=["schema"], help="schema: print the config file's JSON Schema")
@@ -154,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(pm, args)
         if args.command == "inspect":
             return _cmd_inspect(pm, args)
+        if args.command == "batch":
+            from mmcore.batch.command import run_batch_command
+
+            return run_batch_command(args, parser)
         if args.command == "serve":
             from mmcore.serve.cli import run_serve
 
