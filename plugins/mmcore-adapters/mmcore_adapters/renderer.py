@@ -319,8 +319,20 @@ class SegmentRenderer:
             return prompt.inputs()
         return _encoded(prompt, encoder)
 
-    def render_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> RenderedPrompt:
-        """Token segments (one per run of text) and media spans."""
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> RenderedPrompt:
+        """Token segments (one per run of text) and media spans. This renderer has no chat template,
+        so `template_kwargs` (``tools``, ...) are refused."""
+        if template_kwargs:
+            raise InvalidInputError(
+                f"template arguments {sorted(template_kwargs)} need a chat template, but this model's prompt "
+                "format has none (use an adapter with a chat template)"
+            )
         parts: list[TokensInput | MediaSpan] = []
         ids: list[int] = []
         text: list[str] = []
