@@ -71,9 +71,33 @@ class _TokenizerView:
         self.special_token_ids = sorted(special)
         self.eos_token_id = eos_id
         self.bos_token_id = tokenizer.bos_id
+        self._ids: dict[bytes, int] = {}
+        for i, piece in enumerate(self.tokens):
+            if piece and i not in special:
+                self._ids.setdefault(piece, i)
+        self._longest = max(map(len, self._ids), default=1)
 
     def __call__(self, text: bytes) -> list[int]:
-        return self._tokenizer.encode(text.decode("utf-8", errors="replace"))
+        """Ids spelling exactly `text`: the tokenizer's own encoding when it does (it may not: a
+        SentencePiece-style tokenizer adds a dummy-prefix space), else longest-match pieces."""
+        ids = self._tokenizer.encode(text.decode("utf-8", errors="replace"))
+        if b"".join(self.tokens[i] for i in ids) == text:
+            return ids
+        return self._longest_match(text)
+
+    def _longest_match(self, text: bytes) -> list[int]:
+        ids: list[int] = []
+        at = 0
+        while at < len(text):
+            for size in range(min(self._longest, len(text) - at), 0, -1):
+                found = self._ids.get(text[at : at + size])
+                if found is not None:
+                    ids.append(found)
+                    at += size
+                    break
+            else:
+                raise ConstraintError(f"no token of this vocabulary spells byte {text[at : at + 1]!r}")
+        return ids
 
 
 def build_lltokenizer(tokenizer: Tokenizer, eos_ids: Collection[int]) -> llguidance.LLTokenizer:
