@@ -25,6 +25,7 @@ __all__ = [
     "MediaLimitError",
     "PlaceholderMismatchError",
     "ConstraintError",
+    "MediaNotFoundError",
 ]
 
 
@@ -104,3 +105,7 @@ class ConstraintError(ConfigError):
     """A response format (JSON Schema, regex, grammar, tool call) is malformed, uses something the
     constrained-decoding library does not support, cannot be satisfied, or cannot be used with this
     tokenizer."""
+
+
+class MediaNotFoundError(InvalidInputError):
+    """A content part names a local media file that does not exist."""

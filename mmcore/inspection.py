@@ -9,6 +9,7 @@ from typing import Any
 from mmcore import constants as C
 from mmcore.adapters import ModelSource, detect_adapter
 from mmcore.errors import MMCoreError
+from mmcore.generation_defaults import read_generation_defaults
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program, TensorSpec
 
@@ -50,7 +51,17 @@ def inspect_program(
     }
     tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
     report["adapter"] = _adapter_report(program, tokenizer_path, adapter, pm, context)
+    report["generation_defaults"] = _generation_defaults(program.path.parent)
     return report
+
+
+def _generation_defaults(folder: Path) -> dict[str, Any] | None:
+    """What the model's ``generation_config.json`` sets (None without one; a problem is reported)."""
+    try:
+        defaults = read_generation_defaults(folder)
+    except MMCoreError as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return defaults.to_json() if defaults is not None else None
 
 
 def _adapter_report(
@@ -114,6 +125,14 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"  note: {n}" for n in adapter.get("notes", [])]
     if adapter.get("installed"):
         lines.append(f"  installed adapters: {', '.join(adapter['installed'])}")
+    defaults = report.get("generation_defaults")
+    if defaults is not None and "error" in defaults:
+        lines.append(f"generation defaults: problem: {defaults['error']}")
+    elif defaults is not None:
+        settings = ", ".join(f"{k}={v}" for k, v in defaults["settings"].items())
+        lines.append(f"generation defaults ({defaults['file']}): {settings}")
+        if defaults["eos_token_ids"]:
+            lines.append(f"  eos_token_id: {defaults['eos_token_ids']}")
     return "\n".join(lines)
 
 

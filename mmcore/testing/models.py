@@ -18,6 +18,8 @@ __all__ = [
     "ForwardWithCache",
     "TextDecoder",
     "TokenEmbedding",
+    "ScriptedDecoder",
+    "ScriptedEmbedding",
     "VisionEncoder",
     "build_modules",
 ]
@@ -296,6 +298,59 @@ class AudioEncoder(nn.Module):
         return out
 
 
+class ScriptedEmbedding(nn.Module):
+    """``token_embedding`` of a scripted program: the token id in channel 0 (``[1, T] -> [1, T, D]``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        ids = tokens.to(torch.float32).unsqueeze(-1)  # [1, T, 1]
+        return F.pad(ids, (0, self.dim - 1))  # [1, T, D]
+
+
+class ScriptedDecoder(nn.Module):
+    """``text_decoder`` that says a fixed token sequence, whatever the prompt.
+
+    It keeps the token id of every position (a mutable buffer, like a KV cache) and, after the
+    last one, emits the script token that follows the longest suffix of the history that is a
+    prefix of the script (the first token when none is), then EOS. So generation prints the script
+    exactly once per turn, with prefix reuse and rewinds behaving as with a real KV cache.
+    """
+
+    history: Tensor  # [C] token ids (-1: never written)
+    windows: Tensor  # [n, n] the script prefix each suffix length must equal (-2: unchecked)
+    checked: Tensor  # [n, n] which window entries count
+    script: Tensor  # [n + 1] the script and EOS
+
+    def __init__(self, script: tuple[int, ...], eos_id: int, vocab_size: int, max_context_len: int,
+                 position_form: PositionForm) -> None:  # fmt: skip
+        super().__init__()
+        n = len(script)
+        self.n, self.vocab_size = n, vocab_size
+        self.position_form: PositionForm = position_form
+        self.register_buffer("history", torch.full((max_context_len,), -1, dtype=torch.int64), persistent=False)
+        windows = torch.full((n, n), -2, dtype=torch.int64)
+        for i in range(n):  # row i: the last i+1 positions must equal script[:i+1]
+            windows[i, n - 1 - i :] = torch.tensor(script[: i + 1], dtype=torch.int64)
+        self.register_buffer("windows", windows, persistent=False)
+        self.register_buffer("checked", windows >= 0, persistent=False)
+        self.register_buffer("script", torch.tensor([*script, eos_id], dtype=torch.int64), persistent=False)
+
+    def forward(self, embeds: Tensor, positions: Tensor) -> Tensor:
+        pos = _absolute_positions(positions, embeds.shape[1], self.position_form)  # [T]
+        self.history[pos] = embeds[0, :, 0].round().to(torch.int64)  # index_put at absolute positions
+        last = pos[-1]
+        index = last - (self.n - 1) + torch.arange(self.n, dtype=torch.int64)  # [n] the last n positions
+        window = torch.where(index >= 0, self.history[index.clamp(min=0)], torch.full_like(index, -1))  # [n]
+        matched = ((window[None, :] == self.windows) | ~self.checked).all(dim=1)  # [n]
+        said = (matched.to(torch.int64) * torch.arange(1, self.n + 1, dtype=torch.int64)).max()  # tokens said
+        token = (self.script * (torch.arange(self.n + 1) == said)).sum()  # script[said], without a data-dependent index
+        logits = (torch.arange(self.vocab_size) == token).to(torch.float32) * 20.0 - 10.0  # [V]
+        return logits.unsqueeze(0)  # [1, V]
+
+
 def build_modules(spec: ProgramSpec) -> tuple[Decoder, dict[str, nn.Module]]:
     """The decoder and one module per compute method of ``spec`` (same weights on every call)."""
     decoder = Decoder(spec.decoder, use_kv_cache=spec.use_kv_cache)
@@ -306,6 +361,11 @@ def build_modules(spec: ProgramSpec) -> tuple[Decoder, dict[str, nn.Module]]:
             methods["forward"] = ForwardWithCache(decoder, spec.position_form, all_logits)
         else:
             methods["forward"] = ForwardNoCache(decoder, all_logits)
+    elif spec.script:
+        d = spec.decoder
+        methods["token_embedding"] = ScriptedEmbedding(d.dim)
+        eos = spec.eos_ids[0] if spec.eos_ids else 1
+        methods["text_decoder"] = ScriptedDecoder(spec.script, eos, d.vocab_size, d.max_context_len, spec.position_form)
     else:
         methods["token_embedding"] = TokenEmbedding(decoder.tok_embeddings)
         methods["text_decoder"] = TextDecoder(decoder.body, spec.position_form, all_logits)

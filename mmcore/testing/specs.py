@@ -66,7 +66,7 @@ class _Keyed:
         return _digest(payload)
 
 
-_LATER_FIELDS: dict[str, Any] = {"external_weights": False}
+_LATER_FIELDS: dict[str, Any] = {"external_weights": False, "script": ()}
 
 
 @dataclass(frozen=True)
@@ -205,14 +205,18 @@ class ProgramSpec(_Keyed):
     omit_methods: tuple[str, ...] = ()
     #: Keep the weights in a separate `.ptd` file (ExecuTorch's external constants); portable only.
     external_weights: bool = False
+    #: Token ids a scripted program says after any prompt, then EOS (`ScriptedDecoder`); () = a real decoder.
+    script: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("eos_ids", "omit_metadata", "omit_methods"):  # keep the spec hashable
+        for name in ("eos_ids", "omit_metadata", "omit_methods", "script"):  # keep the spec hashable
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.external_weights and self.backend != "portable":
             raise ValueError("external_weights needs backend='portable' (delegates keep their own weights)")
         if self.kind == "text" and (self.vision is not None or self.audio is not None):
             raise ValueError("a text program has no encoders; use kind='multimodal'")
+        if self.script and (self.kind != "multimodal" or self.logits != "last"):
+            raise ValueError("a scripted program is multimodal with last-position logits")
         if self.kind == "multimodal" and not self.use_kv_cache:
             raise ValueError("a multimodal program needs use_kv_cache=True")
         if not self.use_kv_cache and not self.dynamic_shape:
