@@ -96,7 +96,7 @@ class _TokenizerView:
                     at += size
                     break
             else:
-                raise ConstraintError(f"no token of this vocabulary spells byte {text[at : at + 1]!r}")
+                at += 1  # no token spells this byte, so no answer can hold it (raising would abort llguidance)
         return ids
 
 
