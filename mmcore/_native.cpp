@@ -8,8 +8,10 @@
 //                                              # tensor outputs: (dtype, shape, buffer)
 //   module.prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
 //                                              # -> (last logits row, dtype, seconds, its argmax)
-//   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token)
+//   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token[, mask])
 //                                              # -> (new token ids, seconds spent executing)
+//                                              # mask: None or an int32 bitmask buffer of allowed ids,
+//                                              # read before every argmax (on_token may rewrite it)
 //   module.verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
 //                                              # -> (argmax of every logits row, accepted drafts, seconds)
 //
@@ -131,6 +133,36 @@ int64_t argmax_last_row(const Tensor& logits) {
   }
   return best;
 }
+
+// Index of the first maximum of the last row of float logits among the ids whose bit is set in
+// `mask` (bit i % 32 of word i / 32); -1 if the mask allows none of the row's ids.
+int64_t masked_argmax_last_row(const Tensor& logits, const uint32_t* mask, int64_t mask_words) {
+  const int64_t width = logits.size(logits.dim() - 1);
+  const float* row = logits.const_data_ptr<float>() + (logits.numel() - width);
+  const int64_t words = std::min(mask_words, (width + 31) / 32);
+  int64_t best = -1;
+  for (int64_t w = 0; w < words; ++w) {
+    for (uint32_t bits = mask[w]; bits != 0; bits &= bits - 1) {
+      const int64_t i = w * 32 + __builtin_ctz(bits);
+      if (i >= width) break;
+      if (best < 0 || row[i] > row[best]) best = i;
+    }
+  }
+  return best;
+}
+
+// A read-only view of a Python buffer, released when it goes out of scope.
+struct BufferView {
+  Py_buffer view{};
+  bool held = false;
+  bool get(PyObject* object) {
+    held = PyObject_GetBuffer(object, &view, PyBUF_C_CONTIGUOUS) == 0;
+    return held;
+  }
+  ~BufferView() {
+    if (held) PyBuffer_Release(&view);
+  }
+};
 
 // ---- the Module type ----
 
@@ -304,10 +336,22 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
   Py_ssize_t max_steps = 0;
   PyObject* eos_obj = nullptr;
   PyObject* on_token = nullptr;
-  if (!PyArg_ParseTuple(args, "OsLLnOO", &embedding, &decoder, &first, &start, &max_steps, &eos_obj, &on_token) ||
+  PyObject* mask_obj = Py_None;
+  if (!PyArg_ParseTuple(args, "OsLLnOO|O", &embedding, &decoder, &first, &start, &max_steps, &eos_obj, &on_token,
+                        &mask_obj) ||
       !ready(self)) {
     return nullptr;
   }
+  BufferView mask;
+  if (mask_obj != Py_None) {
+    if (!mask.get(mask_obj)) return nullptr;
+    if (mask.view.len < 4 || mask.view.len % 4 != 0) {
+      PyErr_SetString(PyExc_ValueError, "mask must be an int32 bitmask buffer (a whole number of 4-byte words)");
+      return nullptr;
+    }
+  }
+  const auto* mask_bits = mask.held ? static_cast<const uint32_t*>(mask.view.buf) : nullptr;
+  const int64_t mask_words = mask.held ? static_cast<int64_t>(mask.view.len / 4) : 0;
   if (on_token != Py_None && !PyCallable_Check(on_token)) {
     PyErr_SetString(PyExc_TypeError, "on_token must be callable or None");
     return nullptr;
@@ -334,7 +378,8 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
     const auto began = Clock::now();
     if (path->run(token_value, pos_value)) {
       if (path->logits.toTensor().scalar_type() == ScalarType::Float) {
-        next = argmax_last_row(path->logits.toTensor());
+        next = mask_bits ? masked_argmax_last_row(path->logits.toTensor(), mask_bits, mask_words)
+                         : argmax_last_row(path->logits.toTensor());
       } else {
         path->fail(decoder, Error::InvalidType);
       }
@@ -345,6 +390,13 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
       self->busy = false;
       Py_DECREF(tokens);
       return raise_et("executing method", path->failed, path->error);
+    }
+    if (next < 0) {
+      self->busy = false;
+      Py_DECREF(tokens);
+      PyErr_Format(PyExc_ValueError, "the token mask allows no id of the logits at position %lld",
+                   static_cast<long long>(pos[0]));
+      return nullptr;
     }
     PyObject* id = PyLong_FromLongLong(next);
     if (!id || PyList_Append(tokens, id) < 0) {
@@ -524,7 +576,7 @@ PyMethodDef module_methods[] = {
     {"prefill_tokens", reinterpret_cast<PyCFunction>(module_prefill_tokens), METH_VARARGS,
      "prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions) -> (row, dtype, seconds, argmax)."},
     {"greedy_decode", reinterpret_cast<PyCFunction>(module_greedy_decode), METH_VARARGS,
-     "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token) -> (tokens, seconds)."},
+     "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token[, mask]) -> (tokens, seconds)."},
     {"verify_greedy", reinterpret_cast<PyCFunction>(module_verify_greedy), METH_VARARGS,
      "verify_greedy(embedding, decoder, ids, start_pos, cache_positions) -> (row argmaxes, accepted, seconds)."},
     {nullptr, nullptr, 0, nullptr},

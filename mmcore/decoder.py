@@ -166,13 +166,15 @@ class NativeGreedyLoop(_NativeTokenPath):
         max_steps: int,
         eos_ids: Collection[int],
         on_token: Callable[[int], bool] | None,
+        mask: np.ndarray | None = None,
     ) -> list[int]:
         """Tokens generated after feeding `token` at `pos`: at most `max_steps`, ending after an id in
-        `eos_ids` or when `on_token(id)` returns True."""
+        `eos_ids` or when `on_token(id)` returns True. With `mask` (int32 `[ceil(V / 32)]`, bit i =
+        id i allowed; `on_token` may rewrite it in place), each argmax is over the allowed ids only."""
         start_ms = now_ms()
         try:
             tokens, seconds = self._module.greedy_decode(
-                self._embedding, self._decoder, token, pos, max_steps, eos_ids, on_token
+                self._embedding, self._decoder, token, pos, max_steps, eos_ids, on_token, mask
             )
         except self._module_errors as exc:
             raise ExecutionError(f"greedy decoding from position {pos} failed: {exc}") from exc

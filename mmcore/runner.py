@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -33,6 +33,9 @@ from mmcore.speculative.support import RunnerSpeculation
 from mmcore.stats import Stats, now_ms
 from mmcore.streaming import TextStreamer
 from mmcore.tokenizer import Tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from mmcore.structured import ConstraintCompiler, TokenMask
 
 __all__ = [
     "IRunner",
@@ -63,6 +66,8 @@ class GenerationResult:
         tokens: every generated token id, the first (prefill) token and a final EOS included.
         stats: the call's statistics.
         stop_reason: why generation ended.
+        incomplete: a constrained answer (`response_format`) ended before the constraint was
+            complete (the token budget ran out, a stop string or `stop()`); its text does not parse.
     """
 
     text: str
@@ -72,6 +77,7 @@ class GenerationResult:
     prompt_tokens: int = 0
     logprobs: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    incomplete: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ class _RunnerBase(IRunner):
         self._loaded = False
         self._busy = threading.Lock()
         self._generator: TextTokenGenerator | None = None
+        self._constraints: ConstraintCompiler | None = None  # built on the first constrained request
         self.decoder: TextDecoderRunner | MultimodalDecoderRunner  # set by `_load_methods`
         self._step_decoder: TextDecoderRunner | MultimodalDecoderRunner  # decodes one token at a time
         # The ids the KV cache holds, by position (NO_TOKEN for embedding rows), for speculation.
@@ -200,11 +207,12 @@ class _RunnerBase(IRunner):
                     "pass at least one input (or call prefill() first)"
                 )
             self._check_budget(start_pos, prompt_len, config)
+            mask = self._token_mask(config)  # a bad or unsatisfiable response_format fails before decoding
             if config.echo and token_callback is not None:
                 for text in echo_texts:
                     token_callback(text)
             # Everything the first token needs is set up before the prefill, so it follows at once.
-            sampler, streamer = Sampler.from_config(config), TextStreamer(self.tokenizer, stop=config.stop)
+            sampler, streamer = Sampler.from_config(config, mask=mask), TextStreamer(self.tokenizer, stop=config.stop)
             logits = self._write(prepared, start_pos) if prompt_len else pending
             assert logits is not None
             if prompt_len:
@@ -216,6 +224,7 @@ class _RunnerBase(IRunner):
             stats.num_prompt_tokens = prompt_len
             result = self._decode(logits, config, sampler, streamer, token_callback, piece_callback)
             result.prompt_tokens = prompt_len
+            result.incomplete = mask is not None and not mask.complete
             stats.inference_end_ms = now_ms()
             stats.decode_time_s = time.perf_counter() - began - stats.prefill_time_s
             stats.finish()
@@ -237,6 +246,19 @@ class _RunnerBase(IRunner):
             self._record_ids(start_pos, self._position_ids(prepared))
             self.pos = start_pos + prompt_len
         return self.pos
+
+    def _token_mask(self, config: GenerationConfig) -> TokenMask | None:
+        """The mask of `config.response_format` for a new answer (None when unconstrained)."""
+        if config.response_format is None:
+            return None
+        from mmcore.structured import ConstraintCompiler
+
+        if self._constraints is None:
+            self._constraints = ConstraintCompiler(self.tokenizer, self.metadata.eos_ids, self._logits_width())
+        began = time.perf_counter()
+        mask = self._constraints.compile(config.response_format).start()
+        self.stats.extra["constraint_setup_s"] = time.perf_counter() - began
+        return mask
 
     @contextlib.contextmanager
     def _rollback_on_failure(self) -> Iterator[None]:
@@ -280,6 +302,10 @@ class _RunnerBase(IRunner):
     def _speculation_for(self, config: GenerationConfig, first: int) -> Any:
         """The call's `Speculation` (None when off; why it is off goes to `stats.extra`)."""
         if config.speculative is None or not config.speculative.enabled:
+            return None
+        if config.response_format is not None:
+            # Drafts are not checked against the constraint's mask yet: decode one token at a time.
+            self.stats.extra["speculative_off"] = "response_format constrains decoding"
             return None
         if self._speculation is None:
             self._speculation = RunnerSpeculation(self.program, self._step_decoder, self.metadata.max_context_len)
