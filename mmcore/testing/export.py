@@ -67,17 +67,21 @@ def _export_method(spec: ProgramSpec, name: str, module: nn.Module) -> ExportedP
         return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
 
 
-def export_program(spec: ProgramSpec, path: Path, data_path: Path | None = None) -> Path:
+def export_program(
+    spec: ProgramSpec, path: Path, data_path: Path | None = None, *, methods: dict[str, nn.Module] | None = None
+) -> Path:
     """Export ``spec`` (all its methods and metadata in one program) to the ``.pte`` file ``path``.
 
     With ``spec.external_weights`` the weights go to the ``.ptd`` file ``data_path`` (default:
-    ``path`` with the suffix ``.ptd``).
+    ``path`` with the suffix ``.ptd``). ``methods`` are the modules to export instead of the spec's
+    seeded ones (same names and signatures, e.g. with weights set by hand).
     """
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     t0 = time.perf_counter()
-    _, methods = build_modules(spec)
+    if methods is None:
+        _, methods = build_modules(spec)
     programs = {name: _export_method(spec, name, m) for name, m in methods.items()}
     t1 = time.perf_counter()
 
