@@ -1,4 +1,5 @@
-"""The chat page: `GET /` and its static files, shipped in `mmcore/serve/web/` (no CDN, no build step)."""
+"""The chat page of `mmcore serve`: `GET /` and its static files (plain HTML, CSS and JavaScript modules
+in `static/`, shipped as package data: no CDN, no build step). `docs/chat-page.md` describes it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["WEB_DIR", "PAGE_HEADERS", "mount_page"]
 
 #: The page's files (package data).
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).parent / "static"
 
 #: Sent with every page file: the page loads only its own files, and never from a cache that would
 #: outlive an upgrade of the package.
