@@ -8,11 +8,6 @@ import base64
 import itertools
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +24,7 @@ from mmcore.testing import (
     photo_like,
     tokenizer_vocab_size,
 )
+from mmcore.testing.live import LiveServer, browser_binaries, headless_chromium
 
 selenium = pytest.importorskip("selenium", reason="the browser tests need selenium (pip install 'mmcore[test]')")
 openai = pytest.importorskip("openai", reason="the browser tests need the openai client (pip install 'mmcore[test]')")
@@ -46,87 +42,37 @@ MAX_TOKENS = 12
 WAIT = 60  # seconds: generous for a loaded 2-core machine; a passing test waits far less
 
 
-# ---- the browser ---------------------------------------------------------------------------
-
-
-def _browser_binaries() -> tuple[str, str] | None:
-    browser = next((p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None)
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
+# ---- the browser and the servers -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     """One headless Chromium for the module."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binaries = _browser_binaries()
-    if binaries is None:
+    if browser_binaries() is None:
         message = "no chromium + chromedriver (bash scripts/setup.sh --dev installs Debian's chromium, chromium-driver)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = binaries[0]
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,850"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(binaries[1]), options=options)
+    driver = headless_chromium()
     try:
         yield driver
     finally:
         driver.quit()
 
 
-# ---- live servers --------------------------------------------------------------------------
+def client(server: LiveServer) -> Any:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=WAIT)
 
 
-class LiveServer:
-    """`python -m mmcore serve ...` on 127.0.0.1 and a free port, until `stop()`."""
-
-    def __init__(self, *args: str) -> None:
-        command = [sys.executable, "-m", "mmcore", "serve", *args, "--host", "127.0.0.1", "--port", "0"]
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        ready = threading.Event()
-        self.url = ""
-
-        def drain() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.log.append(line)
-                found = re.search(r"listening on (http://\S+)", line)
-                if found and not ready.is_set():
-                    self.url = found.group(1).rstrip("/")
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(180) or not self.url:
-            self.stop()
-            raise RuntimeError("mmcore serve did not start:\n" + "".join(self.log))
-
-    def client(self) -> Any:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=WAIT)
-
-    def model_id(self) -> str:
-        return str(self.client().models.list().data[0].id)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def model_id(server: LiveServer) -> str:
+    return str(client(server).models.list().data[0].id)
 
 
 @pytest.fixture(scope="module")
 def vision_server() -> Iterator[LiveServer]:
     tokenizer = build_tokenizer()
     spec = ProgramSpec(DecoderSpec.tiny(tokenizer_vocab_size(tokenizer)), vision=VisionEncoderSpec())
-    server = LiveServer(str(build_program(spec)), "--tokenizer", str(tokenizer))
+    server = LiveServer([str(build_program(spec)), "--tokenizer", str(tokenizer)])
     yield server
     server.stop()
 
@@ -134,7 +80,7 @@ def vision_server() -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def html_server() -> Iterator[LiveServer]:
     scripted = build_scripted_program(HTML_PIECES, vision=False)
-    server = LiveServer(str(scripted.program), "--tokenizer", str(scripted.tokenizer))
+    server = LiveServer([str(scripted.program), "--tokenizer", str(scripted.tokenizer)])
     yield server
     server.stop()
 
@@ -147,7 +93,7 @@ def open_page(browser: WebDriver, server: LiveServer, **settings: str) -> None:
     browser.get(server.url + "/")
     browser.execute_script("localStorage.clear()")
     browser.get(server.url + "/")
-    WebDriverWait(browser, WAIT).until(lambda b: server.model_id() in b.find_element(By.ID, "model-info").text)
+    WebDriverWait(browser, WAIT).until(lambda b: model_id(server) in b.find_element(By.ID, "model-info").text)
     if settings:
         browser.find_element(By.CSS_SELECTOR, "#settings summary").click()
         for element_id, value in settings.items():
@@ -189,8 +135,8 @@ def message_box(browser: WebDriver) -> WebElement:
 
 
 def api_answer(server: LiveServer, content: Any) -> Any:
-    return server.client().chat.completions.create(
-        model=server.model_id(),
+    return client(server).chat.completions.create(
+        model=model_id(server),
         messages=[{"role": "user", "content": content}],
         temperature=0,
         max_tokens=MAX_TOKENS,
@@ -259,8 +205,8 @@ def test_image_answer_matches_the_api(browser: WebDriver, vision_server: LiveSer
 
 def test_stop_ends_the_stream_and_the_next_message_works(browser: WebDriver, vision_server: LiveServer) -> None:
     open_page(browser, vision_server, **{"temperature": "0", "max-tokens": "60"})
-    full = vision_server.client().chat.completions.create(
-        model=vision_server.model_id(), messages=[{"role": "user", "content": "tell me"}], temperature=0, max_tokens=60
+    full = client(vision_server).chat.completions.create(
+        model=model_id(vision_server), messages=[{"role": "user", "content": "tell me"}], temperature=0, max_tokens=60
     )
     # a slow network, so the answer is still arriving when Stop is pressed
     browser.execute_cdp_cmd("Network.enable", {})
@@ -327,3 +273,19 @@ def test_server_errors_show_in_the_conversation(browser: WebDriver, vision_serve
     answer = wait_for_answer(browser, 2)
     assert answer.get_attribute("data-state") == "done"
     assert text_of(answer) == api_answer(vision_server, "hello").choices[0].message.content
+
+
+def test_demo_model_answers_about_the_shipped_samples(browser: WebDriver) -> None:
+    from mmcore.demo import sample_audio, sample_image
+    from mmcore.demo_model import BOTH_QUESTION
+
+    with LiveServer(["--demo"]) as demo:
+        open_page(browser, demo)
+        attach = browser.find_element(By.ID, "attach")
+        attach.send_keys(str(sample_image()))
+        attach.send_keys(str(sample_audio()))
+        WebDriverWait(browser, WAIT).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#attachments li")) == 2)
+        message_box(browser).send_keys(BOTH_QUESTION, Keys.ENTER)
+        answer = wait_for_answer(browser, 1)
+    assert answer.get_attribute("data-state") == "done"
+    assert text_of(answer) == "a red circle and a high tone"  # what `mmcore demo` answers
