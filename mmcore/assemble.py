@@ -41,7 +41,7 @@ from mmcore.program import Program
 
 __all__ = ["RunnerConfig", "load_config", "with_overrides", "assemble", "config_schema", "TOP_LEVEL_KEYS"]
 
-TOP_LEVEL_KEYS = ("program", "tokenizer", "data_path", "adapter", "plugins", "generation")
+TOP_LEVEL_KEYS = ("program", "tokenizer", "data_path", "adapter", "plugins", "generation", "serve")
 _PLUGIN_KEYS = ("allow", "block")
 
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from mmcore.content import normalize_part, plugin_for_kind
 from mmcore.errors import InvalidInputError, UnsupportedInputError
 from mmcore.inputs import TokensInput
 from mmcore.registry import ModalityRegistry
@@ -41,7 +42,7 @@ def content_parts(message: Message, index: int) -> list[Mapping[str, Any]]:
         raise InvalidInputError(
             f"message {index} content must be a string or a list of parts like {{'type': 'text', 'text': ...}}"
         )
-    return list(content)
+    return [normalize_part(part, where=f"message {index} part {number}") for number, part in enumerate(content)]
 
 
 def part_to_input(part: Mapping[str, Any], registry: ModalityRegistry, where: str) -> Any:
@@ -56,9 +57,13 @@ def part_to_input(part: Mapping[str, Any], registry: ModalityRegistry, where: st
         return TokensInput(part.get("tokens", ()))
     handler = registry.get(kind)
     if handler is None:
-        raise UnsupportedInputError(
-            f"{where}: no installed plugin handles '{kind}' content (install mmcore-{kind}: pip install mmcore-{kind})"
+        plugin = plugin_for_kind(kind)
+        fix = (
+            f"install {plugin}: pip install {plugin}"
+            if plugin is not None
+            else "install a plugin that registers it; `mmcore plugins` lists what is installed"
         )
+        raise UnsupportedInputError(f"{where}: no installed plugin handles '{kind}' content ({fix})")
     from_content = getattr(handler, "from_content", None)
     if callable(from_content):
         return from_content(part)

@@ -122,6 +122,9 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
     config = sub.add_parser("config", help="config file tools")
     config.add_argument("action", choices=["schema"], help="schema: print the config file's JSON Schema")
+    from mmcore.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -146,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(pm, args)
         if args.command == "inspect":
             return _cmd_inspect(pm, args)
+        if args.command == "serve":
+            from mmcore.serve.cli import run_serve
+
+            return run_serve(args, pm, parser)
         if args.command == "chat":
             from mmcore.chat_cli import run_chat
 

@@ -24,6 +24,7 @@ __all__ = [
     "AmbiguousAdapterError",
     "MediaLimitError",
     "PlaceholderMismatchError",
+    "MediaNotFoundError",
 ]
 
 
@@ -97,3 +98,7 @@ class MediaLimitError(InvalidInputError):
 
 class PlaceholderMismatchError(InvalidInputError):
     """An encoder produced a different number of rows than the prompt reserved placeholder tokens for."""
+
+
+class MediaNotFoundError(InvalidInputError):
+    """A content part names a local media file that does not exist."""

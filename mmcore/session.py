@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ from mmcore.inputs import EmbeddingsInput, TokensInput
 from mmcore.prefill import Segment
 from mmcore.runner import GenerationResult, MultimodalRunner, PieceCallback, TokenCallback
 
-__all__ = ["Session", "ContextPolicy"]
+__all__ = ["Session", "ContextPolicy", "common_prefix"]
 
 ContextPolicy = Literal["error", "sliding"]
 _Key = int | tuple[str, int]  # a token id, or (embeddings digest, row)
@@ -89,13 +89,17 @@ class Session:
         token_callback: TokenCallback | None = None,
         *,
         piece_callback: PieceCallback | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         """Add a user message (a string is a text message; None answers the history as it is),
-        generate the reply, and append it to the history."""
+        generate the reply, and append it to the history.
+
+        `template_kwargs` (e.g. ``tools``) go to the chat template, for renderers that take them.
+        """
         if not self._lock.acquire(blocking=False):
             raise RunnerStateError("this session is already generating; sessions serve one turn at a time")
         try:
-            return self._send(message, config, token_callback, piece_callback)
+            return self._send(message, config, token_callback, piece_callback, template_kwargs)
         finally:
             self._lock.release()
 
@@ -105,6 +109,7 @@ class Session:
         config: GenerationConfig | None,
         token_callback: TokenCallback | None,
         piece_callback: PieceCallback | None,
+        template_kwargs: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         config = config if config is not None else self.runner.generation_config
         messages = list(self.messages)
@@ -112,7 +117,7 @@ class Session:
             messages.append({"role": "user", "content": message} if isinstance(message, str) else dict(message))
         dropped = 0
         while True:
-            rendered = self._render(messages, config)
+            rendered = self._render(messages, config, template_kwargs)
             need = len(rendered.keys) + 1
             if need < self.runner.metadata.max_context_len:
                 break
@@ -123,7 +128,7 @@ class Session:
                     "context_policy='sliding'"
                 )
             dropped += 1
-        reuse = _common_prefix(self._cached, rendered.keys)
+        reuse = common_prefix(self._cached, rendered.keys)
         reuse = min(reuse, len(rendered.keys) - 1)  # at least one position to prefill
         todo = _segments_from(rendered.segments, reuse)
         runner = self.runner
@@ -149,8 +154,11 @@ class Session:
         )
         return result
 
-    def _render(self, messages: Sequence[Message], config: GenerationConfig) -> _Rendered:
-        inputs = self.renderer.render(messages, add_generation_prompt=True)
+    def _render(
+        self, messages: Sequence[Message], config: GenerationConfig, template_kwargs: Mapping[str, Any] | None = None
+    ) -> _Rendered:
+        extra = {"template_kwargs": template_kwargs} if template_kwargs else {}
+        inputs = self.renderer.render(messages, add_generation_prompt=True, **extra)
         runner = self.runner
         segments = runner.prefiller.prepare(
             inputs, start_pos=0, num_bos=config.num_bos, num_eos=config.num_eos, bos_id=runner.metadata.bos_id
@@ -175,7 +183,8 @@ class Session:
         return False
 
 
-def _common_prefix(a: Sequence[_Key], b: Sequence[_Key]) -> int:
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items `a` and `b` share."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

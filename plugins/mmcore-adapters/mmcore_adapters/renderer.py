@@ -93,18 +93,33 @@ class TemplateRenderer:
         self._by_marker = {rule.marker: rule for rule in rules}
 
     # -- Renderer ------------------------------------------------------------------------------
-    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[Any]:
-        """Ordered runner inputs; media become embeddings (checked) when an encoder is bound."""
-        prompt = self.render_prompt(messages, add_generation_prompt=add_generation_prompt)
+    def render(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """Ordered runner inputs; media become embeddings (checked) when an encoder is bound.
+        `template_kwargs` (``tools``, ...) are passed to the chat template."""
+        prompt = self.render_prompt(
+            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
+        )
         encoder = self.context.encoder
         if encoder is None:
             return prompt.inputs()
         return _encoded(prompt, encoder)
 
-    def render_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> RenderedPrompt:
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> RenderedPrompt:
         """Token segments and media spans; the ids equal the model's processor output."""
         shown, media, replays = self._prepare(messages)
-        text = self.template.render(shown, add_generation_prompt=add_generation_prompt)
+        text = self.template.render(shown, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs)
         chunks = self._expand(text, media, replays)
         ids: list[int] = []
         if (
@@ -166,7 +181,8 @@ class TemplateRenderer:
                         f"{where}: this model's chat template takes text and {sorted(self.rules) or 'no media'} "
                         f"parts, not {kind!r}"
                     )
-            shown.append(dict(message))
+            # the template sees the parts in canonical form ("image_url" -> "image", ...)
+            shown.append(dict(message) if isinstance(message.get("content"), str) else {**message, "content": parts})
         return shown, media, replays
 
     def _expand(
@@ -275,9 +291,18 @@ class SegmentRenderer:
         self.limits = dict(limits or {})
         self.program = program
 
-    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[Any]:
-        """Ordered runner inputs; media become embeddings (checked) when an encoder is bound."""
-        prompt = self.render_prompt(messages, add_generation_prompt=add_generation_prompt)
+    def render(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """Ordered runner inputs; media become embeddings (checked) when an encoder is bound.
+        `template_kwargs` (``tools``, ...) are passed to the chat template."""
+        prompt = self.render_prompt(
+            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
+        )
         encoder = self.context.encoder
         if encoder is None:
             return prompt.inputs()

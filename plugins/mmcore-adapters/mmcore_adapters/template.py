@@ -74,16 +74,22 @@ class ChatTemplate:
                 "or pass another with the adapter option chat_template"
             ) from exc
 
-    def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> str:
-        """The prompt text of `messages` (`add_generation_prompt` as in `apply_chat_template`)."""
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The prompt text of `messages` (`add_generation_prompt` as in `apply_chat_template`);
+        `template_kwargs` are extra template variables (``tools``, ``documents``, ``enable_thinking``...)."""
+        variables = {"tools": None, "documents": None, **self.variables, **(template_kwargs or {})}
         try:
             return str(
                 self._template.render(
-                    **self.variables,
+                    **variables,
                     messages=list(messages),
                     add_generation_prompt=add_generation_prompt,
-                    tools=None,
-                    documents=None,
                 )
             )
         except jinja2.TemplateError as exc:

@@ -1,0 +1,197 @@
+"""The HTTP routes (FastAPI): parse the body, call the `ChatService`, serialise. Nothing else.
+
+Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
+``GET /metrics``. Every error answer is OpenAI's envelope; streams are SSE (``data: {...}`` events,
+``data: [DONE]`` last).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mmcore.serve.chat import ChatService
+from mmcore.serve.errors import APIError, api_error_from
+from mmcore.serve.metrics import CONTENT_TYPE
+
+__all__ = ["create_app", "SESSION_HEADER"]
+
+logger = logging.getLogger(__name__)
+
+#: The header that pins a conversation to a slot (as the body's ``session_id``).
+SESSION_HEADER = "X-Session-ID"
+_OPEN_PATHS = ("/health",)
+
+
+def create_app(service: ChatService, *, api_key: str | None = None, max_body_bytes: int = 32 * 1024 * 1024) -> FastAPI:
+    """The server's ASGI app around `service` (closed when the app shuts down).
+
+    `api_key`: when set, every route but ``/health`` wants ``Authorization: Bearer <key>``.
+    `max_body_bytes`: larger request bodies get a 413.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(title="mmcore serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found" if exc.status_code == 404 else "http_error"
+        message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
+        return _error_response(APIError(exc.status_code, message, code=kind))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return _error_response(api_error_from(exc))
+
+    app.add_middleware(_Guard, service=service, api_key=api_key, max_body_bytes=max_body_bytes)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.model_id, "slots": len(service.pool.slots)}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return service.models()
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        cards: list[dict[str, Any]] = service.models()["data"]
+        for card in cards:
+            if card["id"] == model_id:
+                return card
+        raise APIError(404, f"model {model_id!r} not found; this server serves {service.model_id!r}",
+                       param="model", code="model_not_found")  # fmt: skip
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        body = await _json_body(request, max_body_bytes)
+        session_id = request.headers.get(SESSION_HEADER)
+        if body.get("stream"):
+            return await _sse(service.astream_chat_completion(body, session_id=session_id))
+        return JSONResponse(await service.achat_completion(body, session_id=session_id))
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> Response:
+        body = await _json_body(request, max_body_bytes)
+        session_id = request.headers.get(SESSION_HEADER)
+        if body.get("stream"):
+            return await _sse(service.astream_completion(body, session_id=session_id))
+        return JSONResponse(await service.acompletion(body, session_id=session_id))
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    # The chat page (GET / and its static files) is mounted here by `mmcore.serve.web`, when present.
+    return app
+
+
+class _Guard:
+    """ASGI middleware around every route: the API key, the body limit and the request counter
+    (pure ASGI, so streams and disconnects pass through untouched)."""
+
+    def __init__(self, app: ASGIApp, *, service: ChatService, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.service = service
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"]
+        headers = Headers(scope=scope)
+        status = [500]
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if self.api_key is not None and endpoint not in _OPEN_PATHS:
+                _check_key(headers.get("authorization"), self.api_key)
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                raise APIError(413, f"request body of {length} bytes is over the limit of {self.max_body_bytes}",
+                               code="body_too_large")  # fmt: skip
+        except APIError as exc:
+            await _error_response(exc)(scope, receive, counted)
+        else:
+            await self.app(scope, receive, counted)
+        finally:
+            self.service.metrics.count(endpoint, status[0])
+
+
+def _error_response(exc: APIError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def _check_key(header: str | None, api_key: str) -> None:
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise APIError(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
+                       type="authentication_error", code="invalid_api_key")  # fmt: skip
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object (413 past `limit` bytes, 400 when it is not a JSON object)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise APIError(413, f"request body is over the limit of {limit} bytes", code="body_too_large")
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+    return body
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
+    """An SSE response of `chunks`; the first is awaited here so a failing request gets its HTTP error."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            if first is not None:
+                yield json.dumps(first, ensure_ascii=False)
+            async for chunk in chunks:
+                yield json.dumps(chunk, ensure_ascii=False)
+        except Exception as exc:
+            if not isinstance(exc, APIError):
+                logger.exception("stream failed")
+            yield json.dumps(api_error_from(exc).body())
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        yield "[DONE]"
+
+    return EventSourceResponse(events(), ping=15, sep="\n")

@@ -1,0 +1,114 @@
+"""The `mmcore serve` command: load the model once, serve HTTP until SIGINT/SIGTERM, exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import logging
+import socket
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from mmcore.assemble import RunnerConfig, load_config, with_overrides
+from mmcore.chat_model import AUTO, ChatModel, open_model
+from mmcore.content import MediaPolicy
+from mmcore.errors import ConfigError
+from mmcore.plugins import PluginManager
+from mmcore.serve.config import ServeSettings, serve_table
+
+__all__ = ["add_serve_parser", "run_serve", "serve_forever"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the `serve` subcommand to the `mmcore` parser's subparsers."""
+    serve: argparse.ArgumentParser = sub.add_parser("serve", help="serve the model over OpenAI's HTTP API")
+    serve.add_argument("program", nargs="?", help="the .pte program (or `program` in --config)")
+    serve.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
+    serve.add_argument("--data-path", help="external weights (.ptd) of a program exported with them")
+    serve.add_argument("--config", help="TOML config; its [serve] table holds the flags below")
+    serve.add_argument("--adapter", help="model adapter (default: detected)")
+    serve.add_argument("--set", action="append", default=[], metavar="MODALITY.KEY=VALUE", help="a modality setting")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8000; 0: any free port)")
+    serve.add_argument("--model-id", help="the model id clients send (default: the program's file stem)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    serve.add_argument("--parallel", type=int, help="slots serving requests at once, each its own KV cache (default 1)")
+    serve.add_argument("--max-queue", type=int, help="requests that may wait for a slot (default 64; more get 429)")
+    serve.add_argument("--media-dir", help="allow local media paths and file:// URLs inside this folder")
+    serve.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", default=None,
+                       help="prefill every request from scratch (for comparisons)")  # fmt: skip
+    serve.add_argument("--tool-parser", choices=["hermes", "mistral"], help="tool-call format (default: the family's)")
+    return serve
+
+
+def run_serve(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> int:
+    """`mmcore serve ...`: returns the exit status."""
+    missing = [name for name in ("fastapi", "uvicorn", "sse_starlette", "prometheus_client", "pydantic")
+               if importlib.util.find_spec(name) is None]  # fmt: skip
+    if missing:
+        raise ConfigError(f"mmcore serve needs {', '.join(missing)}; install them: pip install 'mmcore[serve]'")
+    settings = serve_table(args.config).replace(
+        host=args.host, port=args.port, model_id=args.model_id, api_key=args.api_key, parallel=args.parallel,
+        max_queue=args.max_queue, media_dir=Path(args.media_dir) if args.media_dir else None,
+        prefix_cache=args.prefix_cache, tool_parser=args.tool_parser,
+    )  # fmt: skip
+    model = open_model(_runner_config(args, pm, parser), plugin_manager=pm)
+    serve_forever(model, settings)
+    return 0
+
+
+def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> RunnerConfig:
+    if not (args.config or args.program):
+        parser.error("give the program: mmcore serve PROGRAM ... (or `program = ...` in a --config file)")
+    config = load_config(args.config or {"program": args.program}, plugin_manager=pm)
+    settings: dict[str, dict[str, Any]] = {}
+    for assignment in args.set:
+        modality, dot, rest = assignment.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (dot and eq and key):
+            parser.error(f"--set takes MODALITY.KEY=VALUE, got {assignment!r}")
+        try:
+            settings.setdefault(modality, {})[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            settings.setdefault(modality, {})[key] = value  # a bare word is a string
+    config = with_overrides(
+        config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
+        plugin_manager=pm,
+    )  # fmt: skip
+    changes: dict[str, Any] = {}
+    if args.data_path:
+        changes["data_path"] = Path(args.data_path)
+    if args.adapter:
+        changes["adapter"] = args.adapter
+        if args.adapter != config.adapter:
+            changes["adapter_options"] = {}
+    elif config.adapter is None:
+        changes["adapter"] = AUTO
+    return dataclasses.replace(config, **changes)
+
+
+def serve_forever(model: ChatModel, settings: ServeSettings) -> None:
+    """Serve `model` until SIGINT/SIGTERM (in-flight requests finish or are cancelled)."""
+    import uvicorn
+
+    from mmcore.serve.app import create_app
+    from mmcore.serve.chat import ChatService
+
+    media = MediaPolicy(local_files=settings.media_dir is not None, media_dir=settings.media_dir)
+    service = ChatService(
+        model, model_id=settings.model_id, parallel=settings.parallel, max_queue=settings.max_queue,
+        prefix_cache=settings.prefix_cache, media=media, tool_parser=settings.tool_parser,
+    )  # fmt: skip
+    app = create_app(service, api_key=settings.api_key, max_body_bytes=int(settings.max_body_mb * 1024 * 1024))
+    sock = socket.create_server((settings.host, settings.port), reuse_port=False)
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    print(f"mmcore: serving {service.model_id!r} ({settings.parallel} slot(s)); listening on http://{host}:{port}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    server.run(sockets=[sock])
