@@ -8,8 +8,12 @@
 //                                              # tensor outputs: (dtype, shape, buffer)
 //   module.prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
 //                                              # -> (last logits row, dtype, seconds, its argmax)
-//   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token)
+//   module.greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token[, mask])
 //                                              # -> (new token ids, seconds spent executing)
+//                                              # mask: None or an int32 bitmask buffer of allowed ids,
+//                                              # read before every argmax (on_token may rewrite it)
+//   module.verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
+//                                              # -> (argmax of every logits row, accepted drafts, seconds)
 //
 // dtype values are ExecuTorch ScalarType ids. Runtime failures raise ExecutorchError (a RuntimeError)
 // naming the method and the ExecuTorch error code; exceptions from on_token propagate unchanged.
@@ -129,6 +133,36 @@ int64_t argmax_last_row(const Tensor& logits) {
   }
   return best;
 }
+
+// Index of the first maximum of the last row of float logits among the ids whose bit is set in
+// `mask` (bit i % 32 of word i / 32); -1 if the mask allows none of the row's ids.
+int64_t masked_argmax_last_row(const Tensor& logits, const uint32_t* mask, int64_t mask_words) {
+  const int64_t width = logits.size(logits.dim() - 1);
+  const float* row = logits.const_data_ptr<float>() + (logits.numel() - width);
+  const int64_t words = std::min(mask_words, (width + 31) / 32);
+  int64_t best = -1;
+  for (int64_t w = 0; w < words; ++w) {
+    for (uint32_t bits = mask[w]; bits != 0; bits &= bits - 1) {
+      const int64_t i = w * 32 + __builtin_ctz(bits);
+      if (i >= width) break;
+      if (best < 0 || row[i] > row[best]) best = i;
+    }
+  }
+  return best;
+}
+
+// A read-only view of a Python buffer, released when it goes out of scope.
+struct BufferView {
+  Py_buffer view{};
+  bool held = false;
+  bool get(PyObject* object) {
+    held = PyObject_GetBuffer(object, &view, PyBUF_C_CONTIGUOUS) == 0;
+    return held;
+  }
+  ~BufferView() {
+    if (held) PyBuffer_Release(&view);
+  }
+};
 
 // ---- the Module type ----
 
@@ -302,10 +336,22 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
   Py_ssize_t max_steps = 0;
   PyObject* eos_obj = nullptr;
   PyObject* on_token = nullptr;
-  if (!PyArg_ParseTuple(args, "OsLLnOO", &embedding, &decoder, &first, &start, &max_steps, &eos_obj, &on_token) ||
+  PyObject* mask_obj = Py_None;
+  if (!PyArg_ParseTuple(args, "OsLLnOO|O", &embedding, &decoder, &first, &start, &max_steps, &eos_obj, &on_token,
+                        &mask_obj) ||
       !ready(self)) {
     return nullptr;
   }
+  BufferView mask;
+  if (mask_obj != Py_None) {
+    if (!mask.get(mask_obj)) return nullptr;
+    if (mask.view.len < 4 || mask.view.len % 4 != 0) {
+      PyErr_SetString(PyExc_ValueError, "mask must be an int32 bitmask buffer (a whole number of 4-byte words)");
+      return nullptr;
+    }
+  }
+  const auto* mask_bits = mask.held ? static_cast<const uint32_t*>(mask.view.buf) : nullptr;
+  const int64_t mask_words = mask.held ? static_cast<int64_t>(mask.view.len / 4) : 0;
   if (on_token != Py_None && !PyCallable_Check(on_token)) {
     PyErr_SetString(PyExc_TypeError, "on_token must be callable or None");
     return nullptr;
@@ -332,7 +378,8 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
     const auto began = Clock::now();
     if (path->run(token_value, pos_value)) {
       if (path->logits.toTensor().scalar_type() == ScalarType::Float) {
-        next = argmax_last_row(path->logits.toTensor());
+        next = mask_bits ? masked_argmax_last_row(path->logits.toTensor(), mask_bits, mask_words)
+                         : argmax_last_row(path->logits.toTensor());
       } else {
         path->fail(decoder, Error::InvalidType);
       }
@@ -343,6 +390,13 @@ PyObject* module_greedy_decode(ModuleObject* self, PyObject* args) {
       self->busy = false;
       Py_DECREF(tokens);
       return raise_et("executing method", path->failed, path->error);
+    }
+    if (next < 0) {
+      self->busy = false;
+      Py_DECREF(tokens);
+      PyErr_Format(PyExc_ValueError, "the token mask allows no id of the logits at position %lld",
+                   static_cast<long long>(pos[0]));
+      return nullptr;
     }
     PyObject* id = PyLong_FromLongLong(next);
     if (!id || PyList_Append(tokens, id) < 0) {
@@ -433,6 +487,87 @@ PyObject* module_prefill_tokens(ModuleObject* self, PyObject* args) {
   return Py_BuildValue("(NidL)", buffer, dtype, seconds, static_cast<long long>(argmax));
 }
 
+// verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
+//   -> (first argmax of every logits row, accepted, seconds)
+// Speculative verification: one decoder call on ids [1, T] (the current token, then T-1 drafts) at
+// start_pos..start_pos+T-1. The decoder must return float logits for every row [1, T, V]. `accepted`
+// is the longest n such that ids[1 + j] == argmax[j] for all j < n (the drafts the target agrees with).
+PyObject* module_verify_greedy(ModuleObject* self, PyObject* args) {
+  PyObject* embedding = nullptr;
+  const char* decoder = nullptr;
+  PyObject* ids_obj = nullptr;
+  long long start_pos = 0;
+  int cache_positions = 0;
+  if (!PyArg_ParseTuple(args, "OsOLp", &embedding, &decoder, &ids_obj, &start_pos, &cache_positions) ||
+      !ready(self)) {
+    return nullptr;
+  }
+  std::vector<int64_t> ids;
+  auto path = token_path(self, embedding, decoder);
+  if (!path || !int64s(ids_obj, "ids must be a sequence of int", &ids)) return nullptr;
+  if (ids.empty()) {
+    PyErr_SetString(PyExc_ValueError, "verify_greedy needs at least one id");
+    return nullptr;
+  }
+  const auto n = static_cast<SizesType>(ids.size());
+  std::vector<int64_t> positions(1, start_pos);
+  if (cache_positions && n > 1) {
+    positions.resize(ids.size());
+    for (SizesType i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = start_pos + i;
+  }
+  std::vector<int64_t> argmax(ids.size(), -1);
+  bool wrong_shape = false;
+  double seconds = 0.0;
+  self->busy = true;
+  Py_BEGIN_ALLOW_THREADS
+  const auto began = Clock::now();
+  const TensorPtr tokens = from_blob(ids.data(), {1, n}, ScalarType::Long);
+  const TensorPtr pos_tensor =
+      from_blob(positions.data(), {static_cast<SizesType>(positions.size())}, ScalarType::Long);
+  if (path->run(EValue(*tokens), EValue(*pos_tensor))) {
+    const Tensor& t = path->logits.toTensor();
+    if (t.scalar_type() != ScalarType::Float || t.dim() != 3 || t.size(1) != n) {
+      wrong_shape = true;
+    } else {
+      const int64_t width = t.size(2);
+      const float* data = t.const_data_ptr<float>();
+      for (int64_t r = 0; r < n; ++r) {
+        const float* row = data + r * width;
+        int64_t best = 0;
+        for (int64_t i = 1; i < width; ++i) {
+          if (row[i] > row[best]) best = i;
+        }
+        argmax[static_cast<size_t>(r)] = best;
+      }
+    }
+  }
+  seconds = std::chrono::duration<double>(Clock::now() - began).count();
+  Py_END_ALLOW_THREADS
+  self->busy = false;
+  if (path->failed) return raise_et("executing method", path->failed, path->error);
+  if (wrong_shape) {
+    PyErr_Format(PyExc_ValueError, "method '%s' must return float32 logits for every row [1, %d, V] to verify drafts",
+                 decoder, static_cast<int>(n));
+    return nullptr;
+  }
+  Py_ssize_t accepted = 0;
+  while (accepted + 1 < static_cast<Py_ssize_t>(n) &&
+         ids[static_cast<size_t>(accepted + 1)] == argmax[static_cast<size_t>(accepted)]) {
+    ++accepted;
+  }
+  PyObject* rows = PyList_New(static_cast<Py_ssize_t>(n));
+  if (!rows) return nullptr;
+  for (Py_ssize_t r = 0; r < static_cast<Py_ssize_t>(n); ++r) {
+    PyObject* id = PyLong_FromLongLong(argmax[static_cast<size_t>(r)]);
+    if (!id) {
+      Py_DECREF(rows);
+      return nullptr;
+    }
+    PyList_SET_ITEM(rows, r, id);
+  }
+  return Py_BuildValue("(Nnd)", rows, accepted, seconds);
+}
+
 PyMethodDef module_methods[] = {
     {"load_method", reinterpret_cast<PyCFunction>(module_load_method), METH_VARARGS,
      "load_method(name): load a method with its own planned memory."},
@@ -441,7 +576,9 @@ PyMethodDef module_methods[] = {
     {"prefill_tokens", reinterpret_cast<PyCFunction>(module_prefill_tokens), METH_VARARGS,
      "prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions) -> (row, dtype, seconds, argmax)."},
     {"greedy_decode", reinterpret_cast<PyCFunction>(module_greedy_decode), METH_VARARGS,
-     "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token) -> (tokens, seconds)."},
+     "greedy_decode(embedding, decoder, token, pos, max_steps, eos_ids, on_token[, mask]) -> (tokens, seconds)."},
+    {"verify_greedy", reinterpret_cast<PyCFunction>(module_verify_greedy), METH_VARARGS,
+     "verify_greedy(embedding, decoder, ids, start_pos, cache_positions) -> (row argmaxes, accepted, seconds)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -24,7 +24,8 @@ from mmcore.adapters import (
 from mmcore.assemble import RunnerConfig, load_config, with_overrides
 from mmcore.chat import Message, Renderer
 from mmcore.config import GenerationConfig
-from mmcore.errors import AdapterError, ProgramError
+from mmcore.errors import AdapterError, ConfigError, ProgramError
+from mmcore.generation_defaults import read_generation_defaults
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program
 from mmcore.runner import GenerationResult, MultimodalRunner, PieceCallback, TokenCallback
@@ -125,10 +126,11 @@ def open_model(
     pm = plugin_manager or get_plugin_manager()
     if isinstance(program, RunnerConfig):
         config = program
-    elif isinstance(program, Mapping) or str(program).endswith(".toml"):
-        config = load_config(program, plugin_manager=pm)
     else:
-        config = load_config({"program": os.fspath(program)}, plugin_manager=pm)
+        config = _load_config(program, pm)
+        defaults = read_generation_defaults(config.program.parent) if generation is None else None
+        if defaults is not None:  # the model's file under the config's own [generation] keys
+            config = _load_config(program, pm, defaults.apply(GenerationConfig()))
     config = with_overrides(config, tokenizer=tokenizer, modalities=settings, plugin_manager=pm)
     changes: dict[str, Any] = {}
     if adapter is not None:
@@ -140,6 +142,14 @@ def open_model(
     if generation is not None:
         changes["generation"] = generation
     return build_chat_model(dataclasses.replace(config, **changes), plugin_manager=pm)
+
+
+def _load_config(
+    program: PathLike | Mapping[str, Any], pm: PluginManager, generation_base: GenerationConfig | None = None
+) -> RunnerConfig:
+    if isinstance(program, Mapping) or str(program).endswith(".toml"):
+        return load_config(program, plugin_manager=pm, generation_base=generation_base)
+    return load_config({"program": os.fspath(program)}, plugin_manager=pm, generation_base=generation_base)
 
 
 def build_chat_model(
@@ -160,8 +170,9 @@ def build_chat_model(
     adapter, detection, profile = configure_adapter(source, tokenizer, config, pm)
     settings = merge_settings(profile.modality_settings, config.modalities.items())
     runner = MultimodalRunner(program, tokenizer, plugin_manager=pm, modality_settings=settings)
-    if profile.stop_token_ids:
-        runner.metadata = dataclasses.replace(runner.metadata, eos_ids=runner.metadata.eos_ids | profile.stop_token_ids)
+    stop_ids = profile.stop_token_ids | _generation_eos_ids(source, tokenizer)
+    if stop_ids:
+        runner.metadata = dataclasses.replace(runner.metadata, eos_ids=runner.metadata.eos_ids | stop_ids)
     runner.generation_config = config.generation
     context = RendererContext(registry=pm.modality_registry(), encoder=RunnerMediaEncoder(runner))
     return ChatModel(runner, adapter, profile, profile.make_renderer(context), detection, source)
@@ -179,3 +190,17 @@ def configure_adapter(
     adapter = detection.adapter
     options = registry.check_options(adapter.name, config.adapter_options)
     return adapter, detection, adapter.configure(source, tokenizer, options)
+
+
+def _generation_eos_ids(source: ModelSource, tokenizer: Tokenizer) -> frozenset[int]:
+    """The ``eos_token_id`` of the model's ``generation_config.json`` (checked against the vocabulary)."""
+    defaults = read_generation_defaults(source.folder)
+    if defaults is None:
+        return frozenset()
+    beyond = sorted(i for i in defaults.eos_token_ids if i >= tokenizer.vocab_size)
+    if beyond:
+        raise ConfigError(
+            f"{defaults.path}: eos_token_id {beyond} is beyond the tokenizer's {tokenizer.vocab_size} tokens; "
+            "fix or remove 'eos_token_id' in that file"
+        )
+    return defaults.eos_token_ids

@@ -22,6 +22,7 @@ from mmcore.inputs import TokensInput
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program
 from mmcore.runner import GenerationResult, MultimodalRunner, TextLLMRunner
+from mmcore.speculative.settings import speculative_overrides
 
 __all__ = ["main", "build_parser"]
 
@@ -63,6 +64,10 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stop", action="append", help="stop string (repeatable)")
     group.add_argument("--ignore-eos", action="store_true", default=None, help="keep generating past EOS")
     group.add_argument("--echo", action="store_true", default=None, help="print the prompt text first")
+    group.add_argument("--speculative", choices=["ngram", "draft", "off"],
+                       help="speculative decoding: prompt lookup, a draft model, or off")
+    group.add_argument("--draft-model", help="the draft .pte for --speculative draft (same tokenizer)")
+    group.add_argument("--num-draft-tokens", type=int, help="most draft tokens verified per decoder call")
 
 
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +124,10 @@ def build_parser(plugin_manager: PluginManager | None = None) -> argparse.Argume
     inspect.add_argument("--adapter", help="model adapter to report on (default: detected)")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    from mmcore.batch.command import add_batch_parser
+
+    add_batch_parser(sub)
+
     sub.add_parser("plugins", help="list installed plugins").add_argument("--json", action="store_true")
     config = sub.add_parser("config", help="config file tools")
     config.add_argument("action", choices=["schema"], help="schema: print the config file's JSON Schema")
@@ -149,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(pm, args)
         if args.command == "inspect":
             return _cmd_inspect(pm, args)
+        if args.command == "batch":
+            from mmcore.batch.command import run_batch_command
+
+            return run_batch_command(args, parser)
         if args.command == "serve":
             from mmcore.serve.cli import run_serve
 
@@ -187,6 +200,12 @@ def _generation_config(args: argparse.Namespace, base: GenerationConfig) -> Gene
     given = {name: getattr(args, name) for name in _GENERATION_FLAGS if getattr(args, name, None) is not None}
     if "stop" in given:
         given["stop"] = tuple(given["stop"])
+    speculative = speculative_overrides(
+        base.speculative, getattr(args, "speculative", None), getattr(args, "draft_model", None),
+        getattr(args, "num_draft_tokens", None),
+    )  # fmt: skip
+    if speculative is not base.speculative:
+        given["speculative"] = speculative
     return base.replace(**given)
 
 
@@ -301,7 +320,10 @@ def _generate_and_print(
 
 def _print_result(result: GenerationResult, args: argparse.Namespace) -> int:
     if args.json:
-        print(json.dumps({"text": result.text, "tokens": result.tokens, "stats": result.stats.to_dict()}))
+        report = {"text": result.text, "tokens": result.tokens, "stats": result.stats.to_dict()}
+        if "speculative" in result.stats.extra:
+            report["speculative"] = result.stats.extra["speculative"]
+        print(json.dumps(report))
     else:
         sys.stdout.write("\n")
         sys.stdout.flush()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mmcore.errors import ConfigError
+from mmcore.speculative.settings import SpeculativeConfig, parse_speculative
+from mmcore.structured.formats import ResponseFormat
 
 __all__ = ["GenerationConfig", "resolve_max_new_tokens"]
 
@@ -48,6 +51,12 @@ class GenerationConfig:
         frequency_penalty: subtracted from a token's logit once per time it was generated; 0 = off.
         presence_penalty: subtracted from the logit of any token generated at least once; 0 = off.
         logprobs: report each generated token's log-probability (under the sampled distribution).
+        speculative: speculative decoding (`SpeculativeConfig`, a method name "ngram" | "draft" |
+            "off", or a mapping of its fields); None = off.
+        response_format: constrain the answer: an OpenAI-style dict (`{"type": "json_object"}`,
+            `{"type": "json_schema", "json_schema": {"name", "schema"}}`, `{"type": "regex", "regex"}`,
+            `{"type": "grammar", "grammar", "syntax"}`) or a `ResponseFormat`; stored as a
+            `ResponseFormat` (None = unconstrained). See docs/structured-output.md.
     """
 
     echo: bool = True
@@ -66,6 +75,8 @@ class GenerationConfig:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logprobs: bool = False
+    speculative: SpeculativeConfig | None = None
+    response_format: ResponseFormat | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_bool(self, "echo", "ignore_eos", "warming", "logprobs")
@@ -105,6 +116,17 @@ class GenerationConfig:
         if not isinstance(stop, (tuple, list)) or not all(isinstance(s, str) and s for s in stop):
             raise ConfigError(f"GenerationConfig.stop must be a sequence of non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "stop", tuple(stop))
+        object.__setattr__(self, "speculative", parse_speculative(self.speculative))
+        if self.response_format is not None:
+            from mmcore.structured.constraint import check_response_format
+
+            fmt = check_response_format(self.response_format)
+            if fmt is not None and self.ignore_eos:
+                raise ConfigError(
+                    "GenerationConfig.ignore_eos cannot be combined with response_format: the constraint "
+                    "decides where the answer ends; drop one of them"
+                )
+            object.__setattr__(self, "response_format", fmt)
 
     @property
     def is_greedy(self) -> bool:

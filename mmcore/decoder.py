@@ -18,6 +18,7 @@ __all__ = [
     "MultimodalDecoderRunner",
     "NativeGreedyLoop",
     "NativeTokenPrefill",
+    "NativeVerifier",
     "TextDecoderRunner",
 ]
 
@@ -57,7 +58,7 @@ class _DecoderBase:
         self._position_np[0] = start_pos  # [start] or, for one row, the cache position itself
         return self._position
 
-    def _run_decoder(self, first: torch.Tensor, start_pos: int, length: int) -> torch.Tensor:
+    def _run_decoder(self, first: torch.Tensor, start_pos: int, length: int, *, all_rows: bool = False) -> torch.Tensor:
         inputs = [first, self.positions(start_pos, length)] if self.use_kv_cache else [first]
         outputs = self._timed(self.decoder, inputs)
         if len(outputs) != 1 or not isinstance(outputs[0], torch.Tensor):
@@ -65,6 +66,8 @@ class _DecoderBase:
                 f"method '{self.decoder.name}' must return exactly one logits tensor, got {len(outputs)} outputs"
             )
         logits = outputs[0]  # [1, V] or [1, T, V]
+        if all_rows:
+            return logits[0]  # [T, V]
         return logits[0, -1] if logits.dim() == 3 else logits[0]  # [V]
 
     def prefill_ids(self, ids: Sequence[int], start_pos: int, chunk: int) -> torch.Tensor:
@@ -80,6 +83,23 @@ class _DecoderBase:
 
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def step_rows(self, ids: Sequence[int], start_pos: int) -> np.ndarray:
+        """Logits `[T, V]` (a copy) of every row after feeding `ids` at `start_pos..` in one call."""
+        tokens = torch.from_numpy(np.array(ids, dtype=np.int64)[None])  # [1, T]
+        return self._all_rows(tokens, start_pos).float().numpy().copy()
+
+    def _all_rows(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def native_verifier(self) -> NativeVerifier | None:
+        """Greedy verification below Python, when token ids go through this decoder natively and its
+        logits are float32."""
+        output = self.decoder.spec.outputs[0]
+        if self._native_prefill is None or output is None or output.dtype != torch.float32:
+            return None
+        assert isinstance(self.decoder, NativeMethod)
+        return NativeVerifier(self._native_embedding, self.decoder, self.uses_cache_positions, self.stats)
 
     def _use_native_tokens(self, token_input: LoadedMethod, embedding: NativeMethod | None) -> None:
         """Prefill (and greedily decode) token ids natively when `token_input` (the decoder itself,
@@ -146,18 +166,43 @@ class NativeGreedyLoop(_NativeTokenPath):
         max_steps: int,
         eos_ids: Collection[int],
         on_token: Callable[[int], bool] | None,
+        mask: np.ndarray | None = None,
     ) -> list[int]:
         """Tokens generated after feeding `token` at `pos`: at most `max_steps`, ending after an id in
-        `eos_ids` or when `on_token(id)` returns True."""
+        `eos_ids` or when `on_token(id)` returns True. With `mask` (int32 `[ceil(V / 32)]`, bit i =
+        id i allowed; `on_token` may rewrite it in place), each argmax is over the allowed ids only."""
         start_ms = now_ms()
         try:
             tokens, seconds = self._module.greedy_decode(
-                self._embedding, self._decoder, token, pos, max_steps, eos_ids, on_token
+                self._embedding, self._decoder, token, pos, max_steps, eos_ids, on_token, mask
             )
         except self._module_errors as exc:
             raise ExecutionError(f"greedy decoding from position {pos} failed: {exc}") from exc
         self.stats.record_execution(start_ms, seconds)
         return list(tokens)
+
+
+class NativeVerifier(_NativeTokenPath):
+    """One decoder call on the current token and its drafts, each row's first argmax and the number
+    of drafts the target agrees with, all computed below Python."""
+
+    def __init__(
+        self, embedding: NativeMethod | None, decoder: NativeMethod, uses_cache_positions: bool, stats: Stats
+    ) -> None:
+        super().__init__(embedding, decoder, stats)
+        self._cache_positions = uses_cache_positions
+
+    def __call__(self, ids: Sequence[int], start_pos: int) -> tuple[list[int], int, float]:
+        """(argmax of every row, accepted drafts, seconds) after feeding `ids` at `start_pos..`."""
+        start_ms = now_ms()
+        try:
+            rows, accepted, seconds = self._module.verify_greedy(
+                self._embedding, self._decoder, ids, start_pos, self._cache_positions
+            )
+        except (self._module_errors, ValueError) as exc:
+            raise ExecutionError(f"verifying {len(ids) - 1} draft(s) at position {start_pos} failed: {exc}") from exc
+        self.stats.record_execution(start_ms, seconds)
+        return rows, accepted, seconds
 
 
 class NativeTokenPrefill(_NativeTokenPath):
@@ -210,6 +255,9 @@ class TextDecoderRunner(_DecoderBase):
         self._token_np[0, 0] = token
         return self._run_decoder(self._token, pos, 1)
 
+    def _all_rows(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
+        return self._run_decoder(tokens, start_pos, int(tokens.shape[1]), all_rows=True)
+
 
 class MultimodalDecoderRunner(_DecoderBase):
     """Runs `token_embedding` then `text_decoder(embeds [1, T, D], positions)`."""
@@ -255,6 +303,12 @@ class MultimodalDecoderRunner(_DecoderBase):
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """Logits `[V]` after embedding and feeding `tokens` `[1, T]` at `start_pos`."""
         return self.decode(self.embed(tokens), start_pos)
+
+    def _all_rows(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
+        embeddings = self.embed(tokens)  # [1, T, D]
+        if embeddings.dtype != self.embedding_dtype:
+            embeddings = embeddings.to(self.embedding_dtype)
+        return self._run_decoder(embeddings, start_pos, int(embeddings.shape[1]), all_rows=True)
 
     def step_token(self, token: int, pos: int) -> torch.Tensor:
         """Logits `[V]` after feeding one token at `pos`."""

@@ -24,6 +24,7 @@ __all__ = [
     "AmbiguousAdapterError",
     "MediaLimitError",
     "PlaceholderMismatchError",
+    "ConstraintError",
     "MediaNotFoundError",
 ]
 
@@ -98,6 +99,12 @@ class MediaLimitError(InvalidInputError):
 
 class PlaceholderMismatchError(InvalidInputError):
     """An encoder produced a different number of rows than the prompt reserved placeholder tokens for."""
+
+
+class ConstraintError(ConfigError):
+    """A response format (JSON Schema, regex, grammar, tool call) is malformed, uses something the
+    constrained-decoding library does not support, cannot be satisfied, or cannot be used with this
+    tokenizer."""
 
 
 class MediaNotFoundError(InvalidInputError):

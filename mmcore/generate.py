@@ -4,18 +4,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from mmcore.sampling import Sampler
 from mmcore.stats import Stats
 
+if TYPE_CHECKING:
+    from mmcore.speculative.loop import Speculation
+
 __all__ = ["GreedyLoop", "StepFn", "TextTokenGenerator"]
 
 # step(token, pos) -> logits [V] after feeding `token` at position `pos`.
 StepFn = Callable[[int, int], torch.Tensor]
-# loop(token, pos, max_steps, eos_ids, on_token) -> greedy tokens after `token` (see NativeGreedyLoop).
-GreedyLoop = Callable[[int, int, int, Collection[int], Callable[[int], bool] | None], list[int]]
+
+
+class GreedyLoop(Protocol):
+    """loop(token, pos, max_steps, eos_ids, on_token, mask) -> greedy tokens after `token` (see
+    NativeGreedyLoop); `mask`, if given, is a bitmask of allowed ids the loop reads before each argmax."""
+
+    def __call__(
+        self,
+        token: int,
+        pos: int,
+        max_steps: int,
+        eos_ids: Collection[int],
+        on_token: Callable[[int], bool] | None,
+        mask: npt.NDArray[np.int32] | None = None,
+    ) -> list[int]: ...
 
 
 class TextTokenGenerator:
@@ -52,13 +71,20 @@ class TextTokenGenerator:
         *,
         ignore_eos: bool = False,
         on_token: Callable[[int], bool] | None = None,
+        speculation: Speculation | None = None,
     ) -> list[int]:
         """Tokens sampled after `token` (fed at `start_pos`), at most `max_steps` of them.
 
-        `on_token(id)` is called for each new token and returns True to end generation.
+        `on_token(id)` is called for each new token and returns True to end generation. With
+        `speculation`, drafts are verified several per decoder call (the same greedy tokens; the
+        same distribution when sampling).
         """
+        if speculation is not None:
+            eos = () if ignore_eos else self.eos_ids
+            stop_requested = lambda: self._stop_requested  # noqa: E731
+            return speculation.run(token, start_pos, max_steps, eos, on_token, stop_requested, self._greedy_loop)
         if self._greedy_loop is not None and sampler.greedy and not sampler.penalized and not sampler.logprobs:
-            return self._generate_greedy(self._greedy_loop, token, start_pos, max_steps, ignore_eos, on_token)
+            return self._generate_greedy(self._greedy_loop, token, start_pos, max_steps, ignore_eos, on_token, sampler)
         stats = self.stats
         eos_ids = self.eos_ids
         emitted: list[int] = []
@@ -89,11 +115,18 @@ class TextTokenGenerator:
         max_steps: int,
         ignore_eos: bool,
         on_token: Callable[[int], bool] | None,
+        sampler: Sampler,
     ) -> list[int]:
         if self._stop_requested:
             return []
+        mask = sampler.mask  # constrained: the loop reads its bitmask, each token advances it
 
         def after_token(new: int) -> bool:
+            if mask is not None:
+                mask.advance(new)
             return (on_token is not None and on_token(new)) or self._stop_requested
 
-        return loop(token, start_pos, max_steps, () if ignore_eos else self.eos_ids, after_token)
+        eos_ids = () if ignore_eos else self.eos_ids
+        if mask is None:
+            return loop(token, start_pos, max_steps, eos_ids, after_token)
+        return loop(token, start_pos, max_steps, eos_ids, after_token, mask.bitmask)

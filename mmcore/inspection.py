@@ -9,6 +9,7 @@ from typing import Any
 from mmcore import constants as C
 from mmcore.adapters import ModelSource, detect_adapter
 from mmcore.errors import MMCoreError
+from mmcore.generation_defaults import read_generation_defaults
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program, TensorSpec
 
@@ -47,10 +48,21 @@ def inspect_program(
         "context": {"max_context_len": context, "max_seq_len": max_seq, "per_call": _per_call(program, max_seq)},
         "decoder_position_input": _position_form(program),
         "execution": _execution(program),
+        "speculative": _speculative(program, context),
     }
     tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
     report["adapter"] = _adapter_report(program, tokenizer_path, adapter, pm, context)
+    report["generation_defaults"] = _generation_defaults(program.path.parent)
     return report
+
+
+def _generation_defaults(folder: Path) -> dict[str, Any] | None:
+    """What the model's ``generation_config.json`` sets (None without one; a problem is reported)."""
+    try:
+        defaults = read_generation_defaults(folder)
+    except MMCoreError as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return defaults.to_json() if defaults is not None else None
 
 
 def _adapter_report(
@@ -99,6 +111,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"context: {ctx['max_context_len']} positions, at most {ctx['per_call']} per decoder call")
     lines.append(f"decoder position input: {report['decoder_position_input']}")
     lines.append(f"execution: {report['execution']}")
+    lines.append(f"speculative decoding: {report['speculative']}")
     adapter = report["adapter"]
     lines.append(f"adapter: {adapter.get('name')} ({adapter.get('reason', '')})")
     if "error" in adapter:
@@ -114,6 +127,14 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"  note: {n}" for n in adapter.get("notes", [])]
     if adapter.get("installed"):
         lines.append(f"  installed adapters: {', '.join(adapter['installed'])}")
+    defaults = report.get("generation_defaults")
+    if defaults is not None and "error" in defaults:
+        lines.append(f"generation defaults: problem: {defaults['error']}")
+    elif defaults is not None:
+        settings = ", ".join(f"{k}={v}" for k, v in defaults["settings"].items())
+        lines.append(f"generation defaults ({defaults['file']}): {settings}")
+        if defaults["eos_token_ids"]:
+            lines.append(f"  eos_token_id: {defaults['eos_token_ids']}")
     return "\n".join(lines)
 
 
@@ -123,6 +144,18 @@ def _execution(program: Program) -> str:
     if os.environ.get("MMCORE_NATIVE", "1") == "0":
         return "ExecuTorch's Python bindings (MMCORE_NATIVE=0)"
     return "ExecuTorch's Python bindings (mmcore._native is not built: reinstall with scripts/setup.sh)"
+
+
+def _speculative(program: Program, context: Any) -> str:
+    from mmcore.speculative.support import speculation_unsupported
+
+    decoder = next((m for m in (C.TEXT_DECODER, "decode", C.FORWARD, C.PREFILL) if program.has_method(m)), None)
+    if decoder is None or not isinstance(context, int):
+        return "off: no decoder method or context length"
+    reason = speculation_unsupported(program, decoder, context)
+    if reason:
+        return f"off: {reason}"
+    return "available (--speculative ngram|draft): the decoder returns every row's logits"
 
 
 def _position_form(program: Program) -> str:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -28,9 +28,14 @@ from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.prefill import MultimodalPrefiller, Segment, TextPrefiller
 from mmcore.program import Program
 from mmcore.sampling import Sampler
+from mmcore.speculative.ngram import NO_TOKEN
+from mmcore.speculative.support import RunnerSpeculation
 from mmcore.stats import Stats, now_ms
 from mmcore.streaming import TextStreamer
 from mmcore.tokenizer import Tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from mmcore.structured import ConstraintCompiler, TokenMask
 
 __all__ = [
     "IRunner",
@@ -61,6 +66,8 @@ class GenerationResult:
         tokens: every generated token id, the first (prefill) token and a final EOS included.
         stats: the call's statistics.
         stop_reason: why generation ended.
+        incomplete: a constrained answer (`response_format`) ended before the constraint was
+            complete (the token budget ran out, a stop string or `stop()`); its text does not parse.
     """
 
     text: str
@@ -70,6 +77,7 @@ class GenerationResult:
     prompt_tokens: int = 0
     logprobs: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    incomplete: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,12 @@ class _RunnerBase(IRunner):
         self._loaded = False
         self._busy = threading.Lock()
         self._generator: TextTokenGenerator | None = None
+        self._constraints: ConstraintCompiler | None = None  # built on the first constrained request
         self.decoder: TextDecoderRunner | MultimodalDecoderRunner  # set by `_load_methods`
+        self._step_decoder: TextDecoderRunner | MultimodalDecoderRunner  # decodes one token at a time
+        # The ids the KV cache holds, by position (NO_TOKEN for embedding rows), for speculation.
+        self._ids: list[int] = []
+        self._speculation: RunnerSpeculation | None = None
 
     # -- IRunner -------------------------------------------------------------------------------
     def is_loaded(self) -> bool:
@@ -158,6 +171,7 @@ class _RunnerBase(IRunner):
     def reset(self) -> None:
         """Start a new conversation at position 0 (stale cache rows are masked by position)."""
         self.pos = 0
+        self._ids = []
         self._pending_logits = None
         self.stats.reset()
 
@@ -193,13 +207,16 @@ class _RunnerBase(IRunner):
                     "pass at least one input (or call prefill() first)"
                 )
             self._check_budget(start_pos, prompt_len, config)
+            mask = self._token_mask(config)  # a bad or unsatisfiable response_format fails before decoding
             if config.echo and token_callback is not None:
                 for text in echo_texts:
                     token_callback(text)
             # Everything the first token needs is set up before the prefill, so it follows at once.
-            sampler, streamer = Sampler.from_config(config), TextStreamer(self.tokenizer, stop=config.stop)
+            sampler, streamer = Sampler.from_config(config, mask=mask), TextStreamer(self.tokenizer, stop=config.stop)
             logits = self._write(prepared, start_pos) if prompt_len else pending
             assert logits is not None
+            if prompt_len:
+                self._record_ids(start_pos, self._position_ids(prepared))
             self._pending_logits = None
             self.pos = start_pos + prompt_len
             stats.prompt_eval_end_ms = now_ms()
@@ -207,6 +224,7 @@ class _RunnerBase(IRunner):
             stats.num_prompt_tokens = prompt_len
             result = self._decode(logits, config, sampler, streamer, token_callback, piece_callback)
             result.prompt_tokens = prompt_len
+            result.incomplete = mask is not None and not mask.complete
             stats.inference_end_ms = now_ms()
             stats.decode_time_s = time.perf_counter() - began - stats.prefill_time_s
             stats.finish()
@@ -225,8 +243,22 @@ class _RunnerBase(IRunner):
                 raise InvalidInputError("prefill got an empty input list (or prompt); pass at least one input")
             self._check_budget(start_pos, prompt_len, config)
             self._pending_logits = self._write(prepared, start_pos)
+            self._record_ids(start_pos, self._position_ids(prepared))
             self.pos = start_pos + prompt_len
         return self.pos
+
+    def _token_mask(self, config: GenerationConfig) -> TokenMask | None:
+        """The mask of `config.response_format` for a new answer (None when unconstrained)."""
+        if config.response_format is None:
+            return None
+        from mmcore.structured import ConstraintCompiler
+
+        if self._constraints is None:
+            self._constraints = ConstraintCompiler(self.tokenizer, self.metadata.eos_ids, self._logits_width())
+        began = time.perf_counter()
+        mask = self._constraints.compile(config.response_format).start()
+        self.stats.extra["constraint_setup_s"] = time.perf_counter() - began
+        return mask
 
     @contextlib.contextmanager
     def _rollback_on_failure(self) -> Iterator[None]:
@@ -257,6 +289,29 @@ class _RunnerBase(IRunner):
     @abc.abstractmethod
     def _write(self, prepared: Any, start_pos: int) -> torch.Tensor:
         """Prefill prepared segments at `start_pos`; logits `[V]` after the last one."""
+
+    @abc.abstractmethod
+    def _position_ids(self, prepared: Any) -> list[int]:
+        """The id at each position a prepared request fills (NO_TOKEN for embedding rows)."""
+
+    def _record_ids(self, start_pos: int, ids: Sequence[int]) -> None:
+        del self._ids[start_pos:]
+        self._ids += [NO_TOKEN] * (start_pos - len(self._ids))
+        self._ids += ids
+
+    def _speculation_for(self, config: GenerationConfig, first: int) -> Any:
+        """The call's `Speculation` (None when off; why it is off goes to `stats.extra`)."""
+        if config.speculative is None or not config.speculative.enabled:
+            return None
+        if config.response_format is not None:
+            # Drafts are not checked against the constraint's mask yet: decode one token at a time.
+            self.stats.extra["speculative_off"] = "response_format constrains decoding"
+            return None
+        if self._speculation is None:
+            self._speculation = RunnerSpeculation(self.program, self._step_decoder, self.metadata.max_context_len)
+        history = [*self._ids[: self.pos], first]
+        history += [NO_TOKEN] * (self.pos + 1 - len(history))
+        return self._speculation.for_call(config, history, self.stats.extra)
 
     def _decode(
         self,
@@ -290,9 +345,14 @@ class _RunnerBase(IRunner):
         tokens = [first]
         stop_now = on_token(first) or (not config.ignore_eos and first in eos_ids)
         if not stop_now and budget > 1:
+            speculation = self._speculation_for(config, first)
             tokens += self._generator.generate(
-                first, self.pos, budget - 1, sampler, ignore_eos=config.ignore_eos, on_token=on_token
-            )
+                first, self.pos, budget - 1, sampler, ignore_eos=config.ignore_eos, on_token=on_token,
+                speculation=speculation,
+            )  # fmt: skip
+            if speculation is not None and self._speculation is not None:
+                self._speculation.report(speculation, stats.extra)
+        self._record_ids(self.pos, tokens[:-1])
         # The last emitted token is never fed to the decoder (as ExecuTorch).
         self.pos += len(tokens) - 1
         tail = streamer.flush()
@@ -383,6 +443,7 @@ class TextLLMRunner(_RunnerBase):
         if self.program.has_method("decode") and self.method_name != "decode":
             step_decoder = TextDecoderRunner(self.program, "decode", self.stats)
         self.prefiller = TextPrefiller(self.decoder, self.metadata.max_seq_len)
+        self._step_decoder = step_decoder
         if self.decoder.use_kv_cache:
             step, loop = step_decoder.step_token, step_decoder.greedy_loop()
         else:
@@ -432,6 +493,9 @@ class TextLLMRunner(_RunnerBase):
             return self.prefiller.prefill(tokens, start_pos)
         self._history = self._history[:start_pos] + tokens
         return self._step_full()
+
+    def _position_ids(self, prepared: list[int]) -> list[int]:
+        return list(prepared)
 
     def _step_without_cache(self, token: int, pos: int) -> torch.Tensor:
         self._history = [*self._history[:pos], token]
@@ -487,6 +551,7 @@ class MultimodalRunner(_RunnerBase):
         self._generator = TextTokenGenerator(
             self.decoder.step_token, self.metadata.eos_ids, self.stats, greedy_loop=self.decoder.greedy_loop()
         )
+        self._step_decoder = self.decoder
 
     def _logits_width(self) -> int:
         return self.decoder.vocab_width
@@ -502,6 +567,12 @@ class MultimodalRunner(_RunnerBase):
 
     def _write(self, segments: list[Segment], start_pos: int) -> torch.Tensor:
         return self.prefiller.prefill(segments, start_pos)
+
+    def _position_ids(self, segments: list[Segment]) -> list[int]:
+        ids: list[int] = []
+        for segment in segments:
+            ids += list(segment.ids) if isinstance(segment, TokensInput) else [NO_TOKEN] * len(segment)
+        return ids
 
     def _as_inputs(self, prompt: Sequence[Any] | str) -> list[Any]:
         if isinstance(prompt, str):

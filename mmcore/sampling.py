@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import torch
 
 from mmcore.config import GenerationConfig
+
+if TYPE_CHECKING:
+    from mmcore.structured.mask import TokenMask
 
 __all__ = ["Sampler"]
 
@@ -20,7 +24,9 @@ class Sampler:
     smallest set whose probability reaches `top_p`, and sampled with a generator seeded by `seed`:
     the same seed gives the same tokens. Repetition, frequency and presence penalties apply to the
     tokens this sampler has produced. With `logprobs`, `last_logprob` holds the log-probability of
-    the last token under the distribution it was drawn from (temperature 1 when greedy).
+    the last token under the distribution it was drawn from (temperature 1 when greedy). With a
+    `mask` (constrained decoding), ids it forbids are set to -inf before choosing, in every mode,
+    and each chosen token advances it.
     """
 
     def __init__(
@@ -34,6 +40,7 @@ class Sampler:
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
         logprobs: bool = False,
+        mask: TokenMask | None = None,
     ) -> None:
         self.temperature = temperature
         self.top_k = top_k
@@ -46,6 +53,7 @@ class Sampler:
         self.logprobs = logprobs
         self.last_logprob: float | None = None
         self.counts: Counter[int] = Counter()
+        self.mask = mask
         self._seed = seed
         self._generator_: torch.Generator | None = None
 
@@ -59,8 +67,8 @@ class Sampler:
         return self._generator_
 
     @classmethod
-    def from_config(cls, config: GenerationConfig) -> Sampler:
-        """The sampler a generation config asks for."""
+    def from_config(cls, config: GenerationConfig, *, mask: TokenMask | None = None) -> Sampler:
+        """The sampler a generation config asks for (`mask`: its compiled response format)."""
         return cls(
             temperature=config.temperature,
             top_k=config.top_k,
@@ -70,6 +78,7 @@ class Sampler:
             frequency_penalty=config.frequency_penalty,
             presence_penalty=config.presence_penalty,
             logprobs=config.logprobs,
+            mask=mask,
         )
 
     def __call__(self, logits: torch.Tensor, *, argmax: int | None = None) -> int:
@@ -79,6 +88,8 @@ class Sampler:
         """
         if self.penalized and self.counts:
             logits, argmax = self._penalize(logits), None
+        if self.mask is not None:
+            logits, argmax = torch.from_numpy(self.mask.apply(logits.float().numpy())), None  # [V]
         if self.greedy:
             token = argmax if argmax is not None else _argmax(logits)
             if self.logprobs:
@@ -87,6 +98,8 @@ class Sampler:
             token = self._sample(logits)
         if self.penalized:
             self.counts[token] += 1
+        if self.mask is not None:
+            self.mask.advance(token)
         return token
 
     def _sample(self, logits: torch.Tensor) -> int:

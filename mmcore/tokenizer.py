@@ -41,6 +41,8 @@ class Tokenizer(Protocol):
 # Optional: a tokenizer whose decoding is the concatenation of per-token bytes may also offer
 # `token_bytes(id, *, skip_special_tokens: bool) -> bytes`; streaming then costs one lookup per token
 # instead of re-decoding a window of ids.
+# A tokenizer may also offer `byte_vocabulary() -> (list[bytes], frozenset[int])`: each id's bytes as
+# they appear inside a text and the special ids; constrained decoding (mmcore.structured) needs it.
 
 
 @runtime_checkable

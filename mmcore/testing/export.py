@@ -68,20 +68,20 @@ def _export_method(spec: ProgramSpec, name: str, module: nn.Module) -> ExportedP
 
 
 def export_program(
-    spec: ProgramSpec, path: Path, data_path: Path | None = None, *, methods: dict[str, nn.Module] | None = None
+    spec: ProgramSpec, path: Path, data_path: Path | None = None, *, weights: dict[str, Tensor] | None = None
 ) -> Path:
     """Export ``spec`` (all its methods and metadata in one program) to the ``.pte`` file ``path``.
 
     With ``spec.external_weights`` the weights go to the ``.ptd`` file ``data_path`` (default:
-    ``path`` with the suffix ``.ptd``). ``methods`` are the modules to export instead of the spec's
-    seeded ones (same names and signatures, e.g. with weights set by hand).
+    ``path`` with the suffix ``.ptd``). ``weights`` (a decoder state dict) replaces the seeded ones.
     """
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     t0 = time.perf_counter()
-    if methods is None:
-        _, methods = build_modules(spec)
+    decoder, methods = build_modules(spec)
+    if weights is not None:
+        decoder.load_state_dict(weights, strict=False)  # caches and RoPE tables are not in it
     programs = {name: _export_method(spec, name, m) for name, m in methods.items()}
     t1 = time.perf_counter()
 

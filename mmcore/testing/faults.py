@@ -35,13 +35,20 @@ def failing_decoder_call(runner: Any, n: int, message: str = "injected failure")
         return run_decoder(*args)
 
     def flaky_loop(
-        token: int, pos: int, max_steps: int, eos_ids: Collection[int], on_token: Callable[[int], bool] | None
+        token: int,
+        pos: int,
+        max_steps: int,
+        eos_ids: Collection[int],
+        on_token: Callable[[int], bool] | None,
+        mask: Any = None,
     ) -> list[int]:
         def after_step(new: int) -> bool:
             count_call()
             return on_token(new) if on_token is not None else False
 
-        return list(loop(token, pos, max_steps, eos_ids, after_step))
+        if mask is None:
+            return list(loop(token, pos, max_steps, eos_ids, after_step))
+        return list(loop(token, pos, max_steps, eos_ids, after_step, mask))
 
     class FlakyPrefill:
         """The native token prefill, counting one decoder call per chunk; the chunks before a failing

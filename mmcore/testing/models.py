@@ -18,6 +18,8 @@ __all__ = [
     "ForwardWithCache",
     "TextDecoder",
     "TokenEmbedding",
+    "ScriptedDecoder",
+    "ScriptedEmbedding",
     "VisionEncoder",
     "build_modules",
 ]
@@ -60,10 +62,12 @@ class Attention(nn.Module):
     k_cache: Tensor  # [1, Hkv, C, hd]
     v_cache: Tensor  # [1, Hkv, C, hd]
     ctx_idx: Tensor  # [C]
+    slot_pos: Tensor  # [W] position + 1 held by each ring-buffer slot
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool, window: int = 0, ring: bool = False) -> None:
         super().__init__()
         hd = spec.head_dim
+        self.window, self.ring = window, ring
         self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.n_kv_heads, hd
         self.use_kv_cache = use_kv_cache
         self.wq = nn.Linear(spec.dim, spec.n_heads * hd, bias=False)
@@ -71,10 +75,13 @@ class Attention(nn.Module):
         self.wv = nn.Linear(spec.dim, spec.n_kv_heads * hd, bias=False)
         self.wo = nn.Linear(spec.n_heads * hd, spec.dim, bias=False)
         if use_kv_cache:
-            shape = (1, spec.n_kv_heads, spec.max_context_len, hd)
+            rows = window if ring else spec.max_context_len
+            shape = (1, spec.n_kv_heads, rows, hd)
             self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
             self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
             self.register_buffer("ctx_idx", torch.arange(spec.max_context_len), persistent=False)
+            if ring:  # position + 1 held by each slot (0: empty)
+                self.register_buffer("slot_pos", torch.zeros(rows, dtype=torch.int64), persistent=False)
 
     def forward(self, x: Tensor, pos: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         # x: [1, T, D]; pos: [T] absolute positions; cos, sin: [T, hd/2]
@@ -83,11 +90,21 @@ class Attention(nn.Module):
         k = self.wk(x).view(1, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [1, Hkv, T, hd]
         v = self.wv(x).view(1, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [1, Hkv, T, hd]
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        if self.use_kv_cache:
+        if self.use_kv_cache and self.ring:
+            slots = pos % self.window  # [T]
+            self.k_cache[:, :, slots] = k  # a ring buffer: position p lives in slot p % window
+            self.v_cache[:, :, slots] = v
+            self.slot_pos[slots] = pos + 1
+            keys, values = self.k_cache, self.v_cache  # [1, Hkv, W, hd]
+            held = self.slot_pos[None, :] - 1  # [1, W]
+            mask = (held >= 0) & (held <= pos[:, None]) & (held > pos[:, None] - self.window)  # [T, W]
+        elif self.use_kv_cache:
             self.k_cache[:, :, pos] = k  # index_put at absolute positions
             self.v_cache[:, :, pos] = v
             keys, values = self.k_cache, self.v_cache  # [1, Hkv, C, hd]
             mask = self.ctx_idx[None, :] <= pos[:, None]  # [T, C]
+            if self.window:
+                mask = mask & (self.ctx_idx[None, :] > pos[:, None] - self.window)
         else:
             keys, values = k, v  # [1, Hkv, T, hd]
             mask = pos[None, :] <= pos[:, None]  # [T, T] causal
@@ -119,10 +136,10 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool, window: int = 0, ring: bool = False) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(spec.dim)
-        self.attention = Attention(spec, use_kv_cache)
+        self.attention = Attention(spec, use_kv_cache, window, ring)
         self.ffn_norm = RMSNorm(spec.dim)
         self.feed_forward = FeedForward(spec.dim, spec.ffn_dim)
 
@@ -138,9 +155,9 @@ class DecoderBody(nn.Module):
     rope_cos: Tensor  # [C, hd/2]
     rope_sin: Tensor  # [C, hd/2]
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool, window: int = 0, ring: bool = False) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(Block(spec, use_kv_cache) for _ in range(spec.n_layers))
+        self.layers = nn.ModuleList(Block(spec, use_kv_cache, window, ring) for _ in range(spec.n_layers))
         self.norm = RMSNorm(spec.dim)
         self.output = nn.Linear(spec.dim, spec.vocab_size, bias=False)
         half = spec.head_dim // 2
@@ -164,17 +181,17 @@ class DecoderBody(nn.Module):
 class Decoder(nn.Module):
     """Llama-style decoder: token embedding plus an untied-head body, seeded N(0, init_std) weights."""
 
-    def __init__(self, spec: DecoderSpec, use_kv_cache: bool = True) -> None:
+    def __init__(self, spec: DecoderSpec, use_kv_cache: bool = True, window: int = 0, ring: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.tok_embeddings = nn.Embedding(spec.vocab_size, spec.dim)
-        self.body = DecoderBody(spec, use_kv_cache)
+        self.body = DecoderBody(spec, use_kv_cache, window, ring)
         _reinit(self, spec.seed, spec.init_std)
 
     def reset_cache(self) -> None:
         """Zero every layer's KV cache."""
         for buf_name, buf in self.named_buffers():
-            if buf_name.endswith(("k_cache", "v_cache")):
+            if buf_name.endswith(("k_cache", "v_cache", "slot_pos")):
                 buf.zero_()
 
 
@@ -296,9 +313,62 @@ class AudioEncoder(nn.Module):
         return out
 
 
+class ScriptedEmbedding(nn.Module):
+    """``token_embedding`` of a scripted program: the token id in channel 0 (``[1, T] -> [1, T, D]``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        ids = tokens.to(torch.float32).unsqueeze(-1)  # [1, T, 1]
+        return F.pad(ids, (0, self.dim - 1))  # [1, T, D]
+
+
+class ScriptedDecoder(nn.Module):
+    """``text_decoder`` that says a fixed token sequence, whatever the prompt.
+
+    It keeps the token id of every position (a mutable buffer, like a KV cache) and, after the
+    last one, emits the script token that follows the longest suffix of the history that is a
+    prefix of the script (the first token when none is), then EOS. So generation prints the script
+    exactly once per turn, with prefix reuse and rewinds behaving as with a real KV cache.
+    """
+
+    history: Tensor  # [C] token ids (-1: never written)
+    windows: Tensor  # [n, n] the script prefix each suffix length must equal (-2: unchecked)
+    checked: Tensor  # [n, n] which window entries count
+    script: Tensor  # [n + 1] the script and EOS
+
+    def __init__(self, script: tuple[int, ...], eos_id: int, vocab_size: int, max_context_len: int,
+                 position_form: PositionForm) -> None:  # fmt: skip
+        super().__init__()
+        n = len(script)
+        self.n, self.vocab_size = n, vocab_size
+        self.position_form: PositionForm = position_form
+        self.register_buffer("history", torch.full((max_context_len,), -1, dtype=torch.int64), persistent=False)
+        windows = torch.full((n, n), -2, dtype=torch.int64)
+        for i in range(n):  # row i: the last i+1 positions must equal script[:i+1]
+            windows[i, n - 1 - i :] = torch.tensor(script[: i + 1], dtype=torch.int64)
+        self.register_buffer("windows", windows, persistent=False)
+        self.register_buffer("checked", windows >= 0, persistent=False)
+        self.register_buffer("script", torch.tensor([*script, eos_id], dtype=torch.int64), persistent=False)
+
+    def forward(self, embeds: Tensor, positions: Tensor) -> Tensor:
+        pos = _absolute_positions(positions, embeds.shape[1], self.position_form)  # [T]
+        self.history[pos] = embeds[0, :, 0].round().to(torch.int64)  # index_put at absolute positions
+        last = pos[-1]
+        index = last - (self.n - 1) + torch.arange(self.n, dtype=torch.int64)  # [n] the last n positions
+        window = torch.where(index >= 0, self.history[index.clamp(min=0)], torch.full_like(index, -1))  # [n]
+        matched = ((window[None, :] == self.windows) | ~self.checked).all(dim=1)  # [n]
+        said = (matched.to(torch.int64) * torch.arange(1, self.n + 1, dtype=torch.int64)).max()  # tokens said
+        token = (self.script * (torch.arange(self.n + 1) == said)).sum()  # script[said], without a data-dependent index
+        logits = (torch.arange(self.vocab_size) == token).to(torch.float32) * 20.0 - 10.0  # [V]
+        return logits.unsqueeze(0)  # [1, V]
+
+
 def build_modules(spec: ProgramSpec) -> tuple[Decoder, dict[str, nn.Module]]:
     """The decoder and one module per compute method of ``spec`` (same weights on every call)."""
-    decoder = Decoder(spec.decoder, use_kv_cache=spec.use_kv_cache)
+    decoder = Decoder(spec.decoder, use_kv_cache=spec.use_kv_cache, window=spec.sliding_window, ring=spec.ring_cache)
     all_logits = spec.logits == "all"
     methods: dict[str, nn.Module] = {}
     if spec.kind == "text":
@@ -306,6 +376,11 @@ def build_modules(spec: ProgramSpec) -> tuple[Decoder, dict[str, nn.Module]]:
             methods["forward"] = ForwardWithCache(decoder, spec.position_form, all_logits)
         else:
             methods["forward"] = ForwardNoCache(decoder, all_logits)
+    elif spec.script:
+        d = spec.decoder
+        methods["token_embedding"] = ScriptedEmbedding(d.dim)
+        eos = spec.eos_ids[0] if spec.eos_ids else 1
+        methods["text_decoder"] = ScriptedDecoder(spec.script, eos, d.vocab_size, d.max_context_len, spec.position_form)
     else:
         methods["token_embedding"] = TokenEmbedding(decoder.tok_embeddings)
         methods["text_decoder"] = TextDecoder(decoder.body, spec.position_form, all_logits)

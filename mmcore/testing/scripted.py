@@ -65,12 +65,12 @@ def _scripted_tokenizer(pieces: tuple[str, ...], root: Path) -> Path:
         return atomic_dir(target, fill)
 
 
-def _scripted_methods(spec: ProgramSpec, script: list[int], eos: int) -> dict[str, torch.nn.Module]:
-    """The spec's modules with the lookup-table weights: a token's embedding is a one-hot state and the
+def _scripted_weights(spec: ProgramSpec, script: list[int], eos: int) -> dict[str, torch.Tensor]:
+    """The decoder's state dict with the lookup-table weights: a token's embedding is a one-hot state and the
     output head maps each state to the next token."""
     from mmcore.testing.models import build_modules
 
-    decoder, methods = build_modules(spec)
+    decoder, _ = build_modules(spec)
     d = spec.decoder
     with torch.no_grad():
         embed = torch.zeros(d.vocab_size, d.dim)  # [V, D]: state 0 for every token outside the script
@@ -87,7 +87,7 @@ def _scripted_methods(spec: ProgramSpec, script: list[int], eos: int) -> dict[st
         for name, weight in decoder.body.layers.named_parameters():  # blocks add nothing to the residual
             if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")):
                 weight.zero_()
-    return methods
+    return decoder.state_dict()
 
 
 def build_scripted_program(
@@ -110,7 +110,7 @@ def build_scripted_program(
     vocab = json.loads((tokenizer / "tokenizer.json").read_text())
     ids = {t["content"]: t["id"] for t in vocab["added_tokens"]}
     script = [ids[piece] for piece in pieces]
-    key = _digest({"program": program_cache_key(spec), "script": script, "rev": 1})
+    key = _digest({"program": program_cache_key(spec), "script": script, "rev": 2})
     target = root / f"scripted-{key}.pte"
     if target.is_file():
         return ScriptedProgram(target, tokenizer, pieces)
@@ -118,10 +118,10 @@ def build_scripted_program(
         if not target.is_file():
             from mmcore.testing.export import export_program
 
-            methods = _scripted_methods(spec, script, SPECIAL_TOKENS.index(EOS_TOKEN))
+            weights = _scripted_weights(spec, script, SPECIAL_TOKENS.index(EOS_TOKEN))
 
             def write(tmp: Path) -> None:
-                export_program(spec, tmp, methods=methods)
+                export_program(spec, tmp, weights=weights)
 
             atomic_file(target, write)
     return ScriptedProgram(target, tokenizer, pieces)

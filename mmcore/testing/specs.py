@@ -66,7 +66,7 @@ class _Keyed:
         return _digest(payload)
 
 
-_LATER_FIELDS: dict[str, Any] = {"external_weights": False}
+_LATER_FIELDS: dict[str, Any] = {"external_weights": False, "script": (), "sliding_window": 0, "ring_cache": False}
 
 
 @dataclass(frozen=True)
@@ -205,14 +205,30 @@ class ProgramSpec(_Keyed):
     omit_methods: tuple[str, ...] = ()
     #: Keep the weights in a separate `.ptd` file (ExecuTorch's external constants); portable only.
     external_weights: bool = False
+    #: Token ids a scripted program says after any prompt, then EOS (`ScriptedDecoder`); () = a real decoder.
+    script: tuple[int, ...] = ()
+    #: >0: each position attends to the last this many positions only (a sliding window).
+    sliding_window: int = 0
+    #: With a window: the KV cache is a ring buffer of `sliding_window` rows (slot = position % window)
+    #: and the program declares `sliding_window` in its metadata, as optimum's exports do; otherwise
+    #: the cache keeps every position and only the attention mask slides.
+    ring_cache: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("eos_ids", "omit_metadata", "omit_methods"):  # keep the spec hashable
+        if self.ring_cache and not 0 < self.sliding_window:
+            raise ValueError("ring_cache needs sliding_window > 0")
+        if self.ring_cache and self.max_input_len > self.sliding_window:
+            raise ValueError(
+                f"a ring cache of {self.sliding_window} rows cannot take {self.max_input_len} positions per call"
+            )
+        for name in ("eos_ids", "omit_metadata", "omit_methods", "script"):  # keep the spec hashable
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.external_weights and self.backend != "portable":
             raise ValueError("external_weights needs backend='portable' (delegates keep their own weights)")
         if self.kind == "text" and (self.vision is not None or self.audio is not None):
             raise ValueError("a text program has no encoders; use kind='multimodal'")
+        if self.script and (self.kind != "multimodal" or self.logits != "last"):
+            raise ValueError("a scripted program is multimodal with last-position logits")
         if self.kind == "multimodal" and not self.use_kv_cache:
             raise ValueError("a multimodal program needs use_kv_cache=True")
         if not self.use_kv_cache and not self.dynamic_shape:
@@ -254,4 +270,6 @@ class ProgramSpec(_Keyed):
             "enable_dynamic_shape": self.dynamic_shape,
             "use_sdpa_with_kv_cache": False,
         }
+        if self.ring_cache:
+            values["sliding_window"] = self.sliding_window
         return {k: v for k, v in values.items() if k not in self.omit_metadata}

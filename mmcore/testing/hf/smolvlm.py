@@ -51,6 +51,23 @@ def expand_image_tokens(prompt: str, tokens_per_image: int = _TOKENS_PER_IMAGE) 
     return prompt.replace(_IMAGE, f"{_FAKE}{_GLOBAL}{_IMAGE * tokens_per_image}{_FAKE}")
 
 
+def _expand_split_images(prompt: str, rows: Sequence[int], cols: Sequence[int]) -> str:
+    """Each ``<image>`` of ``prompt`` expanded as the processor expands it for its crop grid.
+
+    ``SmolVLMProcessor`` cannot be imported without torchvision; Idefics3's processor module has
+    the same prompt function (``get_image_prompt_string``) and imports without it.
+    """
+    from transformers.models.idefics3.processing_idefics3 import get_image_prompt_string
+
+    pieces = prompt.split(_IMAGE)
+    if len(pieces) - 1 != len(rows):
+        raise ValueError(f"the prompt holds {len(pieces) - 1} {_IMAGE} markers for {len(rows)} images")
+    out = [pieces[0]]
+    for r, c, after in zip(rows, cols, pieces[1:], strict=True):
+        out += [get_image_prompt_string(r, c, _TOKENS_PER_IMAGE, _FAKE, _IMAGE, _GLOBAL), after]  # type: ignore[no-untyped-call]
+    return "".join(out)
+
+
 class SmolVLMFamily(Family):
     """``SmolVLMForConditionalGeneration`` with image splitting off.
 
@@ -122,8 +139,6 @@ class SmolVLMFamily(Family):
 
         tokenizer = tf.AutoTokenizer.from_pretrained(folder)
         prompt = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(expand_image_tokens(prompt), add_special_tokens=False, return_tensors="pt")
-        kwargs: dict[str, torch.Tensor] = {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]}
         images = [
             item["image"]
             for message in messages
@@ -132,12 +147,17 @@ class SmolVLMFamily(Family):
             if item["type"] == "image"
         ]
         media = None
+        pixels: dict[str, Any] = {}
         if images:
             image_processor = tf.SmolVLMImageProcessor.from_pretrained(folder)
-            pixels = image_processor(images, return_tensors="pt")
+            pixels = image_processor(images, return_tensors="pt", return_row_col_info=True)
+            prompt = _expand_split_images(prompt, pixels["rows"][0], pixels["cols"][0])
+            media = pixels["pixel_values"].flatten(0, 1)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        kwargs: dict[str, torch.Tensor] = {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]}
+        if images:
             kwargs["pixel_values"] = pixels["pixel_values"]
             kwargs["pixel_attention_mask"] = pixels["pixel_attention_mask"]
-            media = pixels["pixel_values"].flatten(0, 1)
         return HFInputs(input_ids=[int(i) for i in ids["input_ids"][0]], media=media, model_kwargs=kwargs)
 
     def export_patches(self) -> contextlib.AbstractContextManager[None]:

@@ -48,6 +48,9 @@ class MediaRule:
         placeholder: the placeholder token string; `placeholder_id` its id.
         expand: the text that replaces one marker, given the item's placeholder count.
         count: the item to feed and its placeholder count.
+        layout: for media one item of which prefills as several spans (SmolVLM's image tiles):
+            given the item, its ``(span item, placeholder count)`` pieces in prompt order and the
+            text replacing its marker (used instead of `count` and `expand`).
     """
 
     kind: str
@@ -55,6 +58,18 @@ class MediaRule:
     placeholder_id: int
     expand: Callable[[int], str]
     count: Counter
+    layout: Callable[[Any], tuple[list[tuple[Any, int]], str]] | None = None
+
+    def pieces(self, item: Any) -> tuple[list[tuple[Any, int]], str]:
+        """The spans one media item prefills as and the text replacing its marker."""
+        if self.layout is not None:
+            return self.layout(item)
+        fed, n = self.count(item)
+        return [(fed, n)], self.expand(n)
+
+
+#: A media item of a conversation: its kind, the spans it prefills as, the text replacing its marker.
+_Media = tuple[str, list[tuple[Any, int]], str]
 
 
 @dataclass
@@ -135,7 +150,7 @@ class TemplateRenderer:
             elif chunk:
                 runs.append(self.tokenizer.encode(chunk))
         parts: list[TokensInput | MediaSpan] = []
-        queue = {kind: [item for k, item in media if k == kind] for kind in self.rules}
+        queue = {kind: [piece for k, pieces, _ in media if k == kind for piece in pieces] for kind in self.rules}
         for run in runs:
             if isinstance(run, _Replay):
                 ids.extend(run.ids)  # replayed ids are never scanned for placeholders
@@ -154,12 +169,10 @@ class TemplateRenderer:
         return prompt
 
     # -- steps -----------------------------------------------------------------------------------
-    def _prepare(
-        self, messages: Sequence[Message]
-    ) -> tuple[list[dict[str, Any]], list[tuple[str, tuple[Any, int]]], list[list[int]]]:
-        """Template messages (replays as sentinels), media (kind, (item, count)) in order, replay ids."""
+    def _prepare(self, messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[_Media], list[list[int]]]:
+        """Template messages (replays as sentinels), media (kind, spans, marker text) in order, replay ids."""
         shown: list[dict[str, Any]] = []
-        media: list[tuple[str, tuple[Any, int]]] = []
+        media: list[_Media] = []
         replays: list[list[int]] = []
         registry = self.context.registry
         for index, message in enumerate(messages):
@@ -175,7 +188,7 @@ class TemplateRenderer:
                 kind = part["type"]
                 where = f"message {index} part {number}"
                 if kind in self.rules:
-                    media.append((kind, self.rules[kind].count(part_to_input(part, registry, where))))
+                    media.append((kind, *self.rules[kind].pieces(part_to_input(part, registry, where))))
                 elif kind != "text":
                     raise InvalidInputError(
                         f"{where}: this model's chat template takes text and {sorted(self.rules) or 'no media'} "
@@ -185,11 +198,9 @@ class TemplateRenderer:
             shown.append(dict(message) if isinstance(message.get("content"), str) else {**message, "content": parts})
         return shown, media, replays
 
-    def _expand(
-        self, text: str, media: list[tuple[str, tuple[Any, int]]], replays: list[list[int]]
-    ) -> list[str | _Replay]:
+    def _expand(self, text: str, media: list[_Media], replays: list[list[int]]) -> list[str | _Replay]:
         """The rendered text with markers expanded, cut at the replayed assistant turns."""
-        counts = {kind: [c for k, (_, c) in media if k == kind] for kind in self.rules}
+        counts = {kind: [expanded for k, _, expanded in media if k == kind] for kind in self.rules}
         used = dict.fromkeys(self.rules, 0)
         chunks: list[str | _Replay] = []
         current: list[str] = []
@@ -211,7 +222,7 @@ class TemplateRenderer:
                     f"items ({len(counts[rule.kind])}); a text part contains {rule.marker!r}: remove it from the text"
                 )
             used[rule.kind] = number + 1
-            current.append(rule.expand(counts[rule.kind][number]))
+            current.append(counts[rule.kind][number])
         chunks.append("".join(current))
         for kind, total in counts.items():
             if used[kind] != len(total):
@@ -308,8 +319,20 @@ class SegmentRenderer:
             return prompt.inputs()
         return _encoded(prompt, encoder)
 
-    def render_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> RenderedPrompt:
-        """Token segments (one per run of text) and media spans."""
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> RenderedPrompt:
+        """Token segments (one per run of text) and media spans. This renderer has no chat template,
+        so `template_kwargs` (``tools``, ...) are refused."""
+        if template_kwargs:
+            raise InvalidInputError(
+                f"template arguments {sorted(template_kwargs)} need a chat template, but this model's prompt "
+                "format has none (use an adapter with a chat template)"
+            )
         parts: list[TokensInput | MediaSpan] = []
         ids: list[int] = []
         text: list[str] = []

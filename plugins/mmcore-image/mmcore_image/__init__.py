@@ -9,6 +9,7 @@ from mmcore_image.handler import VISION_ENCODER, ImageHandler
 from mmcore_image.inputs import ImageInput, ImageSource
 from mmcore_image.preprocess import ImagePreprocessor
 from mmcore_image.settings import DEFAULT_MAX_PIXELS, PreprocessSettings, Resample, ResizeMode
+from mmcore_image.tiles import ImageTiles, split_image, tile_grid
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -18,10 +19,13 @@ __all__ = [
     "ImageInput",
     "ImagePreprocessor",
     "ImageSource",
+    "ImageTiles",
     "PreprocessSettings",
     "Resample",
     "ResizeMode",
     "decode_image",
+    "split_image",
+    "tile_grid",
     "to_rgb",
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ def _byte_decoder() -> dict[str, int]:
 
 
 _BYTE_DECODER = _byte_decoder()
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a SentencePiece-style byte-fallback piece
 
 
 class HFTokenizer(TokenizerBase):
@@ -131,6 +133,25 @@ class HFTokenizer(TokenizerBase):
                     table.append(bytes(_BYTE_DECODER.get(c, 0) for c in piece))
             self._bytes = table
         return self._bytes
+
+    def byte_vocabulary(self) -> tuple[list[bytes], frozenset[int]]:
+        """Each id's bytes as they appear inside a text (a special token's own text) and the special
+        ids; what constrained decoding builds its token trie from. Byte-level vocabularies map their
+        stand-in characters back to bytes; SentencePiece-style ones turn ``▁`` into a space and
+        ``<0xNN>`` pieces into their byte."""
+        added = self._tokenizer.get_added_tokens_decoder()
+        special = frozenset(i for i, t in added.items() if t.special)
+        if isinstance(self._tokenizer.decoder, tokenizers.decoders.ByteLevel):
+            return list(self._byte_table()), special
+        table = []
+        for i in range(self._vocab_size):
+            if i in added:
+                table.append(added[i].content.encode("utf-8"))
+                continue
+            piece = self._tokenizer.id_to_token(i) or ""
+            byte = _BYTE_PIECE.fullmatch(piece)
+            table.append(bytes([int(byte.group(1), 16)]) if byte else piece.replace("\u2581", " ").encode("utf-8"))
+        return table, special
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         """Text of `ids`; special tokens are dropped unless `skip_special_tokens` is False."""

@@ -134,6 +134,15 @@ class Llama2cTokenizer(TokenizerBase):
             out += bytes([int(byte.group(1), 16)]) if byte else piece
         return out.decode("utf-8", errors="replace")
 
+    def byte_vocabulary(self) -> tuple[list[bytes], frozenset[int]]:
+        """Each id's bytes inside a text (``<0xNN>`` pieces as their byte) and the ids of ``<unk>``,
+        BOS and EOS, for constrained decoding."""
+        table = []
+        for piece in self._vocab.pieces:
+            byte = _BYTE_PIECE.fullmatch(piece)
+            table.append(bytes([int(byte.group(1), 16)]) if byte else piece)
+        return table, frozenset({0, self._vocab.bos_id, self._vocab.eos_id})
+
     def _initial_ids(self, text: str) -> list[int]:
         ids: list[int] = []
         for char in " " + text:  # llama2.c's dummy prefix

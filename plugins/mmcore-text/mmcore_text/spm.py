@@ -66,6 +66,22 @@ class SentencePieceTokenizer(TokenizerBase):
             parts.append(str(self._sp.decode(run)))
         return "".join(parts)
 
+    def byte_vocabulary(self) -> tuple[list[bytes], frozenset[int]]:
+        """Each id's bytes as they appear inside a text (``▁`` as a space, ``<0xNN>`` byte pieces as
+        their byte, a control token's own piece) and the control/unknown ids, for constrained decoding."""
+        table: list[bytes] = []
+        special: set[int] = set()
+        for i in range(self._vocab_size):
+            piece = str(self._sp.id_to_piece(i))
+            if self._sp.is_control(i) or self._sp.is_unknown(i):
+                special.add(i)
+                table.append(piece.encode("utf-8"))
+            elif self._sp.is_byte(i):
+                table.append(bytes([int(piece[3:5], 16)]))
+            else:
+                table.append(piece.replace("\u2581", " ").encode("utf-8"))
+        return table, frozenset(special)
+
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(source={self._source!r}, vocab_size={self._vocab_size})"
 

@@ -126,6 +126,14 @@ class TekkenTokenizer(TokenizerBase):
                 out += self._encoding.decode_single_token_bytes(i - self._n_special)
         return out.decode("utf-8", errors="replace")
 
+    def byte_vocabulary(self) -> tuple[list[bytes], frozenset[int]]:
+        """Each id's bytes (a control token's own name) and the control ids, for constrained decoding."""
+        table = [name.encode("utf-8") for name in self._special_names]
+        table += [
+            bytes(self._encoding.decode_single_token_bytes(i)) for i in range(self._vocab_size - self._n_special)
+        ]
+        return table, frozenset(range(self._n_special))
+
     def __repr__(self) -> str:
         return f"TekkenTokenizer(source={self._source!r}, vocab_size={self._vocab_size})"
 

@@ -161,6 +161,11 @@ class TiktokenTokenizer(TokenizerBase):
             values = [i for i in values if i not in self._special_ids]
         return self._encoding.decode(values, errors="replace")
 
+    def byte_vocabulary(self) -> tuple[list[bytes], frozenset[int]]:
+        """Each id's bytes (a special token's own text) and the special ids, for constrained decoding."""
+        table = [bytes(self._encoding.decode_single_token_bytes(i)) for i in range(self._vocab_size)]
+        return table, self._special_ids
+
     def __repr__(self) -> str:
         return f"TiktokenTokenizer(source={self._source!r}, vocab_size={self._vocab_size})"
 

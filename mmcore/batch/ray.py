@@ -1,0 +1,122 @@
+"""Running a batch on Ray: a Ray Data pipeline of the requests left to do, `map_batches` over an
+actor pool of workers (each loads the model once), answers streamed back to the driver, whose one
+writer appends them. Needs the `mmcore[ray]` extra."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from mmcore.batch.jsonl import InputIndex
+from mmcore.batch.worker import Answer, BatchWorker, ModelOptions, prefix_key
+from mmcore.errors import MMCoreError
+
+__all__ = ["RayEngine", "RayWorker", "RayUnavailableError"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH_SIZE = 4  # requests per actor call: small, so answers stream back and a stop loses little
+
+
+class RayUnavailableError(MMCoreError):
+    """Ray is not installed, or the cluster cannot be reached."""
+
+
+def _ray() -> Any:
+    try:
+        return importlib.import_module("ray")
+    except ImportError as exc:
+        raise RayUnavailableError("--ray needs Ray: pip install 'mmcore[ray]' (or pip install 'ray[data]')") from exc
+
+
+class RayWorker:
+    """The actor class of the pool: one `BatchWorker` per actor, a batch of lines in, answers out."""
+
+    def __init__(self, options: ModelOptions) -> None:
+        import os
+
+        self.worker = BatchWorker(options, f"ray-{os.getpid()}")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+        for custom_id, raw, number in zip(batch["custom_id"], batch["line"], batch["line_number"], strict=True):
+            answer = self.worker.answer_raw(str(custom_id), str(raw).encode("utf-8"), int(number))
+            for name, value in zip(_COLUMNS, _to_row(answer), strict=True):
+                out[name].append(value)
+        return out
+
+
+_COLUMNS = ("custom_id", "answer_line", "worker", "seconds", "prompt_tokens", "completion_tokens")
+
+
+def _to_row(answer: Answer) -> tuple[Any, ...]:
+    return (answer.custom_id, json.dumps(answer.line), answer.worker, answer.seconds, answer.prompt_tokens,
+            answer.completion_tokens)  # fmt: skip
+
+
+def _from_row(row: dict[str, Any]) -> Answer:
+    return Answer(str(row["custom_id"]), json.loads(row["answer_line"]), str(row["worker"]), float(row["seconds"]),
+                  int(row["prompt_tokens"]), int(row["completion_tokens"]))  # fmt: skip
+
+
+class RayEngine:
+    """`workers` actors on Ray. `address=None` starts a local Ray instance (or uses the one this
+    process already runs); `"auto"` or an address joins a running cluster."""
+
+    def __init__(self, options: ModelOptions, workers: int, *, address: str | None = None,
+                 num_cpus_per_worker: float = 1.0) -> None:  # fmt: skip
+        self.options = options
+        self.workers = workers
+        self.address = address
+        self.num_cpus_per_worker = num_cpus_per_worker
+
+    def answers(self, index: InputIndex, todo: Sequence[str], stop: threading.Event) -> Iterator[Answer]:
+        ray = _ray()
+        started = self._connect(ray)
+        self._quiet(ray)
+        try:
+            rows: list[dict[str, Any]] = []
+            for custom_id in todo:
+                request = index.read(custom_id)
+                rows.append({"custom_id": custom_id, "line": index.raw_line(custom_id).decode("utf-8"),
+                             "line_number": request.line_number, "key": prefix_key(request.body) or ""})  # fmt: skip
+            rows.sort(key=lambda r: str(r["key"]))  # one prefix's requests share batches, hence an actor's cache
+            dataset = ray.data.from_items(rows).map_batches(
+                RayWorker,
+                fn_constructor_args=(self.options,),
+                compute=ray.data.ActorPoolStrategy(size=self.workers),
+                batch_size=_BATCH_SIZE,
+                num_cpus=self.num_cpus_per_worker,
+                batch_format="numpy",
+            )
+            for row in dataset.iter_rows():
+                yield _from_row(row)
+                if stop.is_set():
+                    return
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _connect(self, ray: Any) -> bool:
+        """Connect to Ray; True when this call started (and so must stop) it."""
+        if ray.is_initialized():
+            return False
+        try:
+            if self.address is None:
+                ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
+            else:
+                ray.init(address=self.address, logging_level=logging.WARNING, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
+            raise RayUnavailableError(f"cannot start or reach {where}: {exc}") from exc
+        return True
+
+    @staticmethod
+    def _quiet(ray: Any) -> None:
+        """Our progress bar replaces Ray Data's; its INFO logs stay in Ray's log files."""
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -1,0 +1,67 @@
+"""Speculative decoding: more than one token per decoder call, the same tokens as plain decoding.
+
+A drafter (`NgramDrafter`: prompt lookup; `DraftModelDrafter`: a smaller program with the same
+tokenizer) proposes k tokens; the target decoder verifies them in one call at positions p..p+k
+(`Verifier`, natively when it can); `verify` accepts the longest agreeing prefix (greedy) or applies
+the rejection rule (sampled); `DraftPolicy` adapts k and switches speculation off when the measured
+cost of a (k + 1)-row call does not pay for the expected accepted tokens. See docs/speculative.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mmcore.speculative.ngram import NO_TOKEN, NgramDrafter
+from mmcore.speculative.policy import CallCosts, DraftPolicy
+from mmcore.speculative.settings import METHODS, SpeculativeConfig, parse_speculative
+from mmcore.speculative.verify import SamplingParams, accept_greedy, accept_sampled, probabilities
+
+if TYPE_CHECKING:
+    from mmcore.speculative.draft import DraftModel, DraftModelDrafter
+    from mmcore.speculative.loop import Drafter, DraftFilter, Speculation, SpeculationCounts, Verifier
+    from mmcore.speculative.support import RunnerSpeculation, speculation_unsupported
+
+__all__ = [
+    "METHODS",
+    "NO_TOKEN",
+    "CallCosts",
+    "DraftFilter",
+    "DraftModel",
+    "DraftModelDrafter",
+    "DraftPolicy",
+    "Drafter",
+    "NgramDrafter",
+    "RunnerSpeculation",
+    "SamplingParams",
+    "Speculation",
+    "SpeculationCounts",
+    "SpeculativeConfig",
+    "Verifier",
+    "accept_greedy",
+    "accept_sampled",
+    "parse_speculative",
+    "probabilities",
+    "speculation_unsupported",
+]
+
+# Parts that load programs are imported on first use, so `mmcore.config` can import the settings cheaply.
+_LAZY = {
+    "DraftModel": "draft",
+    "DraftModelDrafter": "draft",
+    "DraftFilter": "loop",
+    "Drafter": "loop",
+    "Speculation": "loop",
+    "SpeculationCounts": "loop",
+    "Verifier": "loop",
+    "RunnerSpeculation": "support",
+    "speculation_unsupported": "support",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmcore.speculative' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"mmcore.speculative.{module}"), name)

@@ -1,0 +1,153 @@
+"""SmolVLM image splitting (`do_image_splitting`) as the Hugging Face processor does it: tile pixels,
+the `<fake_token_around_image><row_i_col_j>...<global-img>` prompt, one encoder call per tile in
+prompt order, and greedy ids equal to HF `generate()` and the C++ runner, from raw images of odd
+sizes (portrait, landscape, and small enough not to split)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optimum.exporters.executorch")
+
+import mmcore
+from mmcore.errors import ContextOverflowError
+from mmcore.registry import PrefillContext
+from mmcore.testing import cpp_generate
+from mmcore.testing import until_stop as until
+from mmcore.testing.hf import HFModelDir, build_hf_model, export_hf_program, hf_generate, hf_inputs, processor_segments
+
+pytestmark = pytest.mark.hf
+
+PROMPT = "What is in it?"
+MAX_NEW_TOKENS = 12
+
+
+def _split_folder(tmp: Path, longest_edge: int) -> HFModelDir:
+    """The tiny SmolVLM's folder with splitting on: longest edge `longest_edge`, 64-px tiles."""
+    base = build_hf_model("smolvlm")
+    pte = export_hf_program("smolvlm", recipe="portable")
+    folder = tmp / f"smolvlm-split-{longest_edge}"
+    if not folder.exists():
+        shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("*.pte", ".*"))
+        shutil.copy(pte, folder / "model.pte")
+        config_path = folder / "preprocessor_config.json"
+        config = json.loads(config_path.read_text())
+        config.update(do_image_splitting=True, size={"longest_edge": longest_edge}, max_image_size={"longest_edge": 64})
+        config_path.write_text(json.dumps(config))
+    return HFModelDir.load(folder)
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory: pytest.TempPathFactory) -> HFModelDir:
+    return _split_folder(tmp_path_factory.mktemp("smolvlm"), 128)
+
+
+def _image(tmp: Path, width: int, height: int, seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+    noise = rng.integers(0, 40, size=(height, width, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(base).resize((width, height), Image.Resampling.BILINEAR))
+    path = tmp / f"image-{width}x{height}.png"
+    Image.fromarray(np.clip(smooth.astype(int) + noise, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _messages(path: Path) -> tuple[list[Any], list[Any]]:
+    from PIL import Image
+
+    text = {"type": "text", "text": PROMPT}
+    ours = [{"role": "user", "content": [{"type": "image", "image": str(path)}, text]}]
+    theirs = [{"role": "user", "content": [{"type": "image", "image": Image.open(path).convert("RGB")}, text]}]
+    return ours, theirs
+
+
+def _tile_pixels(model: mmcore.ChatModel, item: Any) -> Any:
+    handler = model.runner._plugins().modality_registry().get("image")
+    assert handler is not None
+    ctx = PrefillContext(model.runner.program, model.runner.tokenizer, model.runner.modality_settings["image"])
+    return handler.preprocess(item, ctx)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "longest_edge", "grid"),
+    [
+        (100, 60, 128, (2, 2)),
+        (151, 50, 128, (1, 2)),
+        (45, 131, 128, (2, 1)),
+        (333, 97, 192, (1, 3)),
+        (97, 201, 192, (3, 2)),
+        (31, 17, 64, (0, 0)),
+    ],
+)
+def test_tiles_and_prompt_equal_the_processor(tmp_path, width, height, longest_edge, grid):
+    model_dir = _split_folder(tmp_path, longest_edge)
+    ours, theirs = _messages(_image(tmp_path, width, height, seed=width))
+    model = mmcore.open_model(model_dir.path / "model.pte")
+    reference = hf_inputs("smolvlm", model_dir, theirs)
+    prompt = model.render(ours)
+
+    assert prompt.ids == reference.input_ids
+    rows, cols = grid
+    assert len(prompt.media) == rows * cols + 1 == len(reference.media)
+    for span, expected in zip(prompt.media, reference.media, strict=True):
+        assert span.length == model_dir.tokens_per_item
+        got = _tile_pixels(model, span.item)
+        assert got.shape == (1, *expected.shape)
+        assert float((got[0] - expected).abs().max()) <= 1e-6
+    text = model.runner.tokenizer.decode(prompt.ids, skip_special_tokens=False)
+    if rows:
+        assert f"<row_{rows}_col_{cols}>" in text and "<global-img>" in text
+    else:
+        assert "<row_" not in text
+
+
+@pytest.mark.parametrize(("width", "height", "longest_edge"), [(151, 50, 128), (45, 131, 128), (63, 41, 64)])
+def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, width, height, longest_edge):
+    model_dir = _split_folder(tmp_path, longest_edge)
+    ours, theirs = _messages(_image(tmp_path, width, height, seed=height))
+    pte = model_dir.path / "model.pte"
+    model = mmcore.open_model(pte)
+    reference = hf_inputs("smolvlm", model_dir, theirs)
+    config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
+
+    calls: list[int] = []
+    encode = model.renderer.context.encoder
+    assert encode is not None
+
+    def counting(span: Any, *, where: str) -> Any:
+        calls.append(id(span.item))
+        return encode(span, where=where)
+
+    model.renderer.context = type(model.renderer.context)(model.renderer.context.registry, counting)
+    got = model.chat(ours, config).tokens
+    expected = hf_generate("smolvlm", model_dir, reference, MAX_NEW_TOKENS)
+    segments = list(processor_segments(reference, model_dir))
+    cpp = cpp_generate(pte, model_dir.runner_tokenizer_dir, segments, MAX_NEW_TOKENS)
+    stop = model_dir.stop_token_id
+    assert until(got, stop) == until(expected, stop) == until(cpp, stop)
+    assert len(calls) == len(reference.media)  # one encoder call per tile, global image included
+
+
+def test_more_tiles_than_the_context_holds_is_a_typed_error(split_dir, tmp_path):
+    big = _image(tmp_path, 100, 60, seed=1)  # 2 x 2 tiles + global: 80 placeholders
+    model = mmcore.open_model(split_dir.path / "model.pte")
+    content = [
+        {"type": "image", "image": str(big)},
+        {"type": "image", "image": str(big)},
+        {"type": "text", "text": "?"},
+    ]
+    config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=4)
+    with pytest.raises(ContextOverflowError, match="context"):
+        model.chat([{"role": "user", "content": content}], config)
+    assert model.runner.pos == 0
+    small = _image(tmp_path, 151, 50, seed=2)
+    ok = model.chat(_messages(small)[0], config)
+    assert len(ok.tokens) == 4
