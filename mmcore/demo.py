@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmcore.config import GenerationConfig
 from mmcore.errors import UnsupportedInputError
@@ -15,7 +15,19 @@ from mmcore.inputs import TokensInput
 from mmcore.plugins import PluginManager
 from mmcore.runner import GenerationResult, MultimodalRunner
 
-__all__ = ["DemoRequest", "demo_runner", "demo_inputs", "sample_image", "sample_audio", "is_built", "DEMO_CONFIG"]
+if TYPE_CHECKING:
+    from mmcore.chat_model import ChatModel
+
+__all__ = [
+    "DemoRequest",
+    "demo_runner",
+    "demo_chat_model",
+    "demo_inputs",
+    "sample_image",
+    "sample_audio",
+    "is_built",
+    "DEMO_CONFIG",
+]
 
 #: Greedy, until the model's EOS (answers are a few tokens).
 DEMO_CONFIG = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=16)
@@ -55,6 +67,22 @@ def demo_runner(plugin_manager: PluginManager | None = None) -> MultimodalRunner
 
     return MultimodalRunner(
         export_demo_program(), tokenizer_dir(), plugin_manager=plugin_manager, modality_settings=DEMO_SETTINGS
+    )
+
+
+def demo_chat_model(plugin_manager: PluginManager | None = None) -> ChatModel:
+    """The demo program as a `ChatModel` (for `mmcore serve --demo`): a user turn of media and a
+    question renders to the prompt it was trained on (BOS, the media in order, the question)."""
+    from mmcore.chat_model import open_model
+    from mmcore.demo_model import export_demo_program, tokenizer_dir
+
+    return open_model(
+        export_demo_program(),
+        adapter="generic",
+        tokenizer=tokenizer_dir(),
+        settings=DEMO_SETTINGS,
+        generation=DEMO_CONFIG.replace(num_bos=1),
+        plugin_manager=plugin_manager,
     )
 
 

@@ -22,5 +22,6 @@ fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-build-isolation "${packages[@]}"
 "$PYTHON" -c 'import mmcore._native, mmcore_image._resample' 2>/dev/null \
   || echo "warning: native extensions not built (no C/C++ compiler?); mmcore falls back to slower paths" >&2
+[ "${1:-}" = "--dev" ] && bash scripts/install-browser.sh   # headless Chromium for the page's browser tests
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "mmcore installed: $("$PYTHON" -c 'import mmcore; print(mmcore.__version__)')"

@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: The header that pins a conversation to a slot (as the body's ``session_id``).
 SESSION_HEADER = "X-Session-ID"
-_OPEN_PATHS = ("/health",)
+_OPEN_PATHS = ("/health", "/")
+#: The chat page's files need no key (its API calls do).
+_OPEN_PREFIXES = ("/static/",)
 
 
 def create_app(service: ChatService, *, api_key: str | None = None, max_body_bytes: int = 32 * 1024 * 1024) -> FastAPI:
@@ -103,7 +105,9 @@ def create_app(service: ChatService, *, api_key: str | None = None, max_body_byt
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
-    # The chat page (GET / and its static files) is mounted here by `mmcore.serve.web`, when present.
+    from mmcore.serve.web import mount_page
+
+    mount_page(app)  # the chat page: GET / and /static/ (docs/chat-page.md)
     return app
 
 
@@ -131,7 +135,7 @@ class _Guard:
             await send(message)
 
         try:
-            if self.api_key is not None and endpoint not in _OPEN_PATHS:
+            if self.api_key is not None and endpoint not in _OPEN_PATHS and not endpoint.startswith(_OPEN_PREFIXES):
                 _check_key(headers.get("authorization"), self.api_key)
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:

@@ -152,7 +152,8 @@ class ChatService:
     # -- public API ------------------------------------------------------------------------------
     def models(self) -> dict[str, Any]:
         """The ``GET /v1/models`` body."""
-        return ModelList(data=[ModelCard(id=self.model_id)]).model_dump()
+        card = ModelCard(id=self.model_id, max_model_len=self.model.runner.metadata.max_context_len)
+        return ModelList(data=[card]).model_dump()
 
     def chat_completion(self, body: Body, *, session_id: str | None = None) -> dict[str, Any]:
         """A ``chat.completion`` body (blocks until a slot is free and the answer is complete)."""

@@ -42,6 +42,8 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     serve.add_argument("--media-dir", help="allow local media paths and file:// URLs inside this folder")
     serve.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", default=None,
                        help="prefill every request from scratch (for comparisons)")  # fmt: skip
+    serve.add_argument("--demo", action="store_true",
+                       help="serve the built-in demo model (exported on first use, as `mmcore demo` does)")  # fmt: skip
     serve.add_argument("--tool-parser", choices=["hermes", "mistral"], help="tool-call format (default: the family's)")
     return serve
 
@@ -57,9 +59,23 @@ def run_serve(args: argparse.Namespace, pm: PluginManager, parser: argparse.Argu
         max_queue=args.max_queue, media_dir=Path(args.media_dir) if args.media_dir else None,
         prefix_cache=args.prefix_cache, tool_parser=args.tool_parser,
     )  # fmt: skip
-    model = open_model(_runner_config(args, pm, parser), plugin_manager=pm)
+    if args.demo:
+        model = _demo_model(args, pm, parser)
+        settings = settings.replace(model_id=settings.model_id or "mmcore-demo")
+    else:
+        model = open_model(_runner_config(args, pm, parser), plugin_manager=pm)
     serve_forever(model, settings)
     return 0
+
+
+def _demo_model(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> ChatModel:
+    if args.program or args.config or args.tokenizer or args.adapter or args.set:
+        parser.error("--demo serves the built-in demo model: give no PROGRAM, --config, --tokenizer, --adapter, --set")
+    from mmcore.demo import demo_chat_model, is_built
+
+    if not is_built():
+        print("mmcore: exporting the demo model (first run only, about 20 s)...", file=sys.stderr, flush=True)
+    return demo_chat_model(pm)
 
 
 def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> RunnerConfig:

@@ -235,6 +235,8 @@ class ModelCard(_Body):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=_now)
     owned_by: str = "mmcore"
+    #: Context size in tokens (the KV cache's positions), named as in vLLM's model cards.
+    max_model_len: int | None = None
 
 
 class ModelList(_Body):

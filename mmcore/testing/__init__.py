@@ -15,6 +15,7 @@ from mmcore.testing.export import export_program
 from mmcore.testing.faults import failing_decoder_call
 from mmcore.testing.inputs import photo_like, sample_audio, sample_image
 from mmcore.testing.reference import EagerProgram, Segment, SegmentKind, eager_model
+from mmcore.testing.scripted import ScriptedProgram, build_scripted_program
 from mmcore.testing.specs import (
     METADATA_METHODS,
     AudioEncoderSpec,
@@ -52,6 +53,8 @@ __all__ = [
     "SegmentKind",
     "VisionEncoderSpec",
     "build_program",
+    "build_scripted_program",
+    "ScriptedProgram",
     "cpp_generate",
     "cached_program_path",
     "build_tokenizer",
