@@ -119,7 +119,8 @@ def build_lltokenizer(tokenizer: Tokenizer, eos_ids: Collection[int]) -> llguida
     eos = sorted(eos_ids)
     view = _TokenizerView(tokenizer, table, set(special) | set(eos), eos[0])
     try:
-        return lib.LLTokenizer(lib.TokenizerWrapper(view), n_vocab=len(table), eos_token=eos)
+        made: llguidance.LLTokenizer = lib.LLTokenizer(lib.TokenizerWrapper(view), n_vocab=len(table), eos_token=eos)
+        return made
     except Exception as exc:  # noqa: BLE001 - llguidance raises ValueError/RuntimeError on bad vocabularies
         raise ConstraintError(
             f"llguidance cannot use the vocabulary of {type(tokenizer).__name__}: {one_line(str(exc))}"
@@ -129,7 +130,7 @@ def build_lltokenizer(tokenizer: Tokenizer, eos_ids: Collection[int]) -> llguida
 def new_matcher(tokenizer: llguidance.LLTokenizer, grammar: str, fmt: ResponseFormat) -> llguidance.LLMatcher:
     """A matcher in its start state; `ConstraintError` if llguidance rejects the grammar."""
     lib = _library()
-    matcher = lib.LLMatcher(tokenizer, grammar, log_level=0, limits=lib.LLParserLimits(verbose_errors=False))
+    matcher: llguidance.LLMatcher = lib.LLMatcher(tokenizer, grammar, log_level=0, limits=lib.LLParserLimits(verbose_errors=False))
     if matcher.is_error():
         raise ConstraintError(f"response_format {fmt.describe()} is not usable: {one_line(matcher.get_error())}")
     return matcher
