@@ -130,7 +130,8 @@ def build_lltokenizer(tokenizer: Tokenizer, eos_ids: Collection[int]) -> llguida
 def new_matcher(tokenizer: llguidance.LLTokenizer, grammar: str, fmt: ResponseFormat) -> llguidance.LLMatcher:
     """A matcher in its start state; `ConstraintError` if llguidance rejects the grammar."""
     lib = _library()
-    matcher: llguidance.LLMatcher = lib.LLMatcher(tokenizer, grammar, log_level=0, limits=lib.LLParserLimits(verbose_errors=False))
+    limits = lib.LLParserLimits(verbose_errors=False)
+    matcher: llguidance.LLMatcher = lib.LLMatcher(tokenizer, grammar, log_level=0, limits=limits)
     if matcher.is_error():
         raise ConstraintError(f"response_format {fmt.describe()} is not usable: {one_line(matcher.get_error())}")
     return matcher
