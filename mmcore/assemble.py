@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,15 @@ from mmcore.errors import ConfigError
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program
 
-__all__ = ["RunnerConfig", "load_config", "with_overrides", "assemble", "config_schema", "TOP_LEVEL_KEYS"]
+__all__ = [
+    "RunnerConfig",
+    "load_config",
+    "with_overrides",
+    "parse_assignments",
+    "assemble",
+    "config_schema",
+    "TOP_LEVEL_KEYS",
+]
 
 TOP_LEVEL_KEYS = ("program", "tokenizer", "data_path", "adapter", "plugins", "generation", "serve")
 _PLUGIN_KEYS = ("allow", "block")
@@ -329,3 +337,20 @@ def _field_schema(f: dataclasses.Field[Any]) -> dict[str, Any]:
     if f.default is not dataclasses.MISSING:
         schema["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
     return schema
+
+
+def parse_assignments(assignments: list[str], error: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    """`MODALITY.KEY=VALUE` strings (the CLI's `--set`) as `with_overrides`' `modalities`: each value
+    read as a TOML value, a bare word as a string; `error(message)` is called for a malformed one."""
+    settings: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        modality, dot, rest = assignment.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (dot and eq and key):
+            error(f"--set takes MODALITY.KEY=VALUE, got {assignment!r}")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value  # a bare word is a string
+        settings.setdefault(modality, {})[key] = parsed
+    return settings

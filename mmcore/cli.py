@@ -7,14 +7,13 @@ import dataclasses
 import json
 import logging
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mmcore import constants as C
 from mmcore.adapters import PromptRenderer
-from mmcore.assemble import RunnerConfig, assemble, config_schema, load_config, with_overrides
+from mmcore.assemble import RunnerConfig, assemble, config_schema, load_config, parse_assignments, with_overrides
 from mmcore.chat_model import AUTO, ChatModel, build_chat_model
 from mmcore.config import GenerationConfig
 from mmcore.errors import MMCoreError
@@ -217,17 +216,7 @@ def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse
         config = load_config({"program": args.program}, plugin_manager=pm, generation_base=CLI_GENERATION_DEFAULTS)
     else:
         parser.error("give the program: mmcore run PROGRAM ... (or `program = ...` in a --config file)")
-    settings: dict[str, dict[str, Any]] = {}
-    for assignment in args.set:
-        modality, dot, rest = assignment.partition(".")
-        key, eq, value = rest.partition("=")
-        if not (dot and eq and key):
-            parser.error(f"--set takes MODALITY.KEY=VALUE, got {assignment!r}")
-        try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value  # a bare word is a string
-        settings.setdefault(modality, {})[key] = parsed
+    settings = parse_assignments(args.set, parser.error)
     config = with_overrides(
         config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
         plugin_manager=pm,

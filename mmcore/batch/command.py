@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
+
+from mmcore.assemble import parse_assignments
 
 __all__ = ["add_batch_parser", "run_batch_command"]
 
@@ -36,21 +37,6 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     return batch  # type: ignore[no-any-return]
 
 
-def _settings(assignments: list[str], parser_error: Any) -> dict[str, dict[str, Any]]:
-    settings: dict[str, dict[str, Any]] = {}
-    for assignment in assignments:
-        modality, dot, rest = assignment.partition(".")
-        key, eq, value = rest.partition("=")
-        if not (dot and eq and key):
-            parser_error(f"--set takes MODALITY.KEY=VALUE, got {assignment!r}")
-        try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value
-        settings.setdefault(modality, {})[key] = parsed
-    return settings
-
-
 def run_batch_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run `mmcore batch`; returns the exit status (0 done, 1 error, 130/143 stopped by a signal)."""
     from mmcore.batch.job import Engine, run_batch
@@ -66,7 +52,7 @@ def run_batch_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
         adapter=args.adapter,
         tokenizer=str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
         data_path=str(Path(args.data_path).resolve()) if args.data_path else None,
-        settings=_settings(args.set, parser.error),
+        settings=parse_assignments(args.set, parser.error),
         media_dir=str(Path(args.media_dir or Path(args.input).parent).resolve()),
     )
     engine: Engine

@@ -8,11 +8,10 @@ import importlib.util
 import logging
 import socket
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from mmcore.assemble import RunnerConfig, load_config, with_overrides
+from mmcore.assemble import RunnerConfig, load_config, parse_assignments, with_overrides
 from mmcore.chat_model import AUTO, ChatModel, open_model
 from mmcore.content import MediaPolicy
 from mmcore.errors import ConfigError
@@ -82,16 +81,7 @@ def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse
     if not (args.config or args.program):
         parser.error("give the program: mmcore serve PROGRAM ... (or `program = ...` in a --config file)")
     config = load_config(args.config or {"program": args.program}, plugin_manager=pm)
-    settings: dict[str, dict[str, Any]] = {}
-    for assignment in args.set:
-        modality, dot, rest = assignment.partition(".")
-        key, eq, value = rest.partition("=")
-        if not (dot and eq and key):
-            parser.error(f"--set takes MODALITY.KEY=VALUE, got {assignment!r}")
-        try:
-            settings.setdefault(modality, {})[key] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            settings.setdefault(modality, {})[key] = value  # a bare word is a string
+    settings = parse_assignments(args.set, parser.error)
     config = with_overrides(
         config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
         plugin_manager=pm,

@@ -77,7 +77,39 @@ class _Replay:
     ids: list[int]
 
 
-class TemplateRenderer:
+class _PromptRendering:
+    """`render` for renderers that build a `RenderedPrompt` first (the subclass's `render_prompt`)."""
+
+    context: RendererContext
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> RenderedPrompt:
+        raise NotImplementedError
+
+    def render(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """Ordered runner inputs; media become embeddings (checked) when an encoder is bound.
+        `template_kwargs` (``tools``, ...) are passed to the chat template."""
+        prompt = self.render_prompt(
+            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
+        )
+        encoder = self.context.encoder
+        if encoder is None:
+            return prompt.inputs()
+        return _encoded(prompt, encoder)
+
+
+class TemplateRenderer(_PromptRendering):
     """Renders a conversation through a chat template, tokenized once, split at placeholder runs."""
 
     def __init__(
@@ -108,23 +140,6 @@ class TemplateRenderer:
         self._by_marker = {rule.marker: rule for rule in rules}
 
     # -- Renderer ------------------------------------------------------------------------------
-    def render(
-        self,
-        messages: Sequence[Message],
-        *,
-        add_generation_prompt: bool = True,
-        template_kwargs: Mapping[str, Any] | None = None,
-    ) -> list[Any]:
-        """Ordered runner inputs; media become embeddings (checked) when an encoder is bound.
-        `template_kwargs` (``tools``, ...) are passed to the chat template."""
-        prompt = self.render_prompt(
-            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
-        )
-        encoder = self.context.encoder
-        if encoder is None:
-            return prompt.inputs()
-        return _encoded(prompt, encoder)
-
     def render_prompt(
         self,
         messages: Sequence[Message],
@@ -275,7 +290,7 @@ class TemplateRenderer:
 LayoutPiece = str | tuple[str, Mapping[str, Any]] | TokensInput
 
 
-class SegmentRenderer:
+class SegmentRenderer(_PromptRendering):
     """Renders a conversation as text segments, each tokenized on its own, around media embeddings.
 
     `layout(messages, add_generation_prompt)` gives text, ``(kind, part)`` media tuples and
@@ -301,23 +316,6 @@ class SegmentRenderer:
         self.add_bos = add_bos
         self.limits = dict(limits or {})
         self.program = program
-
-    def render(
-        self,
-        messages: Sequence[Message],
-        *,
-        add_generation_prompt: bool = True,
-        template_kwargs: Mapping[str, Any] | None = None,
-    ) -> list[Any]:
-        """Ordered runner inputs; media become embeddings (checked) when an encoder is bound.
-        `template_kwargs` (``tools``, ...) are passed to the chat template."""
-        prompt = self.render_prompt(
-            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
-        )
-        encoder = self.context.encoder
-        if encoder is None:
-            return prompt.inputs()
-        return _encoded(prompt, encoder)
 
     def render_prompt(
         self,
