@@ -6,9 +6,11 @@ import argparse
 import dataclasses
 import importlib.util
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from mmcore.assemble import RunnerConfig, load_config, parse_assignments, with_overrides
@@ -114,7 +116,23 @@ def serve_forever(model: ChatModel, settings: ServeSettings) -> None:
     sock = socket.create_server((settings.host, settings.port), reuse_port=False)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = _uvicorn_server()(config)
     print(f"mmcore: serving {service.model_id!r} ({settings.parallel} slot(s)); listening on http://{host}:{port}",
           file=sys.stderr, flush=True)  # fmt: skip
     server.run(sockets=[sock])
+    print("mmcore: server stopped", file=sys.stderr, flush=True)
+
+
+def _uvicorn_server() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        """uvicorn's server, but a SIGINT/SIGTERM ends in a graceful shutdown and exit 0: uvicorn
+        re-raises the signal after shutting down (a KeyboardInterrupt, or death by SIGTERM)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C: stop waiting for in-flight requests
+            self.should_exit = True
+
+    return Server
