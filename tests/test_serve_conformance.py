@@ -61,8 +61,8 @@ def tool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     config.write_text(
         f"program = {json.dumps(str(scripted.program))}\n"
         f"tokenizer = {json.dumps(str(scripted.tokenizer))}\n"
-        f"[adapter]\nname = \"generic\"\nchat_template = {json.dumps(str(template))}\n"
-        "[serve]\ntool_parser = \"hermes\"\nmodel_id = \"scripted-tools\"\n"
+        f'[adapter]\nname = "generic"\nchat_template = {json.dumps(str(template))}\n'
+        '[serve]\ntool_parser = "hermes"\nmodel_id = "scripted-tools"\n'
     )
     server = LiveServer(["--config", str(config)])
     yield server
