@@ -456,17 +456,17 @@ def test_an_internal_failure_is_a_500_without_a_traceback_and_the_log_has_it(
     program: Path, tokenizer: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A live server in this process, so the decoder can be made to fail."""
-    import socket
     import threading
 
     import uvicorn
 
     from mmcore.serve.app import create_app
     from mmcore.serve.chat import ChatService
+    from mmcore.serve.cli import listening_socket
     from mmcore.testing import failing_decoder_call
 
     model = mmcore.open_model(program, tokenizer=tokenizer)
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = listening_socket("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(create_app(ChatService(model, model_id="tiny")), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -494,3 +494,29 @@ def test_an_internal_failure_is_a_500_without_a_traceback_and_the_log_has_it(
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def test_answers_are_not_held_back_by_nagles_algorithm() -> None:
+    """The server's connections have TCP_NODELAY (without it, each answer waited ~40 ms for the
+    client's delayed ACK between its headers and its body)."""
+    import socket
+
+    from mmcore.serve.cli import listening_socket
+
+    async def accepted_nodelay() -> int:
+        sock = listening_socket("127.0.0.1", 0)
+        seen: list[int] = []
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        while not seen:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        return seen[0]
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -20,7 +20,7 @@ from mmcore.errors import ConfigError
 from mmcore.plugins import PluginManager
 from mmcore.serve.config import ServeSettings, serve_table
 
-__all__ = ["add_serve_parser", "run_serve", "serve_forever"]
+__all__ = ["add_serve_parser", "listening_socket", "run_serve", "serve_forever"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def serve_forever(model: ChatModel, settings: ServeSettings) -> None:
         prefix_cache=settings.prefix_cache, media=media, tool_parser=settings.tool_parser,
     )  # fmt: skip
     app = create_app(service, api_key=settings.api_key, max_body_bytes=int(settings.max_body_mb * 1024 * 1024))
-    sock = socket.create_server((settings.host, settings.port), reuse_port=False)
+    sock = listening_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
     server = _uvicorn_server()(config)
@@ -121,6 +121,27 @@ def serve_forever(model: ChatModel, settings: ServeSettings) -> None:
           file=sys.stderr, flush=True)  # fmt: skip
     server.run(sockets=[sock])
     print("mmcore: server stopped", file=sys.stderr, flush=True)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on `host`:`port` (0: a free port).
+
+    Made with ``proto=IPPROTO_TCP`` on purpose: asyncio turns Nagle's algorithm off (TCP_NODELAY) only
+    on sockets whose `proto` says TCP, and `socket.create_server` leaves it 0, so every answer sent in
+    two writes (headers, then body) waited ~40 ms for the client's delayed ACK.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _uvicorn_server() -> type[Any]:
