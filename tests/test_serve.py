@@ -520,3 +520,60 @@ def test_answers_are_not_held_back_by_nagles_algorithm() -> None:
         return seen[0]
 
     assert asyncio.run(accepted_nodelay()) != 0
+
+
+# ---- sampling parameters ----------------------------------------------------------------------
+
+
+def test_sampling_parameters_reach_the_generation(server: LiveServer, program: Path, tokenizer: Path) -> None:
+    api = client(server)
+    messages = [{"role": "user", "content": "the cat sees"}]
+    greedy = api.chat.completions.create(model="tiny", messages=messages, temperature=0, max_tokens=MAX_TOKENS)
+    text = greedy.choices[0].message.content
+    # a stop string from the greedy answer cuts it there (and is not part of the answer)
+    stop = text[4:7]
+    cut = api.chat.completions.create(
+        model="tiny", messages=messages, temperature=0, max_tokens=MAX_TOKENS, stop=[stop]
+    )
+    assert cut.choices[0].message.content == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == mmcore_run(program, tokenizer, ["--text", "the cat sees", "--stop", stop])
+    # a seed makes sampling reproducible; another seed samples another answer
+    sampled = [
+        api.chat.completions.create(model="tiny", messages=messages, temperature=1.5, max_tokens=MAX_TOKENS, seed=seed)
+        .choices[0].message.content
+        for seed in (1, 1, 2)
+    ]  # fmt: skip
+    assert sampled[0] == sampled[1] != sampled[2]
+    # penalties change the greedy answer of a model that repeats itself
+    penalised = api.chat.completions.create(
+        model="tiny", messages=messages, temperature=0, max_tokens=MAX_TOKENS, frequency_penalty=2.0,
+        presence_penalty=2.0,
+    )  # fmt: skip
+    tokens = [t.token for t in (api.chat.completions.create(model="tiny", messages=messages, temperature=0,
+              max_tokens=MAX_TOKENS, logprobs=True).choices[0].logprobs.content or [])]  # fmt: skip
+    assert "".join(tokens) == text
+    if len(set(tokens)) < len(tokens):  # the greedy answer repeats a token: penalties must avoid that
+        assert penalised.choices[0].message.content != text
+    # logprobs: one per generated token, each <= 0
+    scored = api.chat.completions.create(model="tiny", messages=messages, temperature=0, max_tokens=4, logprobs=True)
+    assert scored.choices[0].logprobs is not None
+    assert len(scored.choices[0].logprobs.content) == 4 and all(
+        t.logprob <= 0 for t in scored.choices[0].logprobs.content
+    )
+
+
+@pytest.mark.slow  # starts a server of its own
+def test_generation_config_json_gives_the_defaults(program: Path, tokenizer: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.pte").symlink_to(program)
+    (folder / "generation_config.json").write_text(json.dumps({"do_sample": False, "max_new_tokens": 5}))
+    with LiveServer([str(folder / "model.pte"), "--tokenizer", str(tokenizer)]) as live:
+        api = client(live)
+        model = api.models.list().data[0].id
+        assert model == "model"
+        reply = api.chat.completions.create(model=model, messages=[{"role": "user", "content": "the cat sees"}])
+        assert reply.usage.completion_tokens == 5  # the file's max_new_tokens
+        assert reply.choices[0].message.content == mmcore_run(program, tokenizer, ["--text", "the cat sees"], 5)
+        longer = api.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=7)
+        assert longer.usage.completion_tokens == 7  # the request's wins

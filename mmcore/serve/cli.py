@@ -15,8 +15,10 @@ from typing import Any
 
 from mmcore.assemble import RunnerConfig, load_config, parse_assignments, with_overrides
 from mmcore.chat_model import AUTO, ChatModel, open_model
+from mmcore.config import GenerationConfig
 from mmcore.content import MediaPolicy
 from mmcore.errors import ConfigError
+from mmcore.generation_defaults import read_generation_defaults
 from mmcore.plugins import PluginManager
 from mmcore.serve.config import ServeSettings, serve_table
 
@@ -82,12 +84,20 @@ def _demo_model(args: argparse.Namespace, pm: PluginManager, parser: argparse.Ar
 def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> RunnerConfig:
     if not (args.config or args.program):
         parser.error("give the program: mmcore serve PROGRAM ... (or `program = ...` in a --config file)")
-    config = load_config(args.config or {"program": args.program}, plugin_manager=pm)
+    source = args.config or {"program": args.program}
     settings = parse_assignments(args.set, parser.error)
-    config = with_overrides(
-        config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
-        plugin_manager=pm,
-    )  # fmt: skip
+
+    def configured(base: GenerationConfig | None) -> RunnerConfig:
+        config = load_config(source, plugin_manager=pm, generation_base=base)
+        return with_overrides(
+            config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
+            plugin_manager=pm,
+        )  # fmt: skip
+
+    config = configured(None)
+    defaults = read_generation_defaults(config.program.parent)
+    if defaults is not None:  # the model's generation_config.json under the config's [generation] keys
+        config = configured(defaults.apply(GenerationConfig()))
     changes: dict[str, Any] = {}
     if args.data_path:
         changes["data_path"] = Path(args.data_path)
