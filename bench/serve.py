@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 
 import mmcore
@@ -90,14 +91,16 @@ def http_overhead(pte: Path, tokenizer: Path, rounds: int) -> None:
     model = mmcore.open_model(pte, tokenizer=tokenizer)
     service = ChatService(model, model_id="bench", prefix_cache=False)
     greedy = model.runner.generation_config.replace(temperature=0.0, max_new_tokens=1, echo=False)
-    times: dict[str, list[float]] = {"http (openai client)": [], "ChatService in process": [], "ChatModel.chat": []}
-    with server(pte, tokenizer, "--no-prefix-cache") as live:
+    with server(pte, tokenizer, "--no-prefix-cache") as live, httpx.Client(base_url=live.url) as http:
         api = client(live)
         calls: dict[str, Callable[[], Any]] = {
             "http (openai client)": lambda: api.chat.completions.create(**body),
+            "http (httpx, plain JSON)": lambda: http.post("/v1/chat/completions", json=body).raise_for_status(),
+            "GET /health (an HTTP round trip, no work)": lambda: http.get("/health").raise_for_status(),
             "ChatService in process": lambda: service.chat_completion(body),
             "ChatModel.chat": lambda: model.chat(body["messages"], greedy),
         }
+        times: dict[str, list[float]] = {name: [] for name in calls}
         for call in calls.values():  # warm up
             call()
         for _ in range(rounds):
@@ -110,8 +113,9 @@ def http_overhead(pte: Path, tokenizer: Path, rounds: int) -> None:
     print(f"\n## HTTP overhead ({rounds} interleaved rounds, 1 new token, prefix cache off)")
     for name, value in medians.items():
         print(f"- {name}: median {ms(value)}")
-    print(f"- overhead vs ChatService: {ms(medians['http (openai client)'] - medians['ChatService in process'])}; "
-          f"vs ChatModel.chat: {ms(medians['http (openai client)'] - medians['ChatModel.chat'])}")  # fmt: skip
+    for name in ("http (openai client)", "http (httpx, plain JSON)"):
+        print(f"- {name} overhead vs ChatService: {ms(medians[name] - medians['ChatService in process'])}; "
+              f"vs ChatModel.chat: {ms(medians[name] - medians['ChatModel.chat'])}")  # fmt: skip
 
 
 # ---- 2. multi-turn image conversation -----------------------------------------------------------
