@@ -6,6 +6,7 @@ shows in the conversation while the page keeps working."""
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_typed_message_streams_the_api_answer(firefox: HeadlessFirefox, vision_s
     got = answer(firefox, 1)
     assert got == {"state": "done", "text": api_answer(vision_server, "the cat sees").choices[0].message.content}
     seen = firefox.execute("return window.seen")
-    assert len(seen) > 2 and all(later.startswith(earlier) for earlier, later in zip(seen, seen[1:], strict=False))
+    assert len(seen) > 2 and all(later.startswith(earlier) for earlier, later in itertools.pairwise(seen))
 
 
 def test_attached_image_answer_matches_the_api(

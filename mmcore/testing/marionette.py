@@ -74,7 +74,7 @@ class HeadlessFirefox:
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)  # fmt: skip
         self._next_id = 0
-        self._sock = self._connect(port, timeout)
+        self._sock: socket.socket | None = self._connect(port, timeout)
         self._sock.settimeout(timeout)
         hello = self._read()
         if hello.get("marionetteProtocol") != 3:
@@ -96,6 +96,7 @@ class HeadlessFirefox:
                 time.sleep(0.1)
 
     def _read(self) -> Any:
+        assert self._sock is not None
         head = b""
         while not head.endswith(b":"):
             byte = self._sock.recv(1)
@@ -113,6 +114,8 @@ class HeadlessFirefox:
 
     def command(self, name: str, params: dict[str, Any] | None = None) -> Any:
         """Send one command; its result (`MarionetteError` for an error answer)."""
+        if self._sock is None:
+            raise MarionetteError(f"{name}: the session has ended")
         self._next_id += 1
         frame = json.dumps([0, self._next_id, name, params or {}]).encode()
         self._sock.sendall(str(len(frame)).encode() + b":" + frame)
