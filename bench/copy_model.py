@@ -105,7 +105,9 @@ def build(offset: int = OFFSET) -> tuple[Path, Path]:
     tokenizer = build_tokenizer(vocab_size=32000)
     decoder = spec(tokenizer_vocab_size(tokenizer))
     if 2 * offset + 3 > decoder.max_context_len:
-        raise ValueError(f"offset {offset} needs a context of {2 * offset + 3}, the program has {decoder.max_context_len}")
+        raise ValueError(
+            f"offset {offset} needs a context of {2 * offset + 3}, the program has {decoder.max_context_len}"
+        )
     program = ProgramSpec(decoder=decoder, backend="xnnpack", logits="all")
     pte = default_cache_dir() / f"copy{offset}-{SEED}-{program_cache_key(program)}.pte"
     if not pte.is_file():
@@ -133,7 +135,9 @@ def main() -> None:
     parser.add_argument("--offset", type=int, default=OFFSET)
     args = parser.parse_args()
     pte, tokenizer = build(args.offset)
-    print(f"program {pte}\ntokenizer {tokenizer}\nexact copies (held-out, exported program): {check(pte, tokenizer):.2f}")
+    print(
+        f"program {pte}\ntokenizer {tokenizer}\nexact copies (held-out, exported program): {check(pte, tokenizer):.2f}"
+    )
 
 
 if __name__ == "__main__":

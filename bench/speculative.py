@@ -37,7 +37,7 @@ from mmcore.runner import MultimodalRunner
 from mmcore.testing import DecoderSpec, ProgramSpec, build_program, build_tokenizer, tokenizer_vocab_size
 
 sys.path.insert(0, str(Path(__file__).parent))
-import copy_model  # noqa: E402
+import copy_model
 
 RANDOM_PROMPT, RANDOM_NEW = 48, 160
 
@@ -134,7 +134,8 @@ def decode_table(repeats: int) -> None:
         print(
             f"| {name} | {runs['plain'][0].tokens} | {rate['ngram']:.1f} | {rate['plain']:.1f} | {rate['cpp']:.1f} "
             f"| {rate['ngram'] / rate['cpp']:.2f} | {rate['plain'] / rate['cpp']:.2f} "
-            f"| {spec.get('draft_tokens_accepted', 0)} / {spec.get('draft_tokens_proposed', 0)} | {spec.get('decoder_calls', '-')} |",
+            f"| {spec.get('draft_tokens_accepted', 0)} / {spec.get('draft_tokens_proposed', 0)} "
+            f"| {spec.get('decoder_calls', '-')} |",
             flush=True,
         )
 
@@ -185,7 +186,9 @@ def rounding_table() -> None:
     top2 = np.sort(apart, axis=1)[:, -2:]
     gap = float((top2[:, 1] - top2[:, 0]).min())
     same = bool((together.argmax(1) == apart.argmax(1)).all())
-    print("| program | rows | max abs logit difference (9-row vs 1-row calls) | smallest top-1/top-2 gap | same argmax |")
+    print(
+        "| program | rows | max abs logit difference (9-row vs 1-row calls) | smallest top-1/top-2 gap | same argmax |"
+    )
     print("|---|---|---|---|---|")
     print(f"| 60M random | {rows} | {diff:.3g} | {gap:.3g} | {same} |", flush=True)
 
