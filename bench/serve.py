@@ -122,7 +122,7 @@ def http_overhead(pte: Path, tokenizer: Path, rounds: int) -> None:
 # ---- 2. multi-turn image conversation -----------------------------------------------------------
 
 
-ANSWER_TOKENS = 12
+ANSWER_TOKENS = 24
 
 
 def ttft(api: openai.OpenAI, messages: list[dict[str, Any]], max_tokens: int) -> tuple[float, str]:
@@ -161,12 +161,13 @@ def multi_turn(pte: Path, tokenizer: Path, rounds: int) -> None:
     with server(pte, tokenizer) as cached, server(pte, tokenizer, "--no-prefix-cache") as plain:
         apis = {"prefix cache": client(cached), "--no-prefix-cache": client(plain)}
         for api in apis.values():
-            conversation(api, 999, 24)  # warm up
+            conversation(api, 999, ANSWER_TOKENS)  # warm up
         for r in range(rounds):
             for name, api in apis.items():
-                results[name].append(conversation(api, r, 24))
+                results[name].append(conversation(api, r, ANSWER_TOKENS))
     print(
-        f"\n## Image conversation re-sent each turn ({rounds} conversations per server, interleaved; 24-token answers)"
+        f"\n## Image conversation re-sent each turn ({rounds} conversations per server, interleaved; "
+        f"{ANSWER_TOKENS}-token answers)"
     )
     print("| | turn 1 TTFT | turn 2 TTFT | turn 3 TTFT |\n|---|---|---|---|")
     medians = {}
@@ -240,8 +241,9 @@ def memory(pte: Path, tokenizer: Path) -> None:
         rows.append(kib)
         print(f"| {parallel} | {kib['Rss'] / 1024:.0f} MiB | {kib['Pss'] / 1024:.0f} MiB | "
               f"{kib['Private_Dirty'] / 1024:.0f} MiB |")  # fmt: skip
-    extra = [(rows[i + 1]["Rss"] - rows[i]["Rss"]) / 1024 for i in range(2)]
-    print(f"RSS per extra slot: {extra[0]:.0f} MiB, {extra[1]:.0f} MiB")
+    for key in ("Rss", "Pss"):
+        extra = [(rows[i + 1][key] - rows[i][key]) / 1024 for i in range(2)]
+        print(f"{key.upper()} per extra slot: {extra[0]:.0f} MiB, {extra[1]:.0f} MiB")
 
 
 def main() -> None:
