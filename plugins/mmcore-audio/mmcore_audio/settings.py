@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
+import numpy as np
 
 from mmcore.errors import ConfigError
 from mmcore.program import TensorSpec
+from mmcore_audio._dtypes import as_dtype, dtype_name
 from mmcore_audio.loading import RESAMPLE_QUALITIES
 from mmcore_audio.mel import MelConfig
 
@@ -39,7 +40,7 @@ SETTING_KEYS = (
     "chunk_mode",
     "resample_quality",
 )
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class AudioSettings:
             mistral-common); "joint" extracts the zero-padded audio in one pass (one log-max,
             STFT across window edges; transformers' `VoxtralProcessor`).
         resample_quality: soxr quality preset ("HQ" or "VHQ" recommended).
-        dtype: the encoder's input dtype (features are made in float32, then cast).
+        dtype: the encoder's input numpy dtype (features are made in float32, then cast; bfloat16
+            is `ml_dtypes.bfloat16`); a dtype name or a torch dtype is converted.
     """
 
     kind: EncoderKind = "mel"
@@ -79,7 +81,7 @@ class AudioSettings:
     padding: Literal["max_length", "none"] = "max_length"
     chunk_mode: Literal["separate", "joint"] = "separate"
     resample_quality: str = "HQ"
-    dtype: torch.dtype = torch.float32
+    dtype: np.dtype[Any] = np.dtype(np.float32)
 
     def __post_init__(self) -> None:
         if self.kind not in ("mel", "raw"):
@@ -99,10 +101,12 @@ class AudioSettings:
                 f"audio setting 'resample_quality' must be one of {list(RESAMPLE_QUALITIES)}, "
                 f"got {self.resample_quality!r}"
             )
-        if self.dtype not in _FLOAT_DTYPES:
+        if dtype_name(self.dtype) not in _FLOAT_DTYPES:
             raise ConfigError(
-                f"the audio encoder takes {self.dtype} input; mmcore-audio makes float32, bfloat16 or float16"
+                f"the audio encoder takes {dtype_name(self.dtype)} input; mmcore-audio makes float32, bfloat16 "
+                "or float16"
             )
+        object.__setattr__(self, "dtype", as_dtype(self.dtype))
         if self.kind == "mel":
             self.mel_config()  # validates the log-mel parameters
 

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from mmcore.errors import InvalidInputError
 
-__all__ = ["ALLOWED_FORMATS", "decode_image", "to_rgb"]
+__all__ = ["ALLOWED_FORMATS", "decode_image", "is_torch_tensor", "to_rgb"]
 
 #: Encoded formats Pillow may open; others (EPS needs Ghostscript, ...) are refused.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "PPM", "TGA", "ICO")
@@ -57,7 +56,7 @@ def decode_image(
     if isinstance(source, Image.Image):
         image = source
         _check_pixels(image.size, max_pixels, what)
-    elif isinstance(source, (np.ndarray, torch.Tensor)):
+    elif isinstance(source, np.ndarray) or is_torch_tensor(source):
         image = _from_array(source, what, max_pixels)
     else:
         image = _open(source, what, max_pixels, draft_size, exif_orientation)
@@ -155,12 +154,17 @@ def _stream(source: Any, what: str) -> io.BytesIO | Path:
     )
 
 
-def _from_array(source: np.ndarray[Any, Any] | torch.Tensor, what: str, max_pixels: int) -> Image.Image:
-    is_tensor = isinstance(source, torch.Tensor)
-    if isinstance(source, torch.Tensor):
+def is_torch_tensor(value: object) -> bool:
+    """Whether `value` is a torch tensor (told by its type, so torch is not imported)."""
+    return any(cls.__module__ == "torch" and cls.__name__ == "Tensor" for cls in type(value).__mro__)
+
+
+def _from_array(source: Any, what: str, max_pixels: int) -> Image.Image:
+    is_tensor = not isinstance(source, np.ndarray)
+    if is_tensor:  # a torch tensor: torch is imported already, as the caller made one
         tensor = source.detach().cpu()
-        if tensor.dtype in (torch.bfloat16, torch.float16):
-            tensor = tensor.to(torch.float32)
+        if str(tensor.dtype) in ("torch.bfloat16", "torch.float16"):
+            tensor = tensor.float()
         array: np.ndarray[Any, Any] = tensor.numpy()
     else:
         array = np.asarray(source)
