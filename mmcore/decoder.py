@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from mmcore import constants as C
+from mmcore.arrays import as_array, numpy_dtype
 from mmcore.errors import ExecutionError, ProgramError
 from mmcore.program import SCALAR_TYPES, LoadedMethod, NativeMethod, Program
 from mmcore.stats import Stats, now_ms
@@ -294,10 +296,10 @@ class MultimodalDecoderRunner(_DecoderBase):
         """Embeddings `[1, T, D]` of token ids `[1, T]` (valid until the next call)."""
         return self._timed(self.embedding, [tokens])[0]
 
-    def decode(self, embeddings: torch.Tensor, start_pos: int) -> torch.Tensor:
-        """Logits `[V]` after writing `embeddings` `[1, T, D]` at `start_pos..start_pos+T-1`."""
-        if embeddings.dtype != self.embedding_dtype:
-            embeddings = embeddings.to(self.embedding_dtype)
+    def decode(self, embeddings: Any, start_pos: int) -> torch.Tensor:
+        """Logits `[V]` after writing `embeddings` `[1, T, D]` (numpy or torch) at `start_pos..start_pos+T-1`."""
+        if numpy_dtype(embeddings.dtype) != numpy_dtype(self.embedding_dtype):
+            embeddings = as_array(embeddings).astype(numpy_dtype(self.embedding_dtype))
         return self._run_decoder(embeddings, start_pos, int(embeddings.shape[1]))
 
     def step(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:

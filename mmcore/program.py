@@ -21,8 +21,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from mmcore.arrays import as_array, is_tensor, numpy_dtype, scalar_type, to_torch
 from mmcore.errors import ExecutionError, InvalidProgramError, MissingMethodError
 
 __all__ = [
@@ -101,9 +103,9 @@ class LoadedMethod:
         self.name = name
         self.spec = spec
 
-    def execute(self, inputs: Sequence[torch.Tensor], *, clone_outputs: bool = True) -> list[Any]:
-        """Run the method. Without `clone_outputs` the outputs alias the method's memory and are
-        valid only until its next call."""
+    def execute(self, inputs: Sequence[Any], *, clone_outputs: bool = True) -> list[Any]:
+        """Run the method on numpy arrays (torch tensors are accepted too) and scalars. Without
+        `clone_outputs` the outputs alias the method's memory and are valid only until its next call."""
         try:
             return self._run(inputs, clone_outputs)
         except RuntimeError as exc:
@@ -114,21 +116,21 @@ class LoadedMethod:
                 f"expects ({expected}) (dynamic dimensions show their upper bound)"
             ) from exc
 
-    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
+    def _run(self, inputs: Sequence[Any], clone_outputs: bool) -> list[Any]:
         raise NotImplementedError
 
-    def check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
+    def check_inputs(self, inputs: Sequence[Any]) -> None:
         """Raise `ExecutionError` unless the inputs fit the method's declared dtypes and bounds."""
         if len(inputs) != len(self.spec.inputs):
             raise ExecutionError(f"method '{self.name}' takes {len(self.spec.inputs)} inputs, got {len(inputs)}")
         for index, (value, spec) in enumerate(zip(inputs, self.spec.inputs, strict=True)):
             if spec is None:
                 continue
-            if not isinstance(value, torch.Tensor):
+            if not (isinstance(value, np.ndarray) or is_tensor(value)):
                 raise ExecutionError(
-                    f"method '{self.name}' input {index} must be a tensor {spec.describe()}, got {type(value).__name__}"
+                    f"method '{self.name}' input {index} must be an array {spec.describe()}, got {type(value).__name__}"
                 )
-            fits = value.dtype == spec.dtype and value.dim() == spec.rank
+            fits = numpy_dtype(value.dtype) == numpy_dtype(spec.dtype) and len(value.shape) == spec.rank
             fits = fits and all(0 < n <= bound for n, bound in zip(value.shape, spec.shape, strict=True))
             if not fits:
                 raise ExecutionError(
@@ -144,8 +146,10 @@ class BindingMethod(LoadedMethod):
         super().__init__(name, spec)
         self._call = method.call
 
-    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
-        return list(self._call(inputs, clone_outputs))
+    def _run(self, inputs: Sequence[Any], clone_outputs: bool) -> list[Any]:
+        # the bindings take torch tensors: numpy arrays are viewed as tensors here, at their edge
+        tensors = [to_torch(np.require(x, requirements="C")) if isinstance(x, np.ndarray) else x for x in inputs]
+        return list(self._call(tensors, clone_outputs))
 
 
 class NativeMethod(LoadedMethod):
@@ -157,9 +161,9 @@ class NativeMethod(LoadedMethod):
         #: What the native module raises when ExecuTorch fails (a RuntimeError subclass).
         self.runtime_error: type[RuntimeError] = sys.modules[type(module).__module__].ExecutorchError
 
-    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
+    def _run(self, inputs: Sequence[Any], clone_outputs: bool) -> list[Any]:
         # `dense` keeps any contiguous copies alive while the runtime reads them
-        dense = [x.contiguous() if isinstance(x, torch.Tensor) else x for x in inputs]
+        dense = [_dense(x) for x in inputs]
         values = [_native_input(x) for x in dense]
         return [_native_output(v) for v in self.module.execute(self.name, values, not clone_outputs)]
 
@@ -356,16 +360,20 @@ def native_extension() -> Any:
     return _native_module or None
 
 
-_DTYPE_IDS: dict[torch.dtype, int] = {dtype: code for code, dtype in SCALAR_TYPES.items()}
+def _dense(value: Any) -> Any:
+    """Arrays as C-contiguous numpy arrays (torch tensors converted, sharing memory); scalars as they are."""
+    if isinstance(value, np.ndarray) or is_tensor(value):
+        return np.require(as_array(value), requirements="C")
+    return value
 
 
 def _native_input(value: Any) -> Any:
-    """A contiguous tensor as (data_ptr, dtype id, shape) for the native extension; scalars as they are."""
-    if isinstance(value, torch.Tensor):
-        code = _DTYPE_IDS.get(value.dtype)
+    """A contiguous array as (data_ptr, dtype id, shape) for the native extension; scalars as they are."""
+    if isinstance(value, np.ndarray):
+        code = scalar_type(value.dtype)
         if code is None:
             raise RuntimeError(f"input dtype {value.dtype} is not supported by ExecuTorch")
-        return (value.data_ptr(), code, tuple(value.shape))
+        return (value.ctypes.data, code, value.shape)
     return value
 
 
@@ -450,6 +458,6 @@ def _scalar(value: Any) -> Any:
 
 
 def _describe_value(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, np.ndarray) or is_tensor(value):
         return f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}"
     return type(value).__name__
