@@ -224,7 +224,9 @@ def test_settings_come_from_the_encoder_shape_and_overrides() -> None:
     assert (tuned.max_chunks, tuned.batch_size, tuned.n_frames, tuned.dtype) == (5, 1, 1000, BFLOAT16)
     features = AudioProcessor(tuned)(AudioInput(_audio(3.0, 16000), 16000))
     assert features.dtype == BFLOAT16 and features.shape == (1, 128, 1000) and features.flags.c_contiguous
-    as_float = AudioProcessor(dataclasses.replace(tuned, dtype=np.dtype(np.float32)))(AudioInput(_audio(3.0, 16000), 16000))
+    as_float = AudioProcessor(dataclasses.replace(tuned, dtype=np.dtype(np.float32)))(
+        AudioInput(_audio(3.0, 16000), 16000)
+    )
     assert np.array_equal(features, as_float.astype(BFLOAT16))
 
 
@@ -342,7 +344,11 @@ def test_mel_encoder_tokens_match_cpp_runner(
     assert result.tokens == reference
     encode = runner.tokenizer.encode
     eager = eager_model(spec).greedy_generate(
-        [("tokens", encode("the quick brown fox")), ("audio", torch.from_numpy(features)), ("tokens", encode("jumps over"))],
+        [
+            ("tokens", encode("the quick brown fox")),
+            ("audio", torch.from_numpy(features)),
+            ("tokens", encode("jumps over")),
+        ],
         12,
     )
     assert result.tokens == eager

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import mmcore_image
 import mmcore_image.resample
-import ml_dtypes
 import numpy as np
 import pytest
 from mmcore_image import ImageHandler, ImageInput, ImagePreprocessor, PreprocessSettings
@@ -415,7 +415,8 @@ def test_requests_with_images_match_cpp(encoder, make_spec, program_path, tokeni
     reference_pixels = ImagePreprocessor(
         PreprocessSettings.from_mapping(settings, TensorSpec(dtype, (3, vision.height, vision.width)))
     )
-    first, second = reference_pixels(photo), reference_pixels(path)
+    torch = pytest.importorskip("torch")  # ExecuTorch's C++ runner binding takes torch tensors
+    first, second = torch.from_numpy(reference_pixels(photo)), torch.from_numpy(reference_pixels(path))
 
     requests = [
         (["the quick brown fox", ImageInput(photo)], [("text", "the quick brown fox"), ("image", first)]),

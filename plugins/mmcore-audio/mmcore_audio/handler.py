@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mmcore.arrays import as_array
 from mmcore.errors import InvalidInputError
 from mmcore.inputs import EmbeddingsInput
 from mmcore.registry import PrefillContext
@@ -45,7 +46,8 @@ class AudioHandler:
         return AudioSettings.for_encoder(spec, ctx.settings)
 
     def preprocess(self, item: AudioInput, ctx: PrefillContext) -> np.ndarray[Any, Any]:
-        """Encoder input, a C-contiguous numpy array: features `[B, n_mels, n_frames]` or a waveform `[1, n_samples]`."""
+        """Encoder input, a C-contiguous numpy array: features `[B, n_mels, n_frames]` or a waveform
+        `[1, n_samples]`."""
         where = f"input {ctx.index} (AudioInput)"
         if not isinstance(item, AudioInput):
             raise InvalidInputError(f"{where}: expected an AudioInput, got {type(item).__name__}")
@@ -60,7 +62,7 @@ class AudioHandler:
         parts: list[np.ndarray[Any, Any]] = []
         for begin in range(0, prepared.shape[0], step):
             batch = np.ascontiguousarray(prepared[begin : begin + step])  # [b, M, T] or [1, S]
-            output = np.asarray(method.execute([batch])[0])  # [1, n, D] (cloned)
+            output = as_array(method.execute([batch])[0])  # [1, n, D] (cloned)
             parts.append(output.reshape(1, -1, output.shape[-1]) if output.ndim == 3 else output)
         return EmbeddingsInput(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
 

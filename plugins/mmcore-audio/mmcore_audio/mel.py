@@ -128,7 +128,8 @@ class LogMelSpectrogram:
         power += np.square(spectrum.imag)
         mel = np.matmul(power, self.filters)  # [B, T, M]
         np.maximum(mel, np.float32(_LOG_FLOOR), out=mel)
-        log_mel = np.log10(mel, out=mel, dtype=np.float64)  # [B, T, M]; in float64: numpy's float32 log10 is off by an ulp
+        # in float64, rounded once: numpy's float32 log10 can be an ulp off (log10(1e-10) != -10)
+        log_mel = np.log10(mel, out=mel, dtype=np.float64)  # [B, T, M]
         peak = log_mel.max(axis=(1, 2), keepdims=True)  # [B, 1, 1]
         np.maximum(log_mel, peak - np.float32(_DYNAMIC_RANGE), out=log_mel)
         log_mel += np.float32(4.0)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from mmcore.errors import InvalidInputError
-from mmcore_audio._dtypes import cast
 from mmcore_audio.inputs import AudioInput
 from mmcore_audio.loading import load_mono
 from mmcore_audio.mel import extractor
@@ -55,7 +53,7 @@ class AudioProcessor:
         else:
             joint = self._mel.from_padded(self._mel.padded_windows(samples, 1, count * window))  # [1, M, B*T]
             features = joint.reshape(s.n_mels, count, s.n_frames).transpose(1, 0, 2)  # [B, M, T] (a view)
-        return cast(features, s.dtype)  # [B, M, T], C-contiguous
+        return np.ascontiguousarray(features, dtype=s.dtype)  # [B, M, T]
 
     def _limited(self, samples: npt.NDArray[np.float32], where: str) -> npt.NDArray[np.float32]:
         s = self.settings
@@ -80,4 +78,4 @@ class AudioProcessor:
         s = self.settings
         if s.padding == "max_length" and samples.shape[0] < s.n_samples:
             samples = np.pad(samples, (0, s.n_samples - samples.shape[0]))
-        return cast(samples[None], s.dtype)  # [1, S]
+        return np.ascontiguousarray(samples[None], dtype=s.dtype)  # [1, S]

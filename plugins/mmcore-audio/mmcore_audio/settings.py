@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mmcore.arrays import numpy_dtype
 from mmcore.errors import ConfigError
 from mmcore.program import TensorSpec
-from mmcore_audio._dtypes import as_dtype, dtype_name
 from mmcore_audio.loading import RESAMPLE_QUALITIES
 from mmcore_audio.mel import MelConfig
 
@@ -41,6 +41,7 @@ SETTING_KEYS = (
     "resample_quality",
 )
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+_FLOAT32: np.dtype[Any] = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class AudioSettings:
     padding: Literal["max_length", "none"] = "max_length"
     chunk_mode: Literal["separate", "joint"] = "separate"
     resample_quality: str = "HQ"
-    dtype: np.dtype[Any] = np.dtype(np.float32)
+    dtype: np.dtype[Any] = _FLOAT32
 
     def __post_init__(self) -> None:
         if self.kind not in ("mel", "raw"):
@@ -101,12 +102,15 @@ class AudioSettings:
                 f"audio setting 'resample_quality' must be one of {list(RESAMPLE_QUALITIES)}, "
                 f"got {self.resample_quality!r}"
             )
-        if dtype_name(self.dtype) not in _FLOAT_DTYPES:
+        try:
+            dtype = numpy_dtype(self.dtype)
+        except TypeError as exc:
+            raise ConfigError(f"audio setting 'dtype' must be a dtype, got {self.dtype!r}") from exc
+        if dtype.name not in _FLOAT_DTYPES:
             raise ConfigError(
-                f"the audio encoder takes {dtype_name(self.dtype)} input; mmcore-audio makes float32, bfloat16 "
-                "or float16"
+                f"the audio encoder takes {dtype.name} input; mmcore-audio makes float32, bfloat16 or float16"
             )
-        object.__setattr__(self, "dtype", as_dtype(self.dtype))
+        object.__setattr__(self, "dtype", dtype)
         if self.kind == "mel":
             self.mel_config()  # validates the log-mel parameters
 

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from mmcore.arrays import BFLOAT16, as_array, is_tensor
 from mmcore.errors import InvalidInputError
 
-__all__ = ["ALLOWED_FORMATS", "decode_image", "is_torch_tensor", "to_rgb"]
+__all__ = ["ALLOWED_FORMATS", "decode_image", "to_rgb"]
 
 #: Encoded formats Pillow may open; others (EPS needs Ghostscript, ...) are refused.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "PPM", "TGA", "ICO")
@@ -56,7 +57,7 @@ def decode_image(
     if isinstance(source, Image.Image):
         image = source
         _check_pixels(image.size, max_pixels, what)
-    elif isinstance(source, np.ndarray) or is_torch_tensor(source):
+    elif isinstance(source, np.ndarray) or is_tensor(source):
         image = _from_array(source, what, max_pixels)
     else:
         image = _open(source, what, max_pixels, draft_size, exif_orientation)
@@ -154,20 +155,11 @@ def _stream(source: Any, what: str) -> io.BytesIO | Path:
     )
 
 
-def is_torch_tensor(value: object) -> bool:
-    """Whether `value` is a torch tensor (told by its type, so torch is not imported)."""
-    return any(cls.__module__ == "torch" and cls.__name__ == "Tensor" for cls in type(value).__mro__)
-
-
 def _from_array(source: Any, what: str, max_pixels: int) -> Image.Image:
-    is_tensor = not isinstance(source, np.ndarray)
-    if is_tensor:  # a torch tensor: torch is imported already, as the caller made one
-        tensor = source.detach().cpu()
-        if str(tensor.dtype) in ("torch.bfloat16", "torch.float16"):
-            tensor = tensor.float()
-        array: np.ndarray[Any, Any] = tensor.numpy()
-    else:
-        array = np.asarray(source)
+    from_tensor = not isinstance(source, np.ndarray)  # torch tensors are CHW by convention
+    array = as_array(source)
+    if array.dtype in (BFLOAT16, np.float16):
+        array = array.astype(np.float32)
     shape = list(array.shape)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
@@ -177,7 +169,7 @@ def _from_array(source: Any, what: str, max_pixels: int) -> Image.Image:
         raise InvalidInputError(
             f"{what}: an image array must be [H, W], [H, W, C] or [C, H, W] (C = 1, 3 or 4), got shape {shape}"
         )
-    array = _channels_last(array, prefer_first=is_tensor, what=what, shape=shape)
+    array = _channels_last(array, prefer_first=from_tensor, what=what, shape=shape)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidInputError(f"{what}: the image is empty (shape {shape}); pass an image with pixels")
     _check_pixels((array.shape[1], array.shape[0]), max_pixels, what)

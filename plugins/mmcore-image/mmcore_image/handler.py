@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mmcore.arrays import as_array
 from mmcore.errors import InvalidInputError
 from mmcore.inputs import EmbeddingsInput
 from mmcore.program import Program
@@ -69,7 +70,7 @@ class ImageHandler:
     def prefill(self, prepared: np.ndarray[Any, Any], ctx: PrefillContext) -> EmbeddingsInput:
         """Embeddings `[1, N, D]` (a numpy array) from `vision_encoder` (a copy, safe to keep)."""
         outputs = ctx.program.method(VISION_ENCODER).execute([prepared], clone_outputs=True)
-        return EmbeddingsInput(np.asarray(outputs[0]))  # [1, N, D]
+        return EmbeddingsInput(as_array(outputs[0]))  # [1, N, D]
 
     def from_content(self, part: Mapping[str, Any]) -> ImageInput | Image.Image:
         """The input of a chat content part ``{"type": "image", "image": <path|bytes|PIL|array>}``."""

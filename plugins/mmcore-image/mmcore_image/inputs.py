@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeAlias, Union
 import numpy as np
 from PIL import Image
 
-from mmcore_image.decode import is_torch_tensor
+from mmcore.arrays import is_tensor
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +18,7 @@ __all__ = ["ImageInput", "ImageSource"]
 
 #: What an `ImageInput` may wrap: a file path, encoded bytes, a binary file object, a decoded
 #: Pillow image, or pixels (numpy array or torch tensor, HWC or CHW, uint8 or float in [0, 1]).
-ImageSource: TypeAlias = Union[  # noqa: UP007 (torch.Tensor is only known to type checkers)
+ImageSource: TypeAlias = Union[
     str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray[Any, Any], "torch.Tensor"
 ]
 
@@ -47,7 +47,7 @@ def describe_source(source: object) -> str:
         return f"PIL image {source.mode} {source.size[0]}x{source.size[1]}"
     if isinstance(source, np.ndarray):
         return f"numpy {source.dtype}{list(source.shape)}"
-    if is_torch_tensor(source):
+    if is_tensor(source):
         tensor: Any = source
         return f"tensor {str(tensor.dtype).removeprefix('torch.')}{list(tensor.shape)}"
     return type(source).__name__

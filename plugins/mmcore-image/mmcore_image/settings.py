@@ -9,9 +9,9 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from mmcore.arrays import numpy_dtype
 from mmcore.errors import ConfigError
 from mmcore.program import TensorSpec
-from mmcore_image._dtypes import as_dtype, dtype_name
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -30,6 +30,7 @@ Colour = tuple[int, int, int]
 DEFAULT_MAX_PIXELS = 64_000_000
 #: Encoder input dtypes this plugin produces (bfloat16 as `ml_dtypes.bfloat16`).
 OUTPUT_DTYPES: tuple[str, ...] = ("uint8", "float32", "bfloat16", "float16")
+_FLOAT32: np.dtype[Any] = np.dtype(np.float32)
 
 # Hugging Face / Pillow integer resample codes (preprocessor_config.json "resample").
 _RESAMPLE_CODES: dict[int, Resample] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -83,7 +84,7 @@ class PreprocessSettings:
     """
 
     size: tuple[int, int]
-    dtype: np.dtype[Any] = np.dtype(np.float32)
+    dtype: np.dtype[Any] = _FLOAT32
     rank: int = 4
     resize_mode: ResizeMode = "stretch"
     resample: Resample = "bicubic"
@@ -104,11 +105,15 @@ class PreprocessSettings:
         height, width = self.size
         if height < 1 or width < 1:
             raise ConfigError(f"image setting 'size' must be positive, got {self.size}")
-        if dtype_name(self.dtype) not in OUTPUT_DTYPES:
+        try:
+            dtype = numpy_dtype(self.dtype)
+        except TypeError as exc:
+            raise ConfigError(f"image setting 'dtype' must be a dtype, got {self.dtype!r}") from exc
+        if dtype.name not in OUTPUT_DTYPES:
             raise ConfigError(
-                f"the vision encoder takes {dtype_name(self.dtype)}; mmcore-image produces {', '.join(OUTPUT_DTYPES)}"
+                f"the vision encoder takes {dtype.name}; mmcore-image produces {', '.join(OUTPUT_DTYPES)}"
             )
-        object.__setattr__(self, "dtype", as_dtype(self.dtype))
+        object.__setattr__(self, "dtype", dtype)
         if self.rank not in (3, 4):
             raise ConfigError(f"the vision encoder input must have rank 3 or 4, got rank {self.rank}")
         if self.resize_mode not in get_args(ResizeMode):

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from mmcore_image._dtypes import cast
 from mmcore_image.settings import PreprocessSettings
 
 __all__ = ["apply_table", "table_for", "to_encoder_input", "value_table"]
@@ -39,7 +38,7 @@ def to_encoder_input(values: np.ndarray[Any, Any], s: PreprocessSettings) -> np.
     if s.dtype == np.uint8:
         out = np.ascontiguousarray(values.transpose(2, 0, 1))  # [3, H, W] uint8
     else:
-        out = cast(values, s.dtype)  # [3, H, W]
+        out = np.ascontiguousarray(values, dtype=s.dtype)  # [3, H, W]; bfloat16 rounds to nearest even
     return out[None] if s.rank == 4 else out  # [1, 3, H, W] or [3, H, W]
 
 
