@@ -7,8 +7,11 @@ Cases (per item, median over `repeats` runs in one process, same input on both s
   mix down, soxr resample, features). The transformers side decodes with soundfile, averages the
   channels and resamples with soxr too, then extracts.
 
-Run: `python bench/preprocess_audio.py [repeats] [threads]` (threads: torch intra-op threads for both
-sides; default: torch's own setting).
+Calls are interleaved and medians reported. mmcore-audio computes with numpy (no torch); transformers'
+extractor uses torch when it is installed.
+
+Run: `python bench/preprocess_audio.py [repeats] [threads]` (threads: torch intra-op threads, which only
+the transformers side uses; default: torch's own setting).
 """
 
 from __future__ import annotations
@@ -46,20 +49,21 @@ def _signal(seconds: float, rate: int, channels: int) -> np.ndarray:
     return samples[:, 0].copy() if channels == 1 else samples
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    result = fn()  # warm-up (filters, FFT plans)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times), result
+def _timed_ms(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return (time.perf_counter() - start) * 1000.0, result
 
 
 def _case(name: str, ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> dict[str, Any]:
-    ours_ms, ours_out = _median_ms(ours, repeats)
-    theirs_ms, theirs_out = _median_ms(theirs, repeats)
-    ours_np = ours_out.numpy() if hasattr(ours_out, "numpy") else np.asarray(ours_out)
+    ours_out, theirs_out = ours(), theirs()  # warm-up (filters, FFT plans)
+    mine: list[float] = []
+    other: list[float] = []
+    for _ in range(repeats):  # interleaved, so load changes hit both sides
+        mine.append(_timed_ms(ours)[0])
+        other.append(_timed_ms(theirs)[0])
+    ours_ms, theirs_ms = statistics.median(mine), statistics.median(other)
+    ours_np = np.asarray(ours_out)
     return {
         "case": name,
         "mmcore_audio_ms": round(ours_ms, 3),

@@ -134,7 +134,7 @@ class LogMelSpectrogram:
         np.maximum(log_mel, peak - np.float32(_DYNAMIC_RANGE), out=log_mel)
         log_mel += np.float32(4.0)
         log_mel /= np.float32(4.0)
-        return np.ascontiguousarray(log_mel.transpose(0, 2, 1))  # [B, M, T]
+        return np.ascontiguousarray(log_mel.transpose(0, 2, 1), dtype=np.float32)  # [B, M, T]
 
 
 def hann_window(n_fft: int) -> FloatArray:
