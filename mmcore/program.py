@@ -61,6 +61,7 @@ _RUNTIME_LIBRARIES = (
     "libexecutorch_kernels_optimized.so",
     "libexecutorch_backend_xnnpack.so",
 )
+_GET_THREADPOOL = "_ZN10executorch9extension10threadpool14get_threadpoolEv"  # threadpool::get_threadpool()
 _runtime_libraries_lock = threading.Lock()
 _runtime_libraries: list[ctypes.CDLL] | None = None
 
@@ -434,6 +435,11 @@ def _load_runtime_libraries() -> None:
                         break
                 else:
                     logger.debug("executorch library %s not found in %s", name, roots)
+            # Creating the thread pool logs CPU probing details to stderr: create it here, quietly.
+            create_pool = getattr(loaded[0], _GET_THREADPOOL, None) if loaded else None
+            if create_pool is not None:
+                create_pool.restype = ctypes.c_void_p
+                create_pool()
         _runtime_libraries = loaded
 
 
