@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
+import numpy.typing as npt
 
 from mmcore.arrays import is_floating, is_tensor
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
@@ -31,7 +31,7 @@ class TextPrefiller:
         self.decoder = decoder
         self.chunk_size = max(1, min(max_seq_len, decoder.max_tokens_per_call))
 
-    def prefill(self, tokens: Sequence[int], start_pos: int) -> torch.Tensor:
+    def prefill(self, tokens: Sequence[int], start_pos: int) -> npt.NDArray[Any]:
         """Logits `[V]` after the last token (a copy, safe to keep)."""
         if not tokens:
             raise InvalidInputError("prefill got no tokens: the prompt encoded to an empty sequence")
@@ -130,9 +130,9 @@ class MultimodalPrefiller:
             cache.put(key, segment, time.perf_counter() - began)
         return segment
 
-    def prefill(self, segments: Sequence[Segment], start_pos: int) -> torch.Tensor:
+    def prefill(self, segments: Sequence[Segment], start_pos: int) -> npt.NDArray[Any]:
         """Write segments at increasing positions; logits `[V]` after the last row (a copy)."""
-        logits = torch.empty(0)
+        logits: npt.NDArray[Any] = np.empty(0, dtype=np.float32)
         pos = start_pos
         step = self.chunk_size
         for segment in segments:
@@ -145,7 +145,7 @@ class MultimodalPrefiller:
                     chunk = np.ascontiguousarray(embeds[:, begin : begin + step])
                     logits = self.decoder.decode(chunk, pos)
                     pos += chunk.shape[1]
-                logits = logits.clone()  # the decoder's output memory is reused by its next call
+                logits = logits.copy()  # the decoder's output memory is reused by its next call
         return logits
 
     def _checked(self, segment: Any, index: int, item: Any) -> Segment:

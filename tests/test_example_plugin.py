@@ -23,7 +23,6 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mmcore import ConfigError, GenerationConfig, InvalidInputError, MultimodalRunner, PrefillContext

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from mmcore_image import VISION_ENCODER, ImagePreprocessor
 
-from mmcore.arrays import as_array
 from mmcore.errors import ConfigError, InvalidInputError, ProgramError
 from mmcore.inputs import EmbeddingsInput
 from mmcore.program import Program
@@ -52,7 +52,7 @@ class VideoHandler:
         """The video settings of `ctx`: its `video` table plus the vision encoder's input spec."""
         return self._prepared(ctx)[0]
 
-    def preprocess(self, item: VideoInput, ctx: PrefillContext) -> np.ndarray[Any, Any]:
+    def preprocess(self, item: VideoInput, ctx: PrefillContext) -> npt.NDArray[Any]:
         """The sampled frames as `vision_encoder` inputs, stacked: `[N, *encoder_input_shape]`."""
         what = f"input {ctx.index} (video {describe_video(item.source)})"
         settings, preprocessor = self._prepared(ctx)
@@ -60,17 +60,16 @@ class VideoHandler:
         frames = read_frames(item.source, wanted, what=what, max_pixels=settings.image.max_pixels)
         return np.stack([preprocessor(source, what=f"{what} {label}") for label, source in frames])
 
-    def prefill(self, prepared: np.ndarray[Any, Any], ctx: PrefillContext) -> EmbeddingsInput:
+    def prefill(self, prepared: npt.NDArray[Any], ctx: PrefillContext) -> EmbeddingsInput:
         """Each frame through `vision_encoder`, the embeddings concatenated: `[1, N * rows, D]`."""
         encoder = ctx.program.method(VISION_ENCODER)
-        rows: list[np.ndarray[Any, Any]] = []
-        for frame in prepared:  # [*encoder_input_shape], C-contiguous
+        rows: list[npt.NDArray[Any]] = []
+        for frame in prepared:  # [*encoder_input_shape]
             # clone_outputs=True: without it the output aliases the method's memory, which the next
             # frame's call overwrites.
-            value = encoder.execute([frame], clone_outputs=True)[0]
-            out = as_array(value) if hasattr(value, "shape") else None
-            if out is None or out.ndim != 3 or out.shape[0] != 1:
-                got = list(out.shape) if out is not None else type(value).__name__
+            out = encoder.execute([frame], clone_outputs=True)[0]
+            if not isinstance(out, np.ndarray) or out.ndim != 3 or out.shape[0] != 1:
+                got = list(out.shape) if isinstance(out, np.ndarray) else type(out).__name__
                 raise ProgramError(
                     f"input {ctx.index}: '{VISION_ENCODER}' returned {got} for a frame; "
                     "mmcore-video expects [1, rows, D]"
