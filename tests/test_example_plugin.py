@@ -152,7 +152,7 @@ def test_video_prefills_like_its_frames_as_image_segments(
     assert np.array_equal(prepared, np.stack(expected_frames))
 
     ids = runner.tokenizer.encode(PROMPT)
-    segments = [("image", torch.from_numpy(frame)) for frame in expected_frames] + [("tokens", ids)]
+    segments = [("image", frame) for frame in expected_frames] + [("tokens", ids)]
     assert result.tokens == eager_model(spec).greedy_generate(segments, GREEDY.max_new_tokens)
     assert result.prompt_tokens == len(SAMPLED) * spec.vision.rows + len(ids)
 
