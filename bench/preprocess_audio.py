@@ -6,6 +6,9 @@ Cases (per item, median over `repeats` runs in one process, same input on both s
 - `wav_44k1_stereo_30s`: a 30 s 44.1 kHz stereo WAV file -> the same features, full path (decode,
   mix down, soxr resample, features). The transformers side decodes with soundfile, averages the
   channels and resamples with soxr too, then extracts.
+- `stft_numpy_vs_torch_30s`: mmcore-audio's numpy log-mel of one padded 30 s window against the
+  torch implementation it replaced (`torch.fft.rfft` + `torch.matmul`, kept here as the baseline),
+  the same input on both sides: does dropping torch cost speed?
 
 Calls are interleaved and medians reported. mmcore-audio computes with numpy (no torch); transformers'
 extractor uses torch when it is installed.
@@ -29,7 +32,7 @@ import numpy as np
 import soundfile
 import soxr
 import torch
-from mmcore_audio import AudioInput, AudioProcessor, AudioSettings
+from mmcore_audio import AudioInput, AudioProcessor, AudioSettings, LogMelSpectrogram, MelConfig, mel_filter_bank
 
 __all__ = ["run"]
 
@@ -111,7 +114,30 @@ def run(repeats: int, threads: int | None = None) -> list[dict[str, Any]]:
             return reference(soxr.resample(mixed, rate, _RATE, quality="HQ"))
 
         rows.append(_case("wav_44k1_stereo_30s", lambda: processor(AudioInput(path)), theirs_from_file, repeats))
+
+    mel = LogMelSpectrogram(MelConfig(n_mels=128))
+    padded = mel.padded_windows(mono, 1, _RATE * _SECONDS)  # [1, L + n_fft]
+    # "transformers" column of this row: the former torch implementation
+    rows.append(
+        _case("stft_numpy_vs_torch_30s", lambda: mel.from_padded(padded), lambda: _torch_log_mel(padded), repeats)
+    )
     return rows
+
+
+def _torch_log_mel(padded: np.ndarray, n_mels: int = 128) -> np.ndarray:
+    """The torch log-mel mmcore-audio used before its numpy one: `[B, L + n_fft]` -> `[B, n_mels, T]`."""
+    config = MelConfig(n_mels=n_mels)
+    window = torch.hann_window(config.n_fft, periodic=True, dtype=torch.float32)
+    filters_t = torch.from_numpy(np.ascontiguousarray(mel_filter_bank(config).astype(np.float32).T))  # [M, F]
+    with torch.no_grad():
+        x = torch.from_numpy(padded)
+        n_frames = (x.shape[-1] - config.n_fft) // config.hop_length
+        frames = x.unfold(-1, config.n_fft, config.hop_length)[:, :n_frames]  # [B, T, n_fft]
+        spectrum = torch.fft.rfft(frames * window, dim=-1)
+        power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
+        log_mel = torch.matmul(filters_t, power.mT).clamp_(min=1e-10).log10_()  # [B, M, T]
+        log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return log_mel.add_(4.0).div_(4.0).numpy()
 
 
 if __name__ == "__main__":
