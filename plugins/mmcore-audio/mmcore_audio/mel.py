@@ -85,7 +85,7 @@ class LogMelSpectrogram:
 
     Per window: centred STFT (reflect padding, periodic Hann, power 2; the last frame dropped), mel
     filters, `log10(max(x, 1e-10))`, floor at the window's peak minus 8, then `(x + 4) / 4`. Each
-    window of L samples gives `L // hop_length` frames. Everything is float32 numpy.
+    window of L samples gives `L // hop_length` frames. Inputs and outputs are float32 numpy arrays.
     """
 
     def __init__(self, config: MelConfig) -> None:
