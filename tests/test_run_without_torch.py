@@ -95,9 +95,12 @@ def _media_files(folder: Path) -> tuple[Path, Path]:
     return photo, tone
 
 
-def _in_subprocess(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _in_subprocess(
+    code: str, *args: str, stdin: str | None = None, block: bool = True
+) -> subprocess.CompletedProcess[str]:
+    prelude = _BLOCK_TORCH if block else "import sys\n"
     return subprocess.run(
-        [sys.executable, "-c", _BLOCK_TORCH + code, *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", prelude + code, *args], input=stdin, capture_output=True, text=True, timeout=600
     )
 
 
@@ -158,6 +161,16 @@ sys.exit(code)
     inspect = _in_subprocess(code, "inspect", text_pte)
     assert inspect.returncode == 0, inspect.stderr[-3000:]
     assert "forward" in inspect.stdout
+
+    turn = {"role": "user", "content": [{"type": "image", "image": photo}, {"type": "text", "text": "what"}]}
+    lines = "\n".join(json.dumps(m) for m in (turn, {"role": "user", "content": "and then"})) + "\n"
+    chat_args = ["chat", media_pte, "--tokenizer", tokenizer, "--jsonl", "--max-new-tokens", "5"]
+    answers = []
+    for block in (True, False):
+        chat = _in_subprocess(code, *chat_args, stdin=lines, block=block)
+        assert chat.returncode == 0, chat.stderr[-3000:]
+        answers.append([json.loads(line)["tokens"] for line in chat.stdout.splitlines() if line.strip()])
+    assert answers[0] == answers[1] and len(answers[0]) == 2 and all(answers[0])
 
 
 def test_numpy_results_equal_torch_fed_requests(setup: list[str], tokenizer_dir: Path, plugin_manager: Any) -> None:
