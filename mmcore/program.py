@@ -9,12 +9,10 @@ which adds seconds to start-up and is not needed to run programs.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import struct
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mmcore import kernels, native
 from mmcore.errors import ExecutionError, InvalidProgramError, MissingMethodError
 
 __all__ = [
@@ -56,12 +55,7 @@ SCALAR_TYPES: dict[int, torch.dtype] = {
 _FILE_IDENTIFIER_PREFIX = b"ET"
 _EXTENDED_HEADER_MAGIC = b"eh00"
 _MIN_PROGRAM_BYTES = 16
-# Modules that register ExecuTorch's LLM custom ops and quantized kernels with the runtime.
-_KERNEL_MODULES = ("executorch.extension.llm.custom_ops.custom_ops", "executorch.kernels.quantized")
-_kernels_lock = threading.Lock()
-_kernels_loaded = False
 _runtime_module: Any = None
-_native_module: Any = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +177,7 @@ class Program:
         self.path = Path(path)
         self.data_path = Path(data_path) if data_path is not None else None
         validate_program_file(self.path)
+        kernels.prepare(self.path)  # kernel and backend libraries the program needs, before any load
         self._index = self._load_runtime_program()
         self.native = native_extension() is not None if native is None else native
         if self.native and native_extension() is None:
@@ -283,12 +278,9 @@ class Program:
                 raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
         try:
             self._native_module.load_method(name)
-        except RuntimeError as first_error:
-            if not _load_kernel_libraries():
-                raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
-                ) from first_error
-            return self._load_native_method(name)
+        except RuntimeError as error:
+            message = f"loading method '{name}' of {self.path} failed: {error}. {self._load_hint()}"
+            raise InvalidProgramError(message) from error
         return self._native_module
 
     def _load_hint(self) -> str:
@@ -301,15 +293,11 @@ class Program:
         return hint
 
     def _load_method(self, runtime_program: Any, name: str) -> Any:
-        """Load a method; on failure register the optional kernel libraries once and retry."""
         try:
             return runtime_program.load_method(name)
-        except RuntimeError as first_error:
-            if not _load_kernel_libraries():
-                raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
-                ) from first_error
-        return self._load_method(runtime_program, name)
+        except RuntimeError as error:
+            message = f"loading method '{name}' of {self.path} failed: {error}. {self._load_hint()}"
+            raise InvalidProgramError(message) from error
 
 
 def validate_program_file(path: Path) -> None:
@@ -343,17 +331,8 @@ def validate_program_file(path: Path) -> None:
 
 
 def native_extension() -> Any:
-    """mmcore's native extension module, or None when it was not built or MMCORE_NATIVE=0."""
-    global _native_module
-    if os.environ.get("MMCORE_NATIVE", "1") == "0":
-        return None
-    if _native_module is None:
-        try:
-            _native_module = importlib.import_module("mmcore._native")
-        except ImportError as exc:
-            logger.debug("mmcore's native extension is not available: %s", exc)
-            _native_module = False
-    return _native_module or None
+    """mmcore's native extension module, or None when it is unusable (see mmcore.native) or MMCORE_NATIVE=0."""
+    return native.extension()
 
 
 _DTYPE_IDS: dict[torch.dtype, int] = {dtype: code for code, dtype in SCALAR_TYPES.items()}
@@ -411,25 +390,6 @@ def _quiet_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _load_kernel_libraries() -> bool:
-    """Register ExecuTorch's LLM custom ops (custom SDPA, KV cache) and quantized kernels.
-
-    Returns True the first time (libraries newly registered), False when already done. They are
-    loaded only when a method fails to load, since importing them takes seconds.
-    """
-    global _kernels_loaded
-    with _kernels_lock:
-        if _kernels_loaded:
-            return False
-        for module in _KERNEL_MODULES:
-            try:
-                importlib.import_module(module)
-            except Exception as exc:  # noqa: BLE001 - optional kernels; log and go on
-                logger.debug("kernel library %s not loaded: %s", module, exc)
-        _kernels_loaded = True
-        return True
 
 
 def _tensor_spec(meta: Any, kind: str, index: int) -> TensorSpec | None:
