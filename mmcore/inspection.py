@@ -139,11 +139,13 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _execution(program: Program) -> str:
+    from mmcore import native
+
     if program.native:
-        return "native (mmcore._native; greedy decoding below Python)"
+        return f"{native.status().describe()}; greedy decoding below Python"
     if os.environ.get("MMCORE_NATIVE", "1") == "0":
         return "ExecuTorch's Python bindings (MMCORE_NATIVE=0)"
-    return "ExecuTorch's Python bindings (mmcore._native is not built: reinstall with scripts/setup.sh)"
+    return native.status().describe()
 
 
 def _speculative(program: Program, context: Any) -> str:

@@ -37,7 +37,15 @@ from typing import Any
 
 from mmcore.errors import InvalidProgramError, MissingKernelError
 
-__all__ = ["KernelLibrary", "ProgramNeeds", "LIBRARIES", "BACKEND_LIBRARIES", "prepare", "program_needs"]
+__all__ = [
+    "BACKEND_LIBRARIES",
+    "LIBRARIES",
+    "KernelLibrary",
+    "ProgramNeeds",
+    "prepare",
+    "program_needs",
+    "torch_installed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +127,7 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
         for lib in wanted:
             if root is None:
                 break
-            if lib.needs_torch and importlib.util.find_spec("torch") is None:
+            if lib.needs_torch and not torch_installed():
                 continue
             if lib.needs_torch:
                 import torch  # noqa: F401 - the library links libtorch; torch initialises it first
@@ -129,6 +137,11 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
     if missing:
         raise MissingKernelError(_missing_message(Path(path), missing))
     return needs
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here (without importing it)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def _missing_message(path: Path, missing: set[str] | frozenset[str]) -> str:
