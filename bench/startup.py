@@ -41,7 +41,8 @@ import sys
 from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 pieces = []
 runner = TextLLMRunner(sys.argv[1], sys.argv[2])
-runner.generate(sys.argv[3], GenerationConfig(echo=False, temperature=0.0, max_new_tokens=int(sys.argv[4])), pieces.append)
+config = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=int(sys.argv[4]))
+runner.generate(sys.argv[3], config, pieces.append)
 print(len(pieces))
 """
 
@@ -54,7 +55,8 @@ pieces = []
 runner = et.MultimodalRunner(sys.argv[1], sys.argv[2])
 inputs = [et.make_image_input(torch.from_numpy(np.load(sys.argv[3]))),
           et.make_audio_input(torch.from_numpy(np.load(sys.argv[4]))), et.make_text_input(sys.argv[5])]
-runner.generate(inputs, et.GenerationConfig(echo=False, temperature=0.0, max_new_tokens=int(sys.argv[6])), pieces.append)
+config = et.GenerationConfig(echo=False, temperature=0.0, max_new_tokens=int(sys.argv[6]))
+runner.generate(inputs, config, pieces.append)
 print(len(pieces))
 """
 
@@ -105,11 +107,12 @@ def prepare(folder: Path) -> dict[str, Path]:
 
 def preprocessed(files: dict[str, Path], folder: Path) -> tuple[Path, Path]:
     """The image and audio arrays mmcore's plugins feed the encoders, saved for the binding script."""
+    from mmcore_audio import AudioInput
+    from mmcore_image import ImageInput
+
     from mmcore import PrefillContext
     from mmcore.plugins import get_plugin_manager
     from mmcore.runner import MultimodalRunner
-    from mmcore_audio import AudioInput
-    from mmcore_image import ImageInput
 
     runner = MultimodalRunner(files["media"], files["tokenizer"], plugin_manager=get_plugin_manager())
     registry = runner._plugins().modality_registry()
@@ -170,7 +173,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = cases(prepare(Path(tmp)), pythons)
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
-        for name, command in rows.items():  # warm the page cache once
+        for command in rows.values():  # warm the page cache once
             measure(command)
         for _ in range(args.repeats):
             for name, command in rows.items():  # interleaved

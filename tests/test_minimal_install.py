@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from mmcore.testing import AudioEncoderSpec, VisionEncoderSpec
-from mmcore.testing.cache import default_cache_dir
 from mmcore.testing._files import file_lock
+from mmcore.testing.cache import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("mmcore-text", "mmcore-image", "mmcore-audio", "mmcore-adapters")
