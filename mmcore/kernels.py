@@ -134,6 +134,8 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
             _load(root / lib.path)
         if wanted:
             missing = needs.operators - lister()
+        if root is not None and any(p.endswith(_THREADPOOL_USERS) for p in _loaded):
+            _start_threadpool(root)
     if missing:
         raise MissingKernelError(_missing_message(Path(path), missing))
     return needs
@@ -176,6 +178,36 @@ def _executorch_root() -> Path | None:
     from mmcore import native
 
     return native.executorch_root()
+
+
+# Libraries whose kernels run on ExecuTorch's thread pool; creating the pool probes the CPU and logs
+# the findings to stderr, so it is created here, quietly, once.
+_THREADPOOL = "libexecutorch_threadpool.so"
+_THREADPOOL_USERS = (
+    "libexecutorch_kernels_optimized.so",
+    "libexecutorch_kernels_quantized.so",
+    "libexecutorch_backend_xnnpack.so",
+    "libcustom_ops_aot_lib.so",
+)
+_GET_THREADPOOL = "_ZN10executorch9extension10threadpool14get_threadpoolEv"  # threadpool::get_threadpool()
+_threadpool_started = False
+
+
+def _start_threadpool(root: Path) -> None:
+    global _threadpool_started
+    if _threadpool_started:
+        return
+    _threadpool_started = True
+    library = root / "lib" / _THREADPOOL
+    if not library.exists():
+        return
+    with _quiet_stderr():
+        handle = ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL)
+        get_threadpool = getattr(handle, _GET_THREADPOOL, None)
+        if get_threadpool is not None:
+            get_threadpool.restype = ctypes.c_void_p
+            get_threadpool.argtypes = []
+            get_threadpool()
 
 
 def _load(library: Path) -> None:
