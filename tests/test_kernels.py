@@ -123,3 +123,14 @@ def test_missing_kernel_error_is_a_program_error():
     from mmcore import ProgramError
 
     assert issubclass(MissingKernelError, ProgramError)
+
+
+@pytest.mark.slow
+def test_inspect_names_the_kernel_libraries(custom_op_program, tokenizer_dir, capsys):
+    from mmcore.cli import main
+
+    assert main(["inspect", str(custom_op_program), "--tokenizer", str(tokenizer_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "LLM custom ops (links torch)" in report["kernels"]
+    assert "XnnpackBackend" in report["kernels"]
+    assert report["execution"].startswith("native (mmcore._native, built for executorch 1.5.1)")
