@@ -73,18 +73,35 @@ print(json.dumps({"build": record, "extension": str(extension), "prefix": sys.pr
 """
 
 
-def _source_digest() -> str:
+def _digest(paths: list[Path]) -> str:
     digest = hashlib.sha256()
-    for folder in [ROOT / "mmcore", *(ROOT / "plugins" / p for p in PLUGINS)]:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix in {".py", ".cpp", ".c", ".pyi", ".toml", ".json", ".typed"}:
-                if path.name.endswith(".build.json"):
-                    continue
-                digest.update(str(path.relative_to(ROOT)).encode())
-                digest.update(path.read_bytes())
-    for name in ("pyproject.toml", "setup.py", "README.md"):
-        digest.update((ROOT / name).read_bytes())
+    for path in paths:
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _packaging_files() -> list[Path]:
+    """What decides the environment's dependencies: the pyprojects and setup scripts."""
+    found = [ROOT / "pyproject.toml", ROOT / "setup.py"]
+    for plugin in PLUGINS:
+        found += sorted(p for p in (ROOT / "plugins" / plugin).glob("*") if p.name in ("pyproject.toml", "setup.py"))
+    return found
+
+
+def _source_files() -> list[Path]:
+    suffixes = {".py", ".cpp", ".c", ".pyi", ".toml", ".json", ".typed", ".md"}
+    found = []
+    for folder in [ROOT / "mmcore", *(ROOT / "plugins" / p for p in PLUGINS)]:
+        found += sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file()
+            and p.suffix in suffixes
+            and not p.name.endswith(".build.json")
+            and "__pycache__" not in p.parts
+        )
+    return [*_packaging_files(), ROOT / "README.md", *found]
 
 
 def _pip(python: Path, *args: str) -> None:
@@ -97,23 +114,35 @@ def _pip(python: Path, *args: str) -> None:
 
 @pytest.fixture(scope="session")
 def minimal_env() -> Path:
-    """The python of a torch-free virtual environment with mmcore and its plugins installed the plain way."""
+    """The python of a torch-free virtual environment with mmcore and its plugins installed the plain way.
+
+    The environment (executorch and every dependency) is keyed by the packaging files; the project
+    is reinstalled into it, the same plain way, whenever its sources change.
+    """
     venvs = default_cache_dir() / "venvs"
     venvs.mkdir(parents=True, exist_ok=True)
-    target = venvs / f"minimal-{_source_digest()}"
+    target = venvs / f"minimal-{_digest(_packaging_files())}"
     python = target / "bin" / "python"
+    installed = target / f"installed-{_digest(_source_files())}"
     with file_lock(venvs / "minimal.lock"):
-        if (target / "ready").exists():
+        if installed.exists():
             return python
-        for old in venvs.glob("minimal-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        # the base interpreter, not this environment's (which sees system site-packages with torch)
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(target)], check=True, timeout=600)
+        fresh = not (target / "ready").exists()
+        if fresh:
+            for old in venvs.glob("minimal-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            # the base interpreter, not this environment's (which sees system site-packages with torch)
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run([base, "-m", "venv", str(target)], check=True, timeout=600)
         source = target / "src"
+        shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(ROOT, source, ignore=IGNORED)
-        _pip(python, str(source), *(str(source / "plugins" / p) for p in PLUGINS))
+        packages = [str(source), *(str(source / "plugins" / p) for p in PLUGINS)]
+        _pip(python, *packages)  # pip rebuilds and reinstalls local directories every time
+        for old in target.glob("installed-*"):
+            old.unlink()
         (target / "ready").write_text("ok\n")
+        installed.write_text("ok\n")
     return python
 
 
