@@ -192,3 +192,14 @@ def test_requests_without_torch_give_the_same_ids(minimal_env, make_spec, progra
     for request in ("text", "image_audio", "session"):
         assert minimal[request] == reference[request], request
     assert len(reference["text"]) == 8 and len(reference["session"]) == 2
+
+
+def test_demo_runs_without_torch_once_exported(minimal_env):
+    from mmcore.demo_model import export_demo_program
+
+    export_demo_program()  # here, with torch; the torch-free environment finds it in the shared cache
+    reference = subprocess.run([sys.executable, "-m", "mmcore", "demo"], capture_output=True, text=True, cwd="/")
+    minimal = subprocess.run([str(minimal_env), "-m", "mmcore", "demo"], capture_output=True, text=True, cwd="/")
+    assert minimal.returncode == 0, minimal.stderr[-3000:]
+    assert minimal.stdout == reference.stdout
+    assert "circle" in minimal.stdout
