@@ -49,7 +49,10 @@ report = {
     "text": text.generate("the quick brown fox", greedy).tokens,
     "image_audio": media.generate([ImageInput(photo), AudioInput(tone), "what do you see and hear"], greedy).tokens,
     "session": [session.send("hello there", greedy).tokens, session.send("and the colour", greedy).tokens],
-    "native": [type(r.program.method("text_decoder")).__name__ for r in (text, media, session.runner)],
+    "native": [
+        type(r.program.method("text_decoder" if r.program.has_method("text_decoder") else "forward")).__name__
+        for r in (text, media, session.runner)
+    ],
     "torch_imported": "torch" in sys.modules,
 }
 print(json.dumps(report))
