@@ -20,11 +20,12 @@ import logging
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from types import CodeType, FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pluggy
 
@@ -124,7 +125,7 @@ class PluginManager:
         """The underlying `pluggy.PluginManager` (for what this façade does not wrap)."""
         return self._pm
 
-    def add_hookspecs(self, module_or_class: object) -> None:
+    def add_hookspecs(self, module_or_class: types.ModuleType | type) -> None:
         """Add hook specifications (a module or class of `mmcore.hookspec` functions), e.g. from
         a plugin's `mmcore_addhooks`."""
         self._pm.add_hookspecs(module_or_class)
@@ -139,7 +140,7 @@ class PluginManager:
             try:
                 registered = self._pm.register(plugin, name=plugin_name)
                 self._pm.check_pending()
-            except Exception as exc:  # noqa: BLE001 - pluggy validation, or a historic hook raising
+            except Exception as exc:
                 if self._pm.is_registered(plugin):
                     self._pm.unregister(plugin)
                 raise PluginError(f"plugin '{plugin_name}' cannot be registered: {exc}") from exc
@@ -260,7 +261,7 @@ class PluginManager:
             caller = self._pm.subset_hook_caller(hook_name, plugins) if left_out else hook
             try:
                 return build(caller, owners.current)
-            except Exception as exc:  # noqa: BLE001 - isolate plugin faults
+            except Exception as exc:
                 culprit = owners.culprit(exc.__traceback__)
                 if culprit is None or culprit in left_out:
                     raise PluginError(f"{hook_name} failed outside any plugin's implementation: {exc}") from exc

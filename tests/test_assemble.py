@@ -66,7 +66,10 @@ def test_text_programs_assemble_a_text_runner(make_spec, program_path, tokenizer
         ({"program": "m.pte", "progam": "x"}, r"unknown config key\(s\) \['progam'\].*accepted top-level keys"),
         ({"tokenizer": "t"}, "'program' is required"),
         ({"program": "m.pte", "generation": {"temprature": 0}}, r"generation\.temprature.*accepted.*temperature"),
-        ({"program": "m.pte", "generation": {"temperature": -1}}, r"generation\.temperature: .*greater than or equal to 0"),
+        (
+            {"program": "m.pte", "generation": {"temperature": -1}},
+            r"generation\.temperature: .*greater than or equal to 0",
+        ),
         ({"program": "m.pte", "generation": {"top_p": 2}}, r"generation\.top_p"),
         ({"program": "m.pte", "image": {"resampel": "nearest"}}, r"image\.resampel.*accepted.*resample"),
         ({"program": "m.pte", "image": "bicubic"}, r"'image' must be a table"),

@@ -84,7 +84,7 @@ import jsonschema  # noqa: E402
 
 from mmcore.assemble import config_schema, load_config  # noqa: E402
 from mmcore.plugins import PluginManager  # noqa: E402
-from mmcore.settings.tables import GenerationTable, generation_fields_match  # noqa: E402
+from mmcore.settings.tables import generation_fields_match  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -189,7 +189,9 @@ def _schema_paths(error: jsonschema.ValidationError) -> set[str]:
     base = ".".join(str(p) for p in error.absolute_path)
     paths = {base}
     if error.validator == "additionalProperties":
-        for key in re.findall(r"'([^']+)' (?:was|were) unexpected", error.message) or re.findall(r"'([^']+)'", error.message):
+        for key in re.findall(r"'([^']+)' (?:was|were) unexpected", error.message) or re.findall(
+            r"'([^']+)'", error.message
+        ):
             paths.add(f"{base}.{key}" if base else key)
     for sub in error.context or ():
         paths |= _schema_paths(sub)

@@ -99,7 +99,9 @@ class SettingsRegistrar:
         if not isinstance(table, str) or not table.isidentifier():
             raise PluginError(f"plugin '{plugin}' registered settings for a table named {table!r}; use an identifier")
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise PluginError(f"plugin '{plugin}': the settings of [{table}] must be a pydantic model class, got {model!r}")
+            raise PluginError(
+                f"plugin '{plugin}': the settings of [{table}] must be a pydantic model class, got {model!r}"
+            )
         if table in self._owners:
             raise PluginError(
                 f"plugin '{plugin}' registered settings for [{table}], which plugin '{self._owners[table]}' "

@@ -35,19 +35,21 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 class PluginsTable(Settings):
     """`[plugins]`: which installed plugins load."""
 
-    allow: list[Name] | None = Field(None, description="load only these plugins (entry-point or distribution names)")
+    allow: list[Name] | None = Field(
+        default=None, description="load only these plugins (entry-point or distribution names)"
+    )
     block: list[Name] = Field(default_factory=list, description="never load these plugins")
 
 
 class SpeculativeTable(Settings):
     """`[generation.speculative]`: `mmcore.speculative.SpeculativeConfig`'s fields."""
 
-    method: Literal["ngram", "draft", "off"] = Field("ngram", description="ngram (prompt lookup), draft or off")
-    draft_model: Name | None = Field(None, description="the draft .pte (method 'draft')")
-    num_draft_tokens: int = Field(8, ge=1, description="most draft tokens verified per decoder call")
-    max_ngram: int = Field(3, ge=1, description="longest suffix looked up")
-    min_ngram: int = Field(1, ge=1, description="shortest suffix looked up")
-    adaptive: bool = Field(True, description="adapt k and switch off while speculation does not pay")
+    method: Literal["ngram", "draft", "off"] = Field(default="ngram", description="ngram (prompt lookup), draft or off")
+    draft_model: Name | None = Field(default=None, description="the draft .pte (method 'draft')")
+    num_draft_tokens: int = Field(default=8, ge=1, description="most draft tokens verified per decoder call")
+    max_ngram: int = Field(default=3, ge=1, description="longest suffix looked up")
+    min_ngram: int = Field(default=1, ge=1, description="shortest suffix looked up")
+    adaptive: bool = Field(default=True, description="adapt k and switch off while speculation does not pay")
 
     @model_validator(mode="after")
     def _consistent(self) -> SpeculativeTable:
@@ -80,25 +82,25 @@ Speculative = Annotated[
 class GenerationTable(Settings):
     """`[generation]`: `mmcore.GenerationConfig`'s fields (see its docstring for each)."""
 
-    echo: bool = Field(True, description="stream the prompt text first")
-    max_new_tokens: Limit = Field(-1, description="cap on emitted tokens, the first included (-1: none)")
-    seq_len: Limit = Field(-1, description="cap on total positions (-1: the context)")
-    temperature: FiniteFloat = Field(0.8, ge=0, description="0 = greedy")
-    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens; 0 = no limit")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus mass in (0, 1]")
-    seed: int | None = Field(None, ge=0, lt=2**63, description="sampler seed (none: random)")
-    num_bos: int = Field(0, ge=0, description="BOS tokens before the first text of a conversation")
-    num_eos: int = Field(0, ge=0, description="EOS tokens after the first text of a conversation")
-    ignore_eos: bool = Field(False, description="keep generating past EOS")
+    echo: bool = Field(default=True, description="stream the prompt text first")
+    max_new_tokens: Limit = Field(default=-1, description="cap on emitted tokens, the first included (-1: none)")
+    seq_len: Limit = Field(default=-1, description="cap on total positions (-1: the context)")
+    temperature: FiniteFloat = Field(default=0.8, ge=0, description="0 = greedy")
+    top_k: int = Field(default=0, ge=0, description="sample among the k most likely tokens; 0 = no limit")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus mass in (0, 1]")
+    seed: int | None = Field(default=None, ge=0, lt=2**63, description="sampler seed (none: random)")
+    num_bos: int = Field(default=0, ge=0, description="BOS tokens before the first text of a conversation")
+    num_eos: int = Field(default=0, ge=0, description="EOS tokens after the first text of a conversation")
+    ignore_eos: bool = Field(default=False, description="keep generating past EOS")
     stop: list[Name] = Field(default_factory=list, description="stop strings (never part of the output)")
-    warming: bool = Field(False, description="warm-up run: no stats callback")
-    repetition_penalty: FiniteFloat = Field(1.0, gt=0, description="> 1 discourages repeated tokens; 1 = off")
-    frequency_penalty: FiniteFloat = Field(0.0, description="subtracted per earlier occurrence; 0 = off")
-    presence_penalty: FiniteFloat = Field(0.0, description="subtracted once a token occurred; 0 = off")
-    logprobs: bool = Field(False, description="report each generated token's log-probability")
-    speculative: Speculative = Field(None, description="speculative decoding")
+    warming: bool = Field(default=False, description="warm-up run: no stats callback")
+    repetition_penalty: FiniteFloat = Field(default=1.0, gt=0, description="> 1 discourages repeated tokens; 1 = off")
+    frequency_penalty: FiniteFloat = Field(default=0.0, description="subtracted per earlier occurrence; 0 = off")
+    presence_penalty: FiniteFloat = Field(default=0.0, description="subtracted once a token occurred; 0 = off")
+    logprobs: bool = Field(default=False, description="report each generated token's log-probability")
+    speculative: Speculative = Field(default=None, description="speculative decoding")
     response_format: dict[str, Any] | None = Field(
-        None, description="constrain the answer (OpenAI response_format; see docs/structured-output.md)"
+        default=None, description="constrain the answer (OpenAI response_format; see docs/structured-output.md)"
     )
 
     def changes(self) -> dict[str, Any]:
@@ -130,18 +132,22 @@ class ServeSettings(Settings):
         max_body_mb: the largest request body, in MiB (413 beyond).
     """
 
-    host: Name = Field("127.0.0.1", description="the address to listen on")
-    port: int = Field(8000, ge=0, le=65535, description="the TCP port (0: any free port)")
-    model_id: Name | None = Field(None, description="the model id clients send (default: the program's file stem)")
-    api_key: Name | None = Field(None, description="require 'Authorization: Bearer KEY'")
-    parallel: int = Field(1, ge=1, description="slots serving requests at once, each its own KV cache")
-    max_queue: int = Field(64, ge=0, description="requests that may wait for a slot (more get 429)")
-    media_dir: Annotated[Path | None, Field(strict=False)] = Field(
-        None, description="allow local media paths and file:// URLs inside this folder"
+    host: Name = Field(default="127.0.0.1", description="the address to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="the TCP port (0: any free port)")
+    model_id: Name | None = Field(
+        default=None, description="the model id clients send (default: the program's file stem)"
     )
-    prefix_cache: bool = Field(True, description="reuse each slot's cached conversation prefix")
-    tool_parser: Literal["hermes", "mistral"] | None = Field(None, description="tool-call format (default: the family's)")
-    max_body_mb: FiniteFloat = Field(32.0, gt=0, description="the largest request body, in MiB")
+    api_key: Name | None = Field(default=None, description="require 'Authorization: Bearer KEY'")
+    parallel: int = Field(default=1, ge=1, description="slots serving requests at once, each its own KV cache")
+    max_queue: int = Field(default=64, ge=0, description="requests that may wait for a slot (more get 429)")
+    media_dir: Annotated[Path | None, Field(strict=False)] = Field(
+        default=None, description="allow local media paths and file:// URLs inside this folder"
+    )
+    prefix_cache: bool = Field(default=True, description="reuse each slot's cached conversation prefix")
+    tool_parser: Literal["hermes", "mistral"] | None = Field(
+        default=None, description="tool-call format (default: the family's)"
+    )
+    max_body_mb: FiniteFloat = Field(default=32.0, gt=0, description="the largest request body, in MiB")
 
     @classmethod
     def from_table(cls, table: Any, base: Path | None = None) -> ServeSettings:
@@ -149,7 +155,9 @@ class ServeSettings(Settings):
         settings = validate_table(cls, table, "serve")
         if settings.media_dir is not None:
             media = settings.media_dir.expanduser()
-            return settings.model_copy(update={"media_dir": media if media.is_absolute() else (base or Path.cwd()) / media})
+            return settings.model_copy(
+                update={"media_dir": media if media.is_absolute() else (base or Path.cwd()) / media}
+            )
         return settings
 
     def replace(self, **changes: Any) -> ServeSettings:
@@ -161,7 +169,11 @@ class ServeSettings(Settings):
 #: JSON Schema of the top-level path keys.
 TOP_LEVEL_SCHEMA: dict[str, Any] = {
     "program": {"type": "string", "minLength": 1, "description": "path of the .pte program"},
-    "tokenizer": {"type": "string", "minLength": 1, "description": "tokenizer file or directory (default: the program's folder)"},
+    "tokenizer": {
+        "type": "string",
+        "minLength": 1,
+        "description": "tokenizer file or directory (default: the program's folder)",
+    },
     "data_path": {"type": "string", "minLength": 1, "description": "external weights (.ptd)"},
 }
 

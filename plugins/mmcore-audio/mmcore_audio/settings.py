@@ -35,23 +35,29 @@ class AudioTable(Settings):
 
     model_config = ConfigDict(json_schema_extra=lambda schema: _deprecated_rate(schema))
 
-    sampling_rate: Positive | None = Field(None, description="the model's sample rate in Hz (default 16000)")
-    n_mels: Positive | None = Field(None, description="mel bins (must match the encoder input)")
-    n_fft: Positive | None = Field(None, description="FFT size (default 400)")
-    hop_length: Positive | None = Field(None, description="samples between frames (default 160)")
-    n_frames: Positive | None = Field(None, description="frames per window (default: the encoder input's)")
+    sampling_rate: Positive | None = Field(default=None, description="the model's sample rate in Hz (default 16000)")
+    n_mels: Positive | None = Field(default=None, description="mel bins (must match the encoder input)")
+    n_fft: Positive | None = Field(default=None, description="FFT size (default 400)")
+    hop_length: Positive | None = Field(default=None, description="samples between frames (default 160)")
+    n_frames: Positive | None = Field(default=None, description="frames per window (default: the encoder input's)")
     chunk_length: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
-        None, description="seconds per window (instead of n_frames)"
+        default=None, description="seconds per window (instead of n_frames)"
     )
-    n_samples: Positive | None = Field(None, description="samples a raw-waveform encoder takes")
-    f_min: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(None, description="lowest mel frequency")
-    f_max: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(None, description="highest mel frequency")
-    max_chunks: Positive | None = Field(None, description="most windows one input may have")
-    batch_size: Positive | None = Field(None, description="most windows per encoder call")
-    truncate: bool | None = Field(None, description="cut audio longer than the maximum instead of failing")
-    padding: Literal["max_length", "none"] | None = Field(None, description="pad the last window with zeros")
-    chunk_mode: Literal["separate", "joint"] | None = Field(None, description="window-by-window or joint extraction")
-    resample_quality: Literal[RESAMPLE_QUALITIES] | None = Field(None, description="soxr quality preset")  # type: ignore[valid-type]
+    n_samples: Positive | None = Field(default=None, description="samples a raw-waveform encoder takes")
+    f_min: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="lowest mel frequency"
+    )
+    f_max: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="highest mel frequency"
+    )
+    max_chunks: Positive | None = Field(default=None, description="most windows one input may have")
+    batch_size: Positive | None = Field(default=None, description="most windows per encoder call")
+    truncate: bool | None = Field(default=None, description="cut audio longer than the maximum instead of failing")
+    padding: Literal["max_length", "none"] | None = Field(default=None, description="pad the last window with zeros")
+    chunk_mode: Literal["separate", "joint"] | None = Field(
+        default=None, description="window-by-window or joint extraction"
+    )
+    resample_quality: Literal[RESAMPLE_QUALITIES] | None = Field(default=None, description="soxr quality preset")  # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod

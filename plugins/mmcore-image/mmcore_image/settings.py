@@ -188,33 +188,39 @@ class ImageSettings(Settings):
     """
 
     size: SizeSpec | None = Field(
-        None, description="output size: int, [height, width], or preprocessor_config.json's size table"
+        default=None, description="output size: int, [height, width], or preprocessor_config.json's size table"
     )
-    crop_size: CropSpec | None = Field(None, description="centre-crop size after a shortest-edge resize")
+    crop_size: CropSpec | None = Field(default=None, description="centre-crop size after a shortest-edge resize")
     do_resize: Annotated[bool, AfterValidator(_always("resizes to the vision encoder's input"))] = Field(
-        True, json_schema_extra={"const": True}
+        default=True, json_schema_extra={"const": True}
     )
-    do_center_crop: bool | None = Field(None, description="crop to crop_size after a shortest-edge resize")
+    do_center_crop: bool | None = Field(default=None, description="crop to crop_size after a shortest-edge resize")
     do_convert_rgb: Annotated[bool, AfterValidator(_always("converts images to RGB"))] = Field(
-        True, json_schema_extra={"const": True}
+        default=True, json_schema_extra={"const": True}
     )
-    resize_mode: ResizeMode | None = Field(None, description="stretch, shortest_edge_crop or longest_edge_pad")
-    resample: ResampleSpec | None = Field(None, description="resampling filter: a name or Pillow's code 0-5")
-    shortest_edge: Pixels | None = Field(None, description="target of the shortest edge in shortest_edge_crop")
-    pre_resize_longest_edge: Pixels | None = Field(None, description="first resize the longest edge to this")
-    max_image_size: LongestEdge | None = Field(None, description="{longest_edge}: size after a longest-edge resize")
-    do_rescale: bool | None = Field(None, description="multiply 0-255 pixels by rescale_factor (default true)")
-    rescale_factor: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(None, description="default 1/255")
-    do_normalize: bool | None = Field(None, description="(x - image_mean) / image_std (default: when both are given)")
-    image_mean: Triple | None = Field(None, description="per-channel mean (a number or 3)")
-    image_std: StdTriple | None = Field(None, description="per-channel std, non-zero (a number or 3)")
-    fill: ColourSpec | None = Field(None, description="RGB colour of padding, 0-255")
-    background: ColourSpec | None = Field(None, description="RGB colour transparent pixels are composited over")
-    max_pixels: Pixels | None = Field(None, description=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
-    jpeg_draft: bool | None = Field(None, description="let libjpeg decode at a reduced scale")
-    exif_orientation: bool | None = Field(None, description="apply the EXIF Orientation tag (default true)")
-    image_processor_type: str | None = Field(None, description="informational (preprocessor_config.json)")
-    processor_class: str | None = Field(None, description="informational (preprocessor_config.json)")
+    resize_mode: ResizeMode | None = Field(default=None, description="stretch, shortest_edge_crop or longest_edge_pad")
+    resample: ResampleSpec | None = Field(default=None, description="resampling filter: a name or Pillow's code 0-5")
+    shortest_edge: Pixels | None = Field(default=None, description="target of the shortest edge in shortest_edge_crop")
+    pre_resize_longest_edge: Pixels | None = Field(default=None, description="first resize the longest edge to this")
+    max_image_size: LongestEdge | None = Field(
+        default=None, description="{longest_edge}: size after a longest-edge resize"
+    )
+    do_rescale: bool | None = Field(default=None, description="multiply 0-255 pixels by rescale_factor (default true)")
+    rescale_factor: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="default 1/255"
+    )
+    do_normalize: bool | None = Field(
+        default=None, description="(x - image_mean) / image_std (default: when both are given)"
+    )
+    image_mean: Triple | None = Field(default=None, description="per-channel mean (a number or 3)")
+    image_std: StdTriple | None = Field(default=None, description="per-channel std, non-zero (a number or 3)")
+    fill: ColourSpec | None = Field(default=None, description="RGB colour of padding, 0-255")
+    background: ColourSpec | None = Field(default=None, description="RGB colour transparent pixels are composited over")
+    max_pixels: Pixels | None = Field(default=None, description=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
+    jpeg_draft: bool | None = Field(default=None, description="let libjpeg decode at a reduced scale")
+    exif_orientation: bool | None = Field(default=None, description="apply the EXIF Orientation tag (default true)")
+    image_processor_type: str | None = Field(default=None, description="informational (preprocessor_config.json)")
+    processor_class: str | None = Field(default=None, description="informational (preprocessor_config.json)")
 
     @model_validator(mode="after")
     def _consistent(self) -> ImageSettings:
@@ -362,5 +368,3 @@ class PreprocessSettings:
                 f"image.size {size} exceeds the vision encoder's input {encoder.describe()}; use at most {bound}"
             )
         return cls(dtype=encoder.dtype, rank=encoder.rank, **values)
-
-
