@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import types
 from importlib import metadata
@@ -313,3 +314,17 @@ def test_register_hooks_run_once_and_dispatch_needs_no_hook_call():
     for _ in range(100):
         assert pm.modality_registry().handler_for(Clip()) is registry.handler_for(Clip())
     assert calls == ["register"]
+
+
+def test_mmcore_plugins_shows_a_plugin_that_failed_to_import_and_why(fake_installed, monkeypatch, capsys):
+    from mmcore import plugins
+    from mmcore.cli import main
+
+    monkeypatch.delenv("MMCORE_PLUGINS", raising=False)
+    monkeypatch.delenv("MMCORE_BLOCK_PLUGINS", raising=False)
+    monkeypatch.setattr(plugins, "_default_manager", None)
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "clips 9.9.9" in out
+    assert re.search(r"broken: FAILED in load: ModuleNotFoundError: .*fake_missing_module", out), out
+    monkeypatch.setattr(plugins, "_default_manager", None)
