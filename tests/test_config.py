@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from mmcore import ConfigError, GenerationConfig, resolve_max_new_tokens
 
@@ -84,7 +84,7 @@ import jsonschema  # noqa: E402
 
 from mmcore.assemble import config_schema, load_config  # noqa: E402
 from mmcore.plugins import PluginManager  # noqa: E402
-from mmcore.settings.tables import generation_fields_match  # noqa: E402
+from mmcore.settings.tables import GenerationTable, generation_fields_match  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -306,3 +306,54 @@ def test_two_plugins_registering_one_table_are_reported(plugin_manager):
     assert list(plugin_manager.settings_models()) == ["shared"]
     assert [f.name for f in plugin_manager.failures] == ["one"]
     assert "'two' already registered" in plugin_manager.failures[0].error
+
+
+SCALAR_FIELDS = [
+    "echo", "max_new_tokens", "seq_len", "temperature", "top_k", "top_p", "seed", "num_bos", "num_eos",
+    "ignore_eos", "warming", "repetition_penalty", "frequency_penalty", "presence_penalty", "logprobs",
+]  # fmt: skip
+PROBES = [-(2**63), -2, -1, 0, 0.5, 1, 1.5, 2, 2**63, "x", True, False, None, float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("field", SCALAR_FIELDS)
+def test_generation_config_and_its_table_model_accept_the_same_values(field):
+    """The Python API (`GenerationConfig`) and the config table (`GenerationTable`) agree on every
+    probe value, so the schema printed for `[generation]` is the rule `GenerationConfig` applies."""
+    disagreements = []
+    for value in PROBES:
+        try:
+            GenerationConfig(**{field: value})
+            api_ok = True
+        except ConfigError:
+            api_ok = False
+        try:
+            GenerationTable.model_validate({field: value})
+            table_ok = True
+        except ValidationError:
+            table_ok = False
+        if api_ok != table_ok:
+            disagreements.append((value, api_ok, table_ok))
+    assert not disagreements, f"{field}: (value, GenerationConfig accepts, GenerationTable accepts) {disagreements}"
+
+
+@pytest.mark.parametrize("field", ["method", "num_draft_tokens", "max_ngram", "min_ngram", "adaptive", "draft_model"])
+def test_speculative_config_and_its_table_model_accept_the_same_values(field):
+    from mmcore.speculative.settings import SpeculativeConfig
+    from mmcore.settings.tables import SpeculativeTable
+
+    disagreements = []
+    for value in [*PROBES, "ngram", "draft", "off", "d.pte", ""]:
+        base = {"max_ngram": 2**62} if field == "min_ngram" else {}
+        try:
+            SpeculativeConfig(**{**base, field: value})
+            api_ok = True
+        except ConfigError:
+            api_ok = False
+        try:
+            SpeculativeTable.model_validate({**base, field: value})
+            table_ok = True
+        except ValidationError:
+            table_ok = False
+        if api_ok != table_ok:
+            disagreements.append((value, api_ok, table_ok))
+    assert not disagreements, f"{field}: (value, SpeculativeConfig accepts, SpeculativeTable accepts) {disagreements}"
