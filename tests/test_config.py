@@ -338,8 +338,8 @@ def test_generation_config_and_its_table_model_accept_the_same_values(field):
 
 @pytest.mark.parametrize("field", ["method", "num_draft_tokens", "max_ngram", "min_ngram", "adaptive", "draft_model"])
 def test_speculative_config_and_its_table_model_accept_the_same_values(field):
-    from mmcore.speculative.settings import SpeculativeConfig
     from mmcore.settings.tables import SpeculativeTable
+    from mmcore.speculative.settings import SpeculativeConfig
 
     disagreements = []
     for value in [*PROBES, "ngram", "draft", "off", "d.pte", ""]:
