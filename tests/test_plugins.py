@@ -328,3 +328,16 @@ def test_mmcore_plugins_shows_a_plugin_that_failed_to_import_and_why(fake_instal
     assert "clips 9.9.9" in out
     assert re.search(r"broken: FAILED in load: ModuleNotFoundError: .*fake_missing_module", out), out
     monkeypatch.setattr(plugins, "_default_manager", None)
+
+
+def test_a_plugin_failing_in_historic_addhooks_is_not_registered():
+    class Broken:
+        @hookimpl
+        def mmcore_addhooks(self, pluginmanager):
+            raise RuntimeError("no specs today")
+
+    pm = PluginManager(entry_points=False)
+    with pytest.raises(PluginError, match="'broken' cannot be registered: no specs today"):
+        pm.register(Broken(), name="broken")
+    pm.register(plugin_module("clips"))
+    assert pm.plugin_names() == ["clips"] and pm.modality_registry().handler_for(Clip()).name == "clip"
