@@ -118,6 +118,10 @@ def test_the_generation_table_mirrors_generation_config():
     assert generation_fields_match(GenerationConfig) == []
 
 
+def test_the_schema_is_a_valid_json_schema(all_plugins):
+    jsonschema.Draft202012Validator.check_schema(config_schema(all_plugins))
+
+
 def test_docs_hold_config_examples():
     names = [name for name, _ in doc_configs()]
     assert len(names) >= 3 and any(n.startswith("config.md") for n in names)
