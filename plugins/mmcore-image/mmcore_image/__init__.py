@@ -8,6 +8,7 @@ from mmcore.settings import SettingsRegistrar
 from mmcore_image.decode import ALLOWED_FORMATS, decode_image, to_rgb
 from mmcore_image.handler import VISION_ENCODER, ImageHandler
 from mmcore_image.inputs import ImageInput, ImageSource
+from mmcore_image.pan_and_scan import PanAndScan, pan_and_scan, pan_and_scan_grid
 from mmcore_image.preprocess import ImagePreprocessor
 from mmcore_image.settings import DEFAULT_MAX_PIXELS, ImageSettings, PreprocessSettings, Resample, ResizeMode
 from mmcore_image.tiles import ImageTiles, split_image, tile_grid
@@ -22,10 +23,13 @@ __all__ = [
     "ImagePreprocessor",
     "ImageSource",
     "ImageTiles",
+    "PanAndScan",
     "PreprocessSettings",
     "Resample",
     "ResizeMode",
     "decode_image",
+    "pan_and_scan",
+    "pan_and_scan_grid",
     "split_image",
     "tile_grid",
     "to_rgb",
