@@ -153,6 +153,9 @@ BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
     ({**P, "image": {"fill": [0, 0, 300]}}, "image.fill"),
     ({**P, "image": {"resize_mode": "zoom"}}, "image.resize_mode"),
     ({**P, "image": {"do_resize": False}}, "image.do_resize"),
+    ({**P, "image": {"do_pan_and_scan": True}}, "image.do_pan_and_scan"),
+    ({**P, "image": {"do_image_splitting": True}}, "image.do_image_splitting"),
+    ({**P, "image": {"image_seq_length": "256"}}, "image.image_seq_length"),
     ({**P, "image": {"resampel": "nearest"}}, "image.resampel"),
     ({**P, "audio": {"sampling_rate": "16k"}}, "audio.sampling_rate"),
     ({**P, "audio": {"sampling_rate": 0}}, "audio.sampling_rate"),
@@ -238,6 +241,46 @@ def test_image_table_takes_a_preprocessor_config_as_is(all_plugins):
     config = {**P, "image": clip}
     jsonschema.validate(config, config_schema(all_plugins))
     assert load_config(config, plugin_manager=all_plugins).modalities["image"] == clip
+
+
+def test_image_table_takes_gemma3_and_smolvlm_preprocessor_configs_with_their_nulls(all_plugins):
+    gemma3 = {  # google/gemma-3-4b-it preprocessor_config.json (JSON nulls included)
+        "do_convert_rgb": None,
+        "do_normalize": True,
+        "do_pan_and_scan": None,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_processor_type": "Gemma3ImageProcessor",
+        "image_seq_length": 256,
+        "image_std": [0.5, 0.5, 0.5],
+        "pan_and_scan_max_num_crops": None,
+        "pan_and_scan_min_crop_size": None,
+        "pan_and_scan_min_ratio_to_activate": None,
+        "processor_class": "Gemma3Processor",
+        "resample": 2,
+        "rescale_factor": 0.00392156862745098,
+        "size": {"height": 896, "width": 896},
+    }
+    smolvlm = {  # HuggingFaceTB/SmolVLM-256M-Instruct, splitting off
+        "do_convert_rgb": True,
+        "do_image_splitting": False,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_processor_type": "Idefics3ImageProcessor",
+        "image_std": [0.5, 0.5, 0.5],
+        "max_image_size": {"longest_edge": 512},
+        "processor_class": "Idefics3Processor",
+        "resample": 1,
+        "rescale_factor": 0.00392156862745098,
+        "size": {"longest_edge": 2048},
+    }
+    for table in (gemma3, smolvlm):
+        config = {**P, "image": table}
+        jsonschema.validate(config, config_schema(all_plugins))
+        assert load_config(config, plugin_manager=all_plugins).modalities["image"] == table
 
 
 def test_audio_sample_rate_is_accepted_with_a_deprecation_warning(all_plugins):

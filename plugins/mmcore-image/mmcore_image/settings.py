@@ -113,15 +113,29 @@ def _resample_value(value: Any) -> Resample:
 
 
 def _always(what: str) -> Any:
-    def check(value: bool) -> bool:
-        if value is not True:
+    def check(value: bool | None) -> bool | None:
+        if value is False:
             raise ValueError(f"mmcore-image always {what}; remove the key or set it to true")
         return value
 
     return check
 
 
+def _never(what: str, adapter: str) -> Any:
+    def check(value: bool | None) -> bool | None:
+        if value is True:
+            raise ValueError(
+                f"{what} is not part of the [image] table; the {adapter} adapter does it "
+                f'(adapter = "{adapter}" reads it from preprocessor_config.json); set it to false'
+            )
+        return value
+
+    return check
+
+
 _POSITIVE = {"type": "integer", "minimum": 1}
+_TRUE = {"enum": [True, None], "description": "accepted as true (or null, as preprocessor_config.json may write)"}
+_FALSE = {"enum": [False, None], "description": "accepted as false (or null, as preprocessor_config.json may write)"}
 _PAIR = {"type": "array", "items": _POSITIVE, "minItems": 2, "maxItems": 2}
 _HEIGHT_WIDTH = {
     "type": "object",
@@ -183,20 +197,22 @@ class ImageSettings(Settings):
     edge, then stretch to `max_image_size`, as Idefics3), `crop_size`, `do_center_crop`, `resample`
     (Pillow code or name), `do_rescale`, `rescale_factor`, `do_normalize`, `image_mean`, `image_std`,
     `max_image_size`; `do_resize` and `do_convert_rgb` must be true (mmcore-image always resizes
-    to the encoder's input and feeds RGB); `image_processor_type` and `processor_class` are
-    accepted and ignored. Output size, dtype and rank default to the `vision_encoder` input.
+    to the encoder's input and feeds RGB); `do_pan_and_scan` (Gemma3) and `do_image_splitting`
+    (Idefics3 / SmolVLM) must be false (their adapters do that), the `pan_and_scan_*` numbers are
+    then unused; `image_processor_type`, `processor_class` and `image_seq_length` are accepted
+    and ignored. Output size, dtype and rank default to the `vision_encoder` input.
     """
 
     size: SizeSpec | None = Field(
         default=None, description="output size: int, [height, width], or preprocessor_config.json's size table"
     )
     crop_size: CropSpec | None = Field(default=None, description="centre-crop size after a shortest-edge resize")
-    do_resize: Annotated[bool, AfterValidator(_always("resizes to the vision encoder's input"))] = Field(
-        default=True, json_schema_extra={"const": True}
-    )
+    do_resize: Annotated[
+        bool | None, AfterValidator(_always("resizes to the vision encoder's input")), WithJsonSchema(_TRUE)
+    ] = None
     do_center_crop: bool | None = Field(default=None, description="crop to crop_size after a shortest-edge resize")
-    do_convert_rgb: Annotated[bool, AfterValidator(_always("converts images to RGB"))] = Field(
-        default=True, json_schema_extra={"const": True}
+    do_convert_rgb: Annotated[bool | None, AfterValidator(_always("converts images to RGB")), WithJsonSchema(_TRUE)] = (
+        None
     )
     resize_mode: ResizeMode | None = Field(default=None, description="stretch, shortest_edge_crop or longest_edge_pad")
     resample: ResampleSpec | None = Field(default=None, description="resampling filter: a name or Pillow's code 0-5")
@@ -219,6 +235,18 @@ class ImageSettings(Settings):
     max_pixels: Pixels | None = Field(default=None, description=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     jpeg_draft: bool | None = Field(default=None, description="let libjpeg decode at a reduced scale")
     exif_orientation: bool | None = Field(default=None, description="apply the EXIF Orientation tag (default true)")
+    do_pan_and_scan: Annotated[
+        bool | None, AfterValidator(_never("pan-and-scan", "gemma3")), WithJsonSchema(_FALSE)
+    ] = None
+    pan_and_scan_min_crop_size: Pixels | None = Field(default=None, description="see do_pan_and_scan")
+    pan_and_scan_max_num_crops: Pixels | None = Field(default=None, description="see do_pan_and_scan")
+    pan_and_scan_min_ratio_to_activate: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="see do_pan_and_scan"
+    )
+    do_image_splitting: Annotated[
+        bool | None, AfterValidator(_never("image splitting", "smolvlm")), WithJsonSchema(_FALSE)
+    ] = None
+    image_seq_length: Pixels | None = Field(default=None, description="informational: tokens per image")
     image_processor_type: str | None = Field(default=None, description="informational (preprocessor_config.json)")
     processor_class: str | None = Field(default=None, description="informational (preprocessor_config.json)")
 
