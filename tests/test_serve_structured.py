@@ -247,3 +247,74 @@ def test_bad_constraints_get_a_400_envelope_and_the_server_keeps_serving(
         assert info.value.response.json()["error"]["type"] == "invalid_request_error"
     answer = _chat(client, response_format={"type": "regex", "regex": DATE}, temperature=0.0)
     assert re.fullmatch(DATE, answer.choices[0].message.content)
+
+
+# -- the call grammars without a server: random logits under the mask always give parseable calls --
+@pytest.fixture(scope="module")
+def tekken_with_tool_calls(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A Tekken tokenizer whose control token 9 is ``[TOOL_CALLS]``, as Mistral's."""
+    import mmcore_text
+    from tokenizers import Tokenizer as HFBackend
+
+    from mmcore.testing.hf._tekken import write_tekken
+
+    path = tmp_path_factory.mktemp("tekken") / "tekken.json"
+    write_tekken(path, HFBackend.from_file(str(build_tokenizer() / "tokenizer.json")), {})
+    data = json.loads(path.read_text())
+    data["special_tokens"][9]["token_str"] = "[TOOL_CALLS]"
+    path.write_text(json.dumps(data))
+    return mmcore_text.load(path)
+
+
+def _sampled_calls(tokenizer: Any, parser: str, functions: list[Any], parallel: bool, seed: int) -> list[Any]:
+    import numpy as np
+
+    from mmcore.serve.constrained import tool_call_format
+    from mmcore.serve.tools import TOOL_PARSERS, ToolStream
+    from mmcore.structured import ConstraintCompiler
+
+    eos = tokenizer.eos_ids
+    fmt = tool_call_format(functions, TOOL_PARSERS[parser], tokenizer, parallel=parallel)
+    mask = ConstraintCompiler(tokenizer, eos, tokenizer.vocab_size).compile(fmt).start()
+    rng = np.random.default_rng(seed)
+    ids: list[int] = []
+    boost = np.zeros(tokenizer.vocab_size, dtype=np.float32)
+    boost[sorted(eos)] = 6.0  # end once the calls are complete, rather than adding more
+    while len(ids) < 2000:
+        logits = mask.apply(rng.standard_normal(tokenizer.vocab_size).astype(np.float32) * 3 + boost)
+        probs = np.exp(logits - logits.max())
+        token = int(rng.choice(len(probs), p=probs / probs.sum()))
+        mask.advance(token)
+        if token in eos:
+            break
+        ids.append(token)
+    assert mask.ended
+    content, calls = ToolStream(TOOL_PARSERS[parser], tokenizer).finish(tokenizer.decode(ids), ids)
+    assert not content.strip()
+    return calls
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "single"])
+@pytest.mark.parametrize("parser", ["hermes", "mistral"])
+def test_sampled_calls_parse_and_validate_in_each_format(
+    tekken_with_tool_calls: Any, parser: str, parallel: bool
+) -> None:
+    functions = [t["function"] for t in TOOLS]
+    for seed in range(6):
+        calls = _sampled_calls(tekken_with_tool_calls, parser, functions, parallel, seed)
+        assert calls and (parallel or len(calls) == 1)
+        for call in calls:
+            jsonschema.validate(json.loads(call.arguments), PARAMETERS[call.name])
+
+
+def test_a_mistral_call_needs_the_marker_token() -> None:
+    import mmcore_text
+
+    from mmcore.serve.constrained import tool_call_format
+    from mmcore.serve.errors import APIError
+    from mmcore.serve.tools import TOOL_PARSERS
+
+    plain = mmcore_text.load(build_tokenizer())  # no [TOOL_CALLS] token
+    with pytest.raises(APIError, match=r"no \[TOOL_CALLS\] token") as info:
+        tool_call_format([TOOLS[0]["function"]], TOOL_PARSERS["mistral"], plain)
+    assert info.value.status == 400 and info.value.param == "tool_choice"
