@@ -29,6 +29,7 @@ import argparse
 import base64
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -217,8 +218,7 @@ class OutlinesCore:
 
             def advance(token: int) -> None:
                 guide.advance(token, return_tokens=False)
-                if not guide.is_finished():
-                    fill()
+                fill()
 
             fill()
             matcher.advance = advance  # type: ignore[method-assign]
@@ -231,8 +231,9 @@ LIBRARIES: dict[str, Any] = {"llguidance": LLGuidance, "xgrammar": XGrammar, "ou
 
 
 # -- measurements ----------------------------------------------------------------------------------
-def sample(start: Callable[[], Matcher], vocab: Vocab, seed: int) -> tuple[list[int], bool]:
-    """Ids sampled from random logits under a library's mask; whether EOS came within MAX_TOKENS."""
+def sample(start: Callable[[], Matcher], vocab: Vocab, seed: int, errors: list[str]) -> tuple[list[int], bool]:
+    """Ids sampled from random logits under a library's mask; whether EOS came within MAX_TOKENS
+    (a library failing on a token its mask allowed: False, the message appended to `errors`)."""
     rng = np.random.default_rng(seed)
     matcher = start()
     ids: list[int] = []
@@ -245,7 +246,11 @@ def sample(start: Callable[[], Matcher], vocab: Vocab, seed: int) -> tuple[list[
         token = int(rng.choice(vocab.size, p=probs / probs.sum()))
         if token in vocab.eos:
             return ids, True
-        matcher.advance(token)
+        try:
+            matcher.advance(token)
+        except Exception as exc:  # noqa: BLE001 - a library refusing a token its own mask allowed
+            errors.append(f"{type(exc).__name__}: {exc}"[:100])
+            return ids, False
         ids.append(token)
     return ids, False
 
@@ -319,7 +324,7 @@ def bench_tokenizer(name: str, path: Path, answers: int) -> list[dict[str, Any]]
     reference: list[list[int]] = []
     seed = 0
     while len(reference) < answers and seed < answers * 10:
-        ids, ended = sample(ll_start, vocab, 1000 + seed)
+        ids, ended = sample(ll_start, vocab, 1000 + seed, [])
         seed += 1
         if ended and valid(vocab, ids):
             reference.append(ids)
@@ -330,8 +335,12 @@ def bench_tokenizer(name: str, path: Path, answers: int) -> list[dict[str, Any]]
                                "compile_ms": compile_s * 1e3, "error": error}  # fmt: skip
         if start is not None:
             row.update(replay(start, vocab, reference, ref_masks))
-            own = [sample(start, vocab, seed) for seed in range(answers)]
+            errors: list[str] = []
+            own = [sample(start, vocab, seed, errors) for seed in range(answers)]
             row["own_valid"] = sum(ended and valid(vocab, ids) for ids, ended in own)
+            row["own_errors"] = len(errors)
+            if errors:
+                print(f"  {lib} on {name}: {len(errors)} answer(s) failed: {errors[0]}", file=sys.stderr, flush=True)
             row["own_total"] = answers
         rows.append(row)
     return rows
@@ -342,29 +351,27 @@ def main() -> None:
     parser.add_argument("--tokenizers", default="hf-byte-level,sentencepiece,tiktoken,tekken")
     parser.add_argument("--answers", type=int, default=8, help="reference answers (and own answers) per tokenizer")
     args = parser.parse_args()
-    import llguidance
-    import outlines_core  # noqa: F401 - fail early when a library is missing
-    import xgrammar
+    from importlib.metadata import version
 
-    print(f"llguidance {getattr(llguidance, '__version__', '?')}, xgrammar {xgrammar.__version__}", flush=True)
+    print(", ".join(f"{name} {version(name)}" for name in ("llguidance", "xgrammar", "outlines-core")), flush=True)
     print(
         "| tokenizer | library | vocabulary view ms | schema compile ms | mask µs/token median | mean | "
-        "accepts llguidance's answers | masks equal to llguidance's | own answers valid |"
+        "accepts llguidance's answers | masks equal to llguidance's | own answers valid | own answers failing |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         paths = build_tokenizers(Path(tmp))
         for name in args.tokenizers.split(","):
             for r in bench_tokenizer(name, paths[name], args.answers):
                 if r["error"]:
                     print(
-                        f"| {r['tokenizer']} | {r['library']} | {r['view_ms']:.0f} | failed: {r['error']} | | | | | |"
+                        f"| {r['tokenizer']} | {r['library']} | {r['view_ms']:.0f} | failed: {r['error']} | | | | | | |"
                     )
                     continue
                 print(
                     f"| {r['tokenizer']} | {r['library']} | {r['view_ms']:.0f} | {r['compile_ms']:.0f} "
                     f"| {r['median_us']:.0f} | {r['mean_us']:.0f} | {'yes' if r['accepts_reference'] else 'NO'} "
-                    f"| {r['mask_agreement'] * 100:.1f} % | {r['own_valid']} / {r['own_total']} |",
+                    f"| {r['mask_agreement'] * 100:.1f} % | {r['own_valid']} / {r['own_total']} | {r['own_errors']} |",
                     flush=True,
                 )
 

@@ -303,3 +303,16 @@ def test_compiled_formats_are_cached_per_runner(runner):
     runner.reset()
     runner.generate(PROMPT, config)
     assert runner._constraints.last_compile_s == 0.0
+
+
+def test_properties_come_in_the_schemas_order(runner):
+    # OpenAI emits keys in the schema's order (apps rely on it, e.g. reasoning before the answer).
+    schema = {
+        "type": "object",
+        "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "boolean"}, "mid": {"enum": ["x", "y"]}},
+        "required": ["zeta", "alpha", "mid"],
+        "additionalProperties": False,
+        "x-guidance": {"whitespace_flexible": False},
+    }
+    result = runner.generate(PROMPT, _config(_json_schema(schema), temperature=1.0, seed=0))
+    assert list(json.loads(result.text)) == ["zeta", "alpha", "mid"]
