@@ -8,10 +8,12 @@ The programs are `bench/decode.py`'s (built by `mmcore.testing`, cached). Per mo
 native loop reading the bitmask; sampled: temperature 0.8 through the Python sampler), constrained
 and unconstrained runs alternate; each run's decode time per token is measured from the first
 `Piece` to the end of `generate` (as `bench/decode.py`), and medians are reported. The schema
-allows long answers (an array of nested objects) so constrained runs use most of the budget.
+allows long answers (an array of nested objects); each plain run decodes as many tokens as the
+constrained run before it (EOS ignored), so both cover the same positions.
 
-Compile time: building llguidance's view of the vocabulary (once per runner), compiling the schema
-with that view built (a cache miss), and a cached compile.
+"mask alone" replays the constrained answers through a fresh mask (take the token, compute the
+next mask), timing only that. Compile time: building llguidance's view of the vocabulary (once per
+runner), compiling the schema with that view built (a cache miss), and a cached compile.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ FORMAT = {"type": "json_schema", "json_schema": {"name": "order", "schema": SCHE
 MODES = {"greedy": {"temperature": 0.0}, "sampled": {"temperature": 0.8, "seed": 0}}
 
 
-def per_token(runner: MultimodalRunner, prompt: list[int], config: GenerationConfig) -> tuple[float, int]:
-    """(decode seconds per token after the first, tokens) of one call."""
+def per_token(runner: MultimodalRunner, prompt: list[int], config: GenerationConfig) -> tuple[float, list[int]]:
+    """(decode seconds per token after the first, the ids) of one call."""
     first: list[float] = []
     runner.reset()
     result = runner.generate(
@@ -81,7 +83,17 @@ def per_token(runner: MultimodalRunner, prompt: list[int], config: GenerationCon
     )
     end = time.perf_counter()
     n = len(result.tokens)
-    return (end - first[0]) / max(n - 1, 1), n
+    return (end - first[0]) / max(n - 1, 1), result.tokens
+
+
+def mask_ms(runner: MultimodalRunner, ids: list[int]) -> float:
+    """Mean ms per token of the mask alone (take the token, compute the next mask), replaying `ids`."""
+    assert runner._constraints is not None
+    mask = runner._constraints.compile(FORMAT).start()
+    began = time.perf_counter()
+    for token in ids:
+        mask.advance(token)
+    return (time.perf_counter() - began) / max(len(ids), 1) * 1e3
 
 
 def compile_times(runner: MultimodalRunner, repeats: int) -> dict[str, float]:
@@ -116,13 +128,16 @@ def bench_model(name: str, backend: str, repeats: int, prompt_len: int) -> list[
         plain = GenerationConfig(echo=False, max_new_tokens=budget, ignore_eos=True, **sampling)  # type: ignore[arg-type]
         constrained = GenerationConfig(echo=False, max_new_tokens=budget, response_format=FORMAT, **sampling)  # type: ignore[arg-type]
         per_token(runner, prompt, plain), per_token(runner, prompt, constrained)  # warm-up (and the compile)
-        runs: dict[str, list[tuple[float, int]]] = {"plain": [], "constrained": []}
+        runs: dict[str, list[tuple[float, list[int]]]] = {"plain": [], "constrained": []}
         for _ in range(repeats):
-            runs["plain"].append(per_token(runner, prompt, plain))
+            # The plain run decodes as many tokens as the constrained answer has, at the same positions.
             runs["constrained"].append(per_token(runner, prompt, constrained))
+            same = plain.replace(max_new_tokens=len(runs["constrained"][-1][1]))
+            runs["plain"].append(per_token(runner, prompt, same))
         med = {k: statistics.median(s for s, _ in v) * 1e3 for k, v in runs.items()}
-        tokens = {k: statistics.median(n for _, n in v) for k, v in runs.items()}
-        rows.append({"model": name, "mode": mode, "ms": med, "tokens": tokens, "compile": compiled})
+        tokens = {k: statistics.median(len(ids) for _, ids in v) for k, v in runs.items()}
+        alone = statistics.median(mask_ms(runner, ids) for _, ids in runs["constrained"])
+        rows.append({"model": name, "mode": mode, "ms": med, "tokens": tokens, "compile": compiled, "mask_ms": alone})
     return rows
 
 
@@ -135,16 +150,17 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| program | mode | tokens (plain / constrained) | ms/token plain | constrained | overhead | "
-        "vocabulary view ms | schema compile ms | cached ms |"
+        "mask alone ms/token | vocabulary view ms | schema compile ms | cached ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         for r in bench_model(name, args.backend, args.repeats, args.prompt):
             p, c = r["ms"]["plain"], r["ms"]["constrained"]
             comp = r["compile"]
             print(
                 f"| {r['model']} | {r['mode']} | {r['tokens']['plain']:.0f} / {r['tokens']['constrained']:.0f} "
-                f"| {p:.3f} | {c:.3f} | {(c / p - 1) * 100:+.1f} % | {comp['vocab']:.1f} | {comp['miss']:.1f} "
+                f"| {p:.3f} | {c:.3f} | {(c / p - 1) * 100:+.1f} % | {r['mask_ms']:.3f} | {comp['vocab']:.1f} "
+                f"| {comp['miss']:.1f} "
                 f"| {comp['hit']:.3f} |",
                 flush=True,
             )
