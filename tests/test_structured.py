@@ -269,7 +269,7 @@ def test_a_format_this_vocabulary_cannot_start_fails_before_decoding(runner):
 
 
 def test_streaming_and_async_streaming_carry_the_constrained_answer(runner):
-    config = _config(_json_schema(COMPACT_PERSON), temperature=0.7, seed=11)
+    config = _config(_json_schema(COMPACT_PERSON), temperature=0.7, seed=12)
     expected = runner.generate(PROMPT, config)
     runner.reset()
     pieces = list(runner.stream(PROMPT, config))
