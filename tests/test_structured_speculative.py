@@ -14,6 +14,7 @@ import pytest
 from mmcore import GenerationConfig, TokensInput
 from mmcore.runner import TextLLMRunner
 from mmcore.speculative import SpeculativeConfig
+from mmcore.speculative.loop import Verifier
 
 # A prompt with repeats, so prompt lookup finds drafts.
 PROMPT = [TokensInput([0, *range(20, 36), *range(20, 30), 70, 71, *range(20, 28)])]
@@ -89,20 +90,32 @@ def test_constrained_speculative_ids_equal_constrained_plain_ids(
         assert info["draft_tokens_proposed"] > 0
 
 
-def test_forbidden_drafts_are_cut_before_the_decoder_call(runner: TextLLMRunner, text_all: Path) -> None:
+def test_forbidden_drafts_are_cut_before_the_decoder_call(
+    runner: TextLLMRunner, text_all: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The target as its own draft model proposes its unconstrained argmax, which a digits-only
     # regex mostly forbids: those drafts never reach the decoder, the accepted ones are the rest.
     config = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=40,
                               response_format={"type": "regex", "regex": "[0-9]{40}"})  # fmt: skip
     plain = _run(runner, config)
+    verified: list[list[int]] = []
+    rows = Verifier.rows
+
+    def spy(self: Verifier, ids: list[int], pos: int) -> Any:
+        verified.append(list(ids))
+        return rows(self, ids, pos)
+
+    monkeypatch.setattr(Verifier, "rows", spy)
     draft = SpeculativeConfig(method="draft", draft_model=text_all, num_draft_tokens=4, adaptive=False)
     spec = _run(runner, config.replace(speculative=draft))
     info = spec.stats.extra["speculative"]
     assert spec.tokens == plain.tokens and re.fullmatch("[0-9]{40}", spec.text)
     assert info["draft_tokens_forbidden"] > 0
-    assert info["draft_tokens_accepted"] <= info["draft_tokens_proposed"] - info["draft_tokens_forbidden"]
-    rows = max(int(r) for r in info["call_ms_by_rows"])
-    assert rows <= 1 + 4
+    # What reached the decoder: each call's current token and only the drafts the mask allowed.
+    assert len(verified) == info["verification_calls"]
+    assert sum(len(ids) - 1 for ids in verified) == info["draft_tokens_proposed"] - info["draft_tokens_forbidden"]
+    digits = {t for t in range(runner.tokenizer.vocab_size) if runner.tokenizer.decode([t]).isdigit()}
+    assert all(set(ids[1:]) <= digits for ids in verified)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
