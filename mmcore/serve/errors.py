@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from mmcore.errors import (
     ConfigError,
+    ConstraintError,
     ContextOverflowError,
     InvalidInputError,
     MediaNotFoundError,
@@ -72,6 +73,8 @@ def api_error_from(exc: BaseException) -> APIError:
         return APIError(404, str(exc), param="messages", code="media_not_found")
     if isinstance(exc, UnsupportedInputError | InvalidInputError):
         return APIError(400, str(exc), param="messages", code="invalid_content")
+    if isinstance(exc, ConstraintError):  # found against the model's vocabulary, before decoding
+        return APIError(400, str(exc), param="response_format", code="invalid_response_format")
     if isinstance(exc, ConfigError):
         return APIError(400, str(exc), code="invalid_parameter")
     if isinstance(exc, MMCoreError):
