@@ -12,6 +12,7 @@ from typing import Any
 
 from mmcore.chat_model import ChatModel
 from mmcore.content import MediaPolicy
+from mmcore.errors import MMCoreError
 from mmcore.serve.chat import ChatService
 from mmcore.serve.errors import APIError, api_error_from
 
@@ -45,6 +46,9 @@ def respond(service: ChatService, url: str, body: Mapping[str, Any]) -> Reply:
         return Reply(200, service.chat_completion(body, token_ids=True))
     except APIError as exc:
         return Reply(exc.status, exc.body())
+    except MMCoreError as exc:  # bad media and the like, found while the body is read
+        error = api_error_from(exc)
+        return Reply(error.status, error.body())
     except Exception as exc:  # what the server's handler does with an unexpected error
         logger.exception("unexpected error answering %s", url)
         error = api_error_from(exc)
