@@ -37,10 +37,10 @@ def _ray() -> Any:
 class RayWorker:
     """The actor class of the pool: one `BatchWorker` per actor, a batch of lines in, answers out."""
 
-    def __init__(self, options: ModelOptions) -> None:
+    def __init__(self, options: ModelOptions, threads: int) -> None:
         import os
 
-        self.worker = BatchWorker(options, f"ray-{os.getpid()}")
+        self.worker = BatchWorker(options, f"ray-{os.getpid()}", threads=threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
@@ -90,7 +90,7 @@ class RayEngine:
             blocks = max(1, -(-len(rows) // _BATCH_SIZE))
             dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
                 RayWorker,
-                fn_constructor_args=(self.options,),
+                fn_constructor_args=(self.options, max(1, int(self.num_cpus_per_worker))),
                 compute=ray.data.ActorPoolStrategy(size=self.workers),
                 batch_size=_BATCH_SIZE,
                 num_cpus=self.num_cpus_per_worker,

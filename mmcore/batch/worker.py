@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from mmcore.batch.jsonl import BatchRequest, error_line, response_line
 from mmcore.batch.service import open_service, respond
 from mmcore.chat_model import AUTO, ChatModel, build_chat_model
 
-__all__ = ["Answer", "BatchWorker", "ModelOptions", "derive_seed", "prefix_key"]
+__all__ = ["Answer", "BatchWorker", "ModelOptions", "derive_seed", "limit_threads", "prefix_key"]
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,27 @@ def prefix_key(body: Any) -> str | None:
     return hashlib.blake2b(json.dumps(shared, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
+def limit_threads(threads: int) -> None:
+    """Run this process's kernels on at most `threads` threads: N workers on C cores get C // N
+    each, not C each (which would oversubscribe the cores N times)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    runtime = sys.modules.get("executorch.extension.pybindings._C")  # loaded with the model
+    if runtime is not None and runtime._threadpool_get_thread_count() > threads:
+        runtime._unsafe_reset_threadpool(threads)  # safe here: nothing runs on the pool yet
+
+
 class BatchWorker:
     """Loads the model once and answers requests one at a time; a request that fails gets an
     error line and the worker goes on."""
 
-    def __init__(self, options: ModelOptions, name: str = "worker-0") -> None:
+    def __init__(self, options: ModelOptions, name: str = "worker-0", *, threads: int | None = None) -> None:
         self.options = options
         self.name = name
         self.model = options.open()
+        if threads is not None:
+            limit_threads(threads)
         self.service = open_service(self.model, model_id=options.model_id, media_dir=options.media_dir)
 
     def answer(self, request: BatchRequest) -> Answer:
