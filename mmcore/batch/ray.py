@@ -79,6 +79,10 @@ class RayEngine:
         ray = _ray()
         started = self._connect(ray)
         self._quiet(ray)
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if self.workers * self.num_cpus_per_worker > cpus:  # an autoscaling cluster may still grow
+            logger.warning("%d actors of %g CPU each need more CPUs than the Ray cluster has now (%g); "
+                           "the pool waits for them", self.workers, self.num_cpus_per_worker, cpus)  # fmt: skip
         try:
             rows: list[dict[str, Any]] = []
             for custom_id in todo:
