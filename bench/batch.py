@@ -13,7 +13,10 @@ Rates are *steady-state*: the last three quarters of the answers over the time t
 engine's start-up -- spawning workers, Ray actors, loading the model -- is reported apart, and Ray
 hands answers back in bursts of a block).
 The per-request overhead of an engine is its steady wall time per request (times its workers) minus
-the median time its workers spent answering one request.
+the mean time its workers spent answering one request. CPU per request counts every process the
+engine runs on (the job process, its workers; for Ray also the raylet, GCS and Ray's helpers), over
+the same steady-state window: on a machine shared with other work it is the stabler measure of an
+engine's cost, since wall times there depend on how much CPU the others leave.
 
 Memory: while a 2-worker job runs (local pool, then Ray), each worker's /proc/PID/smaps_rollup is
 sampled; reported are the peak RSS, PSS (shared pages divided among the processes mapping them),
@@ -147,15 +150,30 @@ def _pool_workers() -> list[int]:
     return [grandchild for child in children(os.getpid()) for grandchild in children(child)]
 
 
-def _ray_workers() -> list[int]:
+def _ray_processes(*markers: bytes) -> list[int]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if b"RayWorker" in (proc / "cmdline").read_bytes():
+            if any(marker in (proc / "cmdline").read_bytes() for marker in markers):
                 found.append(int(proc.name))
         except OSError:
             pass
     return found
+
+
+def _ray_workers() -> list[int]:
+    """The actors of the pool."""
+    return _ray_processes(b"RayWorker")
+
+
+def _job_and_pool() -> list[int]:
+    """What a local pool job costs: this process (the job: dispatch, the writer) and its workers."""
+    return [os.getpid(), *_pool_workers()]
+
+
+def _job_and_ray() -> list[int]:
+    """What a Ray job costs: this process (the driver), the actors and Ray's own processes."""
+    return [os.getpid(), *_ray_processes(b"RayWorker", b"raylet", b"gcs_server", b"ray/_private", b"ray/dashboard")]
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -179,9 +197,10 @@ class Sampler:
 
     def __enter__(self) -> Sampler:
         self._stop = threading.Event()
+        self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._sample()
         self._thread.start()
+        self._started.wait()
         return self
 
     def _sample(self) -> None:
@@ -194,11 +213,15 @@ class Sampler:
                 peak = self.peaks.setdefault(pid, sample)
                 for key, value in sample.items():
                     peak[key] = max(peak[key], value)
-        self.series.append((time.perf_counter(), sum(self.cpu.values())))
+        own = time.thread_time() if os.getpid() in self.cpu else 0.0  # this sampling thread is not the engine's
+        self.series.append((time.perf_counter(), sum(self.cpu.values()) - own))
 
     def _run(self) -> None:
+        self._sample()
+        self._started.set()
         while not self._stop.wait(0.1):
             self._sample()
+        self._sample()
 
     def cpu_at(self, when: float) -> float:
         """The summed CPU seconds at `when` (linear between samples)."""
@@ -211,7 +234,6 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample()
 
 
 def memory_rows(label: str, peaks: dict[int, dict[str, int]]) -> Iterator[str]:
@@ -244,7 +266,7 @@ def main() -> None:
     engines: dict[str, Callable[[], Run]] = {
         "loop of runner.generate (1 process)": lambda: time_loop(options, texts, args.max_tokens),
         "local, 1 worker": lambda: time_engine(InlineEngine(options), requests, lambda: [os.getpid()]),
-        "local, 2 workers": lambda: time_engine(ProcessPoolEngine(options, 2), requests, _pool_workers),
+        "local, 2 workers": lambda: time_engine(ProcessPoolEngine(options, 2), requests, _job_and_pool),
     }
     workers = {"loop of runner.generate (1 process)": 1, "local, 1 worker": 1, "local, 2 workers": 2}
     ray: Any = None
@@ -258,8 +280,8 @@ def main() -> None:
         t = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
         print(f"(Ray instance started in {time.perf_counter() - t:.1f} s)")
-        engines["Ray, 1 actor"] = lambda: time_engine(RayEngine(options, 1), requests, _ray_workers)
-        engines["Ray, 2 actors"] = lambda: time_engine(RayEngine(options, 2), requests, _ray_workers)
+        engines["Ray, 1 actor"] = lambda: time_engine(RayEngine(options, 1), requests, _job_and_ray)
+        engines["Ray, 2 actors"] = lambda: time_engine(RayEngine(options, 2), requests, _job_and_ray)
         workers.update({"Ray, 1 actor": 1, "Ray, 2 actors": 2})
 
     runs: dict[str, list[Run]] = {name: [] for name in engines}
