@@ -156,10 +156,12 @@ class ChatService:
         card = ModelCard(id=self.model_id, max_model_len=self.model.runner.metadata.max_context_len)
         return ModelList(data=[card]).model_dump()
 
-    def chat_completion(self, body: Body, *, session_id: str | None = None) -> dict[str, Any]:
-        """A ``chat.completion`` body (blocks until a slot is free and the answer is complete)."""
+    def chat_completion(self, body: Body, *, session_id: str | None = None, token_ids: bool = False) -> dict[str, Any]:
+        """A ``chat.completion`` body (blocks until a slot is free and the answer is complete).
+        `token_ids`: add the generated ids as ``body["mmcore"]["token_ids"]`` (what `mmcore batch` writes)."""
         job = self.prepare_chat(body, session_id=session_id)
-        return self._chat_body(job, self._run_blocking(job))
+        outcome = self._run_blocking(job)
+        return _with_token_ids(self._chat_body(job, outcome), outcome, token_ids)
 
     def stream_chat_completion(self, body: Body, *, session_id: str | None = None) -> Iterator[dict[str, Any]]:
         """``chat.completion.chunk`` bodies: the role first, content deltas, the finish reason, then
@@ -178,10 +180,12 @@ class ChatService:
         job = self.prepare_chat(body, session_id=session_id)
         return self._stream_async(job, _ChatChunks(self, job))
 
-    def completion(self, body: Body, *, session_id: str | None = None) -> dict[str, Any]:
-        """A ``text_completion`` body for a plain prompt (no chat template)."""
+    def completion(self, body: Body, *, session_id: str | None = None, token_ids: bool = False) -> dict[str, Any]:
+        """A ``text_completion`` body for a plain prompt (no chat template); `token_ids` as in
+        `chat_completion`."""
         job = self.prepare_completion(body, session_id=session_id)
-        return self._completion_body(job, self._run_blocking(job))
+        outcome = self._run_blocking(job)
+        return _with_token_ids(self._completion_body(job, outcome), outcome, token_ids)
 
     def stream_completion(self, body: Body, *, session_id: str | None = None) -> Iterator[dict[str, Any]]:
         """``text_completion`` chunks of a streamed plain-prompt completion."""
@@ -600,6 +604,13 @@ def _drive(
         yield from chunks.finish(outcome)
     finally:
         stop()
+
+
+def _with_token_ids(body: dict[str, Any], outcome: _Outcome, token_ids: bool) -> dict[str, Any]:
+    """mmcore's extension field: the generated token ids beside the OpenAI body."""
+    if token_ids:
+        body["mmcore"] = {"token_ids": list(outcome.result.tokens)}
+    return body
 
 
 def _unwrap(value: _Outcome | BaseException) -> _Outcome:
