@@ -45,6 +45,7 @@ def test_jsonl_protocol(pte, tokenizer_dir, tmp_path):
     assert garbage["error"]["type"] == "JSONDecodeError"
     assert reset == {"ok": True}
     assert again["tokens"] == first["tokens"]  # the session carried on exactly as before
+    assert again["stats"]["encoder_cache_hits"] == 1  # after the reset the image comes from the cache
 
 
 def test_overflowing_turn_leaves_the_session_as_before(pte, tokenizer_dir):
