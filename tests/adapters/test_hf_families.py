@@ -113,3 +113,30 @@ def test_session_turns_render_through_the_chat_template(family, png_100x60, ster
     history = model.render(session.messages[:2], add_generation_prompt=False).ids
     answer = [t for t in first.tokens if t not in model.profile.stop_token_ids and t not in model_dir.eos_token_ids]
     assert any(history[i : i + len(answer)] == answer for i in range(len(history)))
+
+
+def test_speculative_decoding_gives_the_plain_ids(family, png_100x60, stereo_wav):
+    """Prompt lookup (adaptive, and always drafting) and a draft model (the target itself, so every draft
+    is right) on each family's real export give the greedy ids of plain decoding. A draft model reads
+    token ids only: after an image or audio it stands aside (and says so) until a later text turn."""
+    model_dir, pte = family
+    with_media, _ = _messages(model_dir, png_100x60, stereo_wav)
+    text_only = [{"role": "user", "content": PROMPT}]
+    model = mmcore.open_model(pte)
+    itself = {"method": "draft", "draft_model": str(pte), "num_draft_tokens": 4, "adaptive": False}
+    for messages in (with_media, text_only):
+        plain = model.chat(
+            messages, mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS)
+        )
+        for speculative in ("ngram", {"method": "ngram", "adaptive": False}, itself):
+            config = mmcore.GenerationConfig(
+                temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, speculative=speculative
+            )
+            result = model.chat(messages, config)
+            assert result.tokens == plain.tokens, (messages, speculative)
+            info = result.stats.extra["speculative"]
+            if speculative is itself and messages is text_only:
+                assert info["draft_tokens_accepted"] == info["draft_tokens_proposed"] > 0, info
+                assert info["verification_calls"] < len(result.tokens) - 1
+            elif speculative is itself:
+                assert "non-token inputs" in info["draft_unavailable"]
