@@ -503,18 +503,17 @@ def _export_with_progress(build: Callable[[ExportProgress], MultimodalRunner]) -
 
     print("mmcore: exporting the demo model (first run only, under a minute)", file=sys.stderr)
     began = time.perf_counter()
-    with tqdm(total=None, unit="step", file=sys.stderr, disable=None, leave=False,
+    with tqdm(total=None, desc="loading the exporter", unit="step", file=sys.stderr, disable=None, leave=False,
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]") as bar:  # fmt: skip
 
         def progress(step: str, done: int, total: int) -> None:
             bar.total = total
-            bar.set_description(step)
+            bar.set_description(step, refresh=False)
             bar.update(done - bar.n)
 
         runner = build(progress)
-    from mmcore.demo_model.export import cached_demo_path
-
-    print(f"mmcore: demo model ready in {time.perf_counter() - began:.0f} s ({cached_demo_path()})", file=sys.stderr)
+    took = time.perf_counter() - began
+    print(f"mmcore: demo model ready in {took:.0f} s ({runner.program.path})", file=sys.stderr)
     return runner
 
 

@@ -203,7 +203,8 @@ def test_penalties_logprobs_and_finish_reason(capsys, multimodal_pte, tokenizer_
 def test_no_echo_overrides_the_config_file(capsys, tmp_path, make_spec, program_path, tokenizer_dir):
     pte = program_path(make_spec(kind="text"))
     config = tmp_path / "echo.toml"
-    config.write_text(f'program = "{pte}"\ntokenizer = "{tokenizer_dir}"\n[generation]\necho = true\nmax_new_tokens = 4\n')
+    toml = f'program = "{pte}"\ntokenizer = "{tokenizer_dir}"\n\n[generation]\necho = true\nmax_new_tokens = 4\n'
+    config.write_text(toml)
     assert main(["run", "--config", str(config), "--text", "the quick"]) == 0
     echoed = capsys.readouterr().out
     assert echoed.startswith("the quick")
