@@ -56,12 +56,11 @@ def answer_json_line(session: Session, line: str, config: GenerationConfig) -> d
             "text": result.text,
             "tokens": result.tokens,
             "finish_reason": FINISH_REASONS[result.stop_reason],
+            "incomplete": result.incomplete,
             "stats": _stats(result),
         }
         if result.logprobs is not None:
             answer["logprobs"] = result.logprobs
-        if config.response_format is not None:
-            answer["incomplete"] = result.incomplete
         return answer
     except (MMCoreError, json.JSONDecodeError, ValueError, TypeError) as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}

@@ -152,7 +152,7 @@ def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
-                        help='print one JSON object {"text", "tokens", "finish_reason", "stats"}')  # fmt: skip
+                        help="print one JSON object: text, tokens, finish_reason, incomplete, stats")  # fmt: skip
     parser.add_argument("--stats", action="store_true", help="print ExecuTorch-style statistics to stderr")
 
 
@@ -507,9 +507,8 @@ def _export_with_progress(build: Callable[[ExportProgress], MultimodalRunner]) -
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]") as bar:  # fmt: skip
 
         def progress(step: str, done: int, total: int) -> None:
-            bar.total = total
-            bar.set_description(step, refresh=False)
-            bar.update(done - bar.n)
+            bar.total, bar.n = total, done
+            bar.set_description(step)  # redraws: steps are seconds apart
 
         runner = build(progress)
     took = time.perf_counter() - began
@@ -535,12 +534,11 @@ def _print_result(result: GenerationResult, args: argparse.Namespace) -> int:
             "text": result.text,
             "tokens": result.tokens,
             "finish_reason": finish_reason(result.stop_reason),
+            "incomplete": result.incomplete,
             "stats": result.stats.to_dict(),
         }
         if result.logprobs is not None:
             report["logprobs"] = result.logprobs
-        if getattr(args, "response_format", None) is not None:
-            report["incomplete"] = result.incomplete
         if "speculative" in result.stats.extra:
             report["speculative"] = result.stats.extra["speculative"]
         print(json.dumps(report))

@@ -39,6 +39,7 @@ def test_jsonl_protocol(pte, tokenizer_dir, tmp_path):
     ])  # fmt: skip
     first, second, overflow, garbage, reset, again = answers
     assert len(first["tokens"]) == 6 and first["stats"]["reused_prompt_tokens"] == 0
+    assert first["finish_reason"] == "length"
     assert first["stats"]["encoder_cache_hits"] == 0 and "prefill_token_per_sec" in first["stats"]
     assert second["stats"]["reused_prompt_tokens"] > 16 and second["stats"]["encoder_cache_hits"] == 1
     assert overflow["error"]["type"] == "ContextOverflowError"
@@ -46,6 +47,17 @@ def test_jsonl_protocol(pte, tokenizer_dir, tmp_path):
     assert reset == {"ok": True}
     assert again["tokens"] == first["tokens"]  # the session carried on exactly as before
     assert again["stats"]["encoder_cache_hits"] == 1  # after the reset the image comes from the cache
+
+
+def test_generation_flags_apply_to_every_turn(pte, tokenizer_dir):
+    import re
+
+    turns = [json.dumps({"role": "user", "content": text}) for text in ("the quick brown fox", "jumps")]
+    answers = chat(pte, tokenizer_dir, turns, "--logprobs", "--regex", "(yes|no)", "--max-new-tokens", "8")
+    for answer in answers:
+        assert re.fullmatch("(yes|no)", answer["text"]) and answer["finish_reason"] == "stop"
+        assert answer["incomplete"] is False
+        assert len(answer["logprobs"]) == len(answer["tokens"]) and all(lp <= 0 for lp in answer["logprobs"])
 
 
 def test_overflowing_turn_leaves_the_session_as_before(pte, tokenizer_dir):

@@ -263,6 +263,22 @@ def test_structured_output_flags(
     assert unconstrained.text != out["text"]
 
 
+def test_structured_output_from_the_config_file(capsys, tmp_path, multimodal_pte, tokenizer_dir):
+    import re
+
+    config = tmp_path / "date.toml"
+    config.write_text(
+        f'program = "{multimodal_pte}"\ntokenizer = "{tokenizer_dir}"\n\n[generation]\n'
+        f"max_new_tokens = 64\nresponse_format = {{type = \"regex\", regex = '{DATE}'}}\n"
+    )
+    assert main(["run", "--config", str(config), "--tokens", "0,10,11,12,13", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert re.fullmatch(DATE, out["text"]) and out["incomplete"] is False
+    assert main(["run", "--config", str(config), "--tokens", "0,10,11,12,13", "--max-new-tokens", "3", "--json"]) == 0
+    short = json.loads(capsys.readouterr().out)  # the budget ran out first
+    assert short["finish_reason"] == "length" and short["incomplete"] is True and not re.fullmatch(DATE, short["text"])
+
+
 def test_structured_output_flag_errors(capsys, tmp_path, multimodal_pte, tokenizer_dir):
     base = _base(multimodal_pte, tokenizer_dir)
     broken = tmp_path / "broken.json"

@@ -104,7 +104,7 @@ def test_first_use_export_shows_progress_and_no_library_warnings(tmp_path):
     assert proc.returncode == 0, terminal[-3000:]
     assert json.loads(stdout)["text"] == "a red circle and a high tone"
     assert "exporting the demo model" in terminal
-    assert "exported text_decoder" in terminal and "8/8" in terminal  # the bar's steps
+    assert "exported text_decoder" in terminal and "8/8" in terminal, terminal[-3000:]  # the bar's steps
     assert "demo model ready in" in terminal
     assert "Warning" not in terminal and "warnings.warn" not in terminal, terminal
     demo_dir = tmp_path / "cache" / "demo"
