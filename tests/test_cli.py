@@ -319,3 +319,25 @@ def test_light_commands_import_no_torch_and_no_program_runtime(command):
     assert report["code"] == 0 and proc.stdout
     loaded = [m for m in report["modules"] if any(m == r or m.startswith(r + ".") for r in _RUNTIME)]
     assert loaded == []
+
+
+def test_the_public_api_is_imported_on_first_use():
+    script = (
+        "import json, sys\n"
+        "import mmcore\n"
+        "light = sorted(m for m in sys.modules if m.startswith(('torch', 'executorch', 'mmcore.')))\n"
+        "from mmcore import MultimodalRunner, Session, GenerationConfig\n"
+        "from mmcore.runner import MultimodalRunner as direct\n"
+        "names = [name for name in mmcore.__all__ if getattr(mmcore, name) is not None]\n"
+        "print(json.dumps({'light': light, 'same': MultimodalRunner is direct, 'names': names,\n"
+        "                  'dir': sorted(set(mmcore.__all__) - set(dir(mmcore)))}))\n"
+    )  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(proc.stdout)
+    assert report["light"] == ["mmcore.errors", "mmcore.hookspecs"]  # `import mmcore` loads nothing else
+    assert report["same"] and report["dir"] == []
+    import mmcore
+
+    assert report["names"] == mmcore.__all__  # every public name resolves
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        mmcore.NoSuchThing  # noqa: B018
