@@ -293,7 +293,7 @@ class ChatService:
         base = self.model.runner.generation_config
         changes: dict[str, Any] = {"echo": False, "logprobs": logprobs}
         for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
-                     "repetition_penalty"):  # fmt: skip
+                     "repetition_penalty", "ignore_eos"):  # fmt: skip
             value = getattr(request, name)
             if value is not None:
                 changes[name] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +19,10 @@ from mmcore.serve.protocol import ErrorBody, ErrorEnvelope
 
 __all__ = ["APIError", "api_error_from", "from_validation_error"]
 
+#: ``<_io.BytesIO object at 0x7f...>`` in a library's message: an address means nothing to a client
+#: (and differs between two identical requests), so answers name the type only.
+_OBJECT_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
 
 class APIError(Exception):
     """An HTTP error answer: status, OpenAI error `type`, the offending `param` and a `code`."""
@@ -31,6 +36,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
     ) -> None:
+        message = _OBJECT_REPR.sub(r"<\1>", message)
         super().__init__(message)
         self.status = status
         self.message = message
