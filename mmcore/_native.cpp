@@ -16,6 +16,7 @@
 //                                              # read before every argmax (on_token may rewrite it)
 //   module.verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
 //                                              # -> (argmax of every logits row, accepted drafts, seconds)
+//   registered_operators(), registered_backends()   # what the runtime's registries hold (mmcore.kernels)
 //
 // dtype values are ExecuTorch ScalarType ids. Runtime failures raise ExecutorchError (a RuntimeError)
 // naming the method and the ExecuTorch error code; exceptions from on_token propagate unchanged.
@@ -33,6 +34,8 @@
 
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/backend/interface.h>
+#include <executorch/runtime/kernel/operator_registry.h>
 
 namespace {
 
@@ -659,9 +662,53 @@ PyMethodDef module_methods[] = {
 
 PyTypeObject ModuleType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+PyObject* string_list(const std::vector<std::string>& names) {
+  PyObject* result = PyList_New(static_cast<Py_ssize_t>(names.size()));
+  if (!result) return nullptr;
+  for (size_t i = 0; i < names.size(); ++i) {
+    PyObject* name = PyUnicode_FromString(names[i].c_str());
+    if (!name) {
+      Py_DECREF(result);
+      return nullptr;
+    }
+    PyList_SET_ITEM(result, static_cast<Py_ssize_t>(i), name);
+  }
+  return result;
+}
+
+// registered_operators() -> sorted list of the operator names ("aten::add.out") with a kernel in
+// the runtime's registry: those of libexecutorch.so and of every kernel library loaded so far.
+PyObject* registered_operators(PyObject*, PyObject*) {
+  std::vector<std::string> names;
+  for (const auto& kernel : executorch::runtime::get_registered_kernels()) {
+    if (kernel.name_ != nullptr) names.emplace_back(kernel.name_);
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return string_list(names);
+}
+
+// registered_backends() -> names of the delegate backends registered with the runtime ("XnnpackBackend").
+PyObject* registered_backends(PyObject*, PyObject*) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < executorch::runtime::get_num_registered_backends(); ++i) {
+    auto name = executorch::runtime::get_backend_name(i);
+    if (name.ok()) names.emplace_back(*name);
+  }
+  return string_list(names);
+}
+
+PyMethodDef native_functions[] = {
+    {"registered_operators", registered_operators, METH_NOARGS,
+     "registered_operators() -> names of the operators the runtime has kernels for."},
+    {"registered_backends", registered_backends, METH_NOARGS,
+     "registered_backends() -> names of the delegate backends registered with the runtime."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "mmcore._native", "ExecuTorch methods and a greedy decode loop below Python.", -1,
-    nullptr,
+    native_functions,
 };
 
 }  // namespace

@@ -12,14 +12,10 @@ converted at that edge. Its extension module is used directly: `executorch.runti
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import importlib
-import importlib.util
 import logging
 import os
 import struct
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mmcore import kernels, native
 from mmcore.arrays import SCALAR_TYPES, as_array, dtype_name, is_tensor, numpy_dtype, scalar_type, to_torch
 from mmcore.errors import ExecutionError, InvalidProgramError, MissingMethodError
 
@@ -49,21 +46,7 @@ _FILE_IDENTIFIER_PREFIX = b"ET"
 _EXTENDED_HEADER_MAGIC = b"eh00"
 _MIN_PROGRAM_BYTES = 16
 # Modules that register ExecuTorch's LLM custom ops and quantized kernels with the runtime.
-_KERNEL_MODULES = ("executorch.extension.llm.custom_ops.custom_ops", "executorch.kernels.quantized")
-_kernels_lock = threading.Lock()
-_kernels_loaded = False
 _runtime_module: Any = None
-_native_module: Any = None
-# The executorch wheel's libraries that register the CPU kernels and the XNNPACK backend with its
-# runtime (libexecutorch.so); the native path loads them itself (the bindings link them).
-_RUNTIME_LIBRARIES = (
-    "libexecutorch_threadpool.so",
-    "libexecutorch_kernels_optimized.so",
-    "libexecutorch_backend_xnnpack.so",
-)
-_GET_THREADPOOL = "_ZN10executorch9extension10threadpool14get_threadpoolEv"  # threadpool::get_threadpool()
-_runtime_libraries_lock = threading.Lock()
-_runtime_libraries: list[ctypes.CDLL] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +174,7 @@ class Program:
         self.path = Path(path)
         self.data_path = Path(data_path) if data_path is not None else None
         validate_program_file(self.path)
+        kernels.prepare(self.path)  # kernel and backend libraries the program needs, before any load
         self.native = native_extension() is not None if native is None else native
         if self.native and native_extension() is None:
             raise InvalidProgramError(
@@ -295,22 +279,18 @@ class Program:
 
     def _load_native_module(self) -> Any:
         """The program in mmcore's native module (its kernels and backends registered first)."""
-        _load_runtime_libraries()
         try:
             return native_extension().Module(str(self.path), str(self.data_path) if self.data_path else None)
         except RuntimeError as exc:
             raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
 
     def _load_native_method(self, name: str) -> Any:
-        """Load a method into the native module; retry once with the optional kernel libraries."""
+        """Load a method into the native module (its kernels were registered by `kernels.prepare`)."""
         try:
             self._native_module.load_method(name)
-        except RuntimeError as first_error:
-            if not _load_kernel_libraries():
-                raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
-                ) from first_error
-            return self._load_native_method(name)
+        except RuntimeError as error:
+            message = f"loading method '{name}' of {self.path} failed: {error}. {self._load_hint()}"
+            raise InvalidProgramError(message) from error
         return self._native_module
 
     def _load_hint(self) -> str:
@@ -323,15 +303,11 @@ class Program:
         return hint
 
     def _load_method(self, runtime_program: Any, name: str) -> Any:
-        """Load a method; on failure register the optional kernel libraries once and retry."""
         try:
             return runtime_program.load_method(name)
-        except RuntimeError as first_error:
-            if not _load_kernel_libraries():
-                raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
-                ) from first_error
-        return self._load_method(runtime_program, name)
+        except RuntimeError as error:
+            message = f"loading method '{name}' of {self.path} failed: {error}. {self._load_hint()}"
+            raise InvalidProgramError(message) from error
 
 
 def validate_program_file(path: Path) -> None:
@@ -365,17 +341,8 @@ def validate_program_file(path: Path) -> None:
 
 
 def native_extension() -> Any:
-    """mmcore's native extension module, or None when it was not built or MMCORE_NATIVE=0."""
-    global _native_module
-    if os.environ.get("MMCORE_NATIVE", "1") == "0":
-        return None
-    if _native_module is None:
-        try:
-            _native_module = importlib.import_module("mmcore._native")
-        except ImportError as exc:
-            logger.debug("mmcore's native extension is not available: %s", exc)
-            _native_module = False
-    return _native_module or None
+    """mmcore's native extension module, or None when it is unusable (see mmcore.native) or MMCORE_NATIVE=0."""
+    return native.extension()
 
 
 def _dense(value: Any) -> Any:
@@ -417,32 +384,6 @@ def _native_specs(values: Sequence[tuple[int, Sequence[int]] | None]) -> tuple[T
     return tuple(specs)
 
 
-def _load_runtime_libraries() -> None:
-    """Load the executorch wheel's kernel, thread-pool and XNNPACK libraries (once, quietly): their
-    static initialisers register with the runtime that mmcore's native module shares."""
-    global _runtime_libraries
-    with _runtime_libraries_lock:
-        if _runtime_libraries is not None:
-            return
-        loaded: list[ctypes.CDLL] = []
-        spec = importlib.util.find_spec("executorch")
-        roots = [Path(p) / "lib" for p in (spec.submodule_search_locations or [])] if spec else []
-        with _quiet_stderr():
-            for name in _RUNTIME_LIBRARIES:
-                for root in roots:
-                    if (root / name).exists():
-                        loaded.append(ctypes.CDLL(str(root / name), mode=ctypes.RTLD_GLOBAL))
-                        break
-                else:
-                    logger.debug("executorch library %s not found in %s", name, roots)
-            # Creating the thread pool logs CPU probing details to stderr: create it here, quietly.
-            create_pool = getattr(loaded[0], _GET_THREADPOOL, None) if loaded else None
-            if create_pool is not None:
-                create_pool.restype = ctypes.c_void_p
-                create_pool()
-        _runtime_libraries = loaded
-
-
 def _runtime() -> Any:
     """ExecuTorch's runtime extension module (torch is imported first: it loads libtorch)."""
     global _runtime_module
@@ -472,25 +413,6 @@ def _quiet_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _load_kernel_libraries() -> bool:
-    """Register ExecuTorch's LLM custom ops (custom SDPA, KV cache) and quantized kernels.
-
-    Returns True the first time (libraries newly registered), False when already done. They are
-    loaded only when a method fails to load, since importing them takes seconds.
-    """
-    global _kernels_loaded
-    with _kernels_lock:
-        if _kernels_loaded:
-            return False
-        for module in _KERNEL_MODULES:
-            try:
-                importlib.import_module(module)
-            except Exception as exc:  # noqa: BLE001 - optional kernels; log and go on
-                logger.debug("kernel library %s not loaded: %s", module, exc)
-        _kernels_loaded = True
-        return True
 
 
 def _tensor_spec(meta: Any, kind: str, index: int) -> TensorSpec | None:

@@ -115,6 +115,7 @@ def _write(path: Path, data: bytes) -> Path:
 def _preprocess(runner: MultimodalRunner, pm: PluginManager, item: Any, settings: Any = None) -> np.ndarray:
     ctx = PrefillContext(program=runner.program, tokenizer=runner.tokenizer, settings=settings or {})
     prepared: np.ndarray = pm.modality_registry().get("video").preprocess(item, ctx)  # type: ignore[union-attr]
+    assert isinstance(prepared, np.ndarray)
     return prepared
 
 

@@ -7,6 +7,7 @@ from mmcore.registry import ModalityRegistrar
 from mmcore_image.decode import ALLOWED_FORMATS, decode_image, to_rgb
 from mmcore_image.handler import VISION_ENCODER, ImageHandler
 from mmcore_image.inputs import ImageInput, ImageSource
+from mmcore_image.pan_and_scan import PanAndScan, pan_and_scan, pan_and_scan_grid
 from mmcore_image.preprocess import ImagePreprocessor
 from mmcore_image.settings import DEFAULT_MAX_PIXELS, PreprocessSettings, Resample, ResizeMode
 from mmcore_image.tiles import ImageTiles, split_image, tile_grid
@@ -20,10 +21,13 @@ __all__ = [
     "ImagePreprocessor",
     "ImageSource",
     "ImageTiles",
+    "PanAndScan",
     "PreprocessSettings",
     "Resample",
     "ResizeMode",
     "decode_image",
+    "pan_and_scan",
+    "pan_and_scan_grid",
     "split_image",
     "tile_grid",
     "to_rgb",
