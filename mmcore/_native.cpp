@@ -4,6 +4,8 @@
 //
 //   module = Module(path, data_path)          # program loaded; methods load on demand
 //   module.load_method(name)                  # each method gets its own planned memory
+//   module.method_names()                     # -> [name, ...]
+//   module.method_meta(name)                  # -> (inputs, outputs): (dtype, shape) per tensor, else None
 //   module.execute(name, inputs, alias)       # inputs: (data_ptr, dtype, shape) tuples or scalars
 //                                              # tensor outputs: (dtype, shape, buffer)
 //   module.prefill_tokens(embedding, decoder, ids, start_pos, chunk, cache_positions)
@@ -14,6 +16,7 @@
 //                                              # read before every argmax (on_token may rewrite it)
 //   module.verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
 //                                              # -> (argmax of every logits row, accepted drafts, seconds)
+//   registered_operators(), registered_backends()   # what the runtime's registries hold (mmcore.kernels)
 //
 // dtype values are ExecuTorch ScalarType ids. Runtime failures raise ExecutorchError (a RuntimeError)
 // naming the method and the ExecuTorch error code; exceptions from on_token propagate unchanged.
@@ -31,6 +34,8 @@
 
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/backend/interface.h>
+#include <executorch/runtime/kernel/operator_registry.h>
 
 namespace {
 
@@ -568,7 +573,80 @@ PyObject* module_verify_greedy(ModuleObject* self, PyObject* args) {
   return Py_BuildValue("(Nnd)", rows, accepted, seconds);
 }
 
+// ---- program metadata (what ExecuTorch's bindings' method_meta gives, without them) ----
+
+PyObject* module_method_names(ModuleObject* self, PyObject*) {
+  if (!ready(self)) return nullptr;
+  auto names = self->module->method_names();
+  if (!names.ok()) return raise_et("listing methods of", "program", names.error());
+  PyObject* list = PyList_New(0);
+  if (!list) return nullptr;
+  for (const auto& name : *names) {
+    PyObject* item = PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
+    if (!item || PyList_Append(list, item) < 0) {
+      Py_XDECREF(item);
+      Py_DECREF(list);
+      return nullptr;
+    }
+    Py_DECREF(item);
+  }
+  return list;
+}
+
+// (dtype, shape) of a tensor value, None for any other value.
+template <typename TagFn, typename InfoFn>
+PyObject* value_specs(size_t count, TagFn tag_of, InfoFn info_of) {
+  PyObject* specs = PyTuple_New(static_cast<Py_ssize_t>(count));
+  if (!specs) return nullptr;
+  for (size_t i = 0; i < count; ++i) {
+    PyObject* spec = nullptr;
+    auto tag = tag_of(i);
+    const bool tensor = tag.ok() && *tag == executorch::runtime::Tag::Tensor;
+    auto info = tensor ? info_of(i) : decltype(info_of(i))(Error::InvalidType);  // asked only of tensors (it logs otherwise)
+    if (tensor && info.ok()) {
+      auto sizes = info->sizes();
+      PyObject* shape = PyTuple_New(static_cast<Py_ssize_t>(sizes.size()));
+      if (shape) {
+        for (size_t d = 0; d < sizes.size(); ++d) {
+          PyTuple_SET_ITEM(shape, static_cast<Py_ssize_t>(d), PyLong_FromLong(sizes[d]));
+        }
+        spec = Py_BuildValue("(iN)", static_cast<int>(info->scalar_type()), shape);
+      }
+    } else {
+      spec = Py_NewRef(Py_None);
+    }
+    if (!spec) {
+      Py_DECREF(specs);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(specs, static_cast<Py_ssize_t>(i), spec);
+  }
+  return specs;
+}
+
+PyObject* module_method_meta(ModuleObject* self, PyObject* args) {
+  const char* name = nullptr;
+  if (!PyArg_ParseTuple(args, "s", &name) || !ready(self)) return nullptr;
+  auto meta = self->module->method_meta(name);
+  if (!meta.ok()) return raise_et("reading the signature of method", name, meta.error());
+  const auto& m = *meta;
+  PyObject* inputs = value_specs(
+      m.num_inputs(), [&](size_t i) { return m.input_tag(i); }, [&](size_t i) { return m.input_tensor_meta(i); });
+  if (!inputs) return nullptr;
+  PyObject* outputs = value_specs(
+      m.num_outputs(), [&](size_t i) { return m.output_tag(i); }, [&](size_t i) { return m.output_tensor_meta(i); });
+  if (!outputs) {
+    Py_DECREF(inputs);
+    return nullptr;
+  }
+  return Py_BuildValue("(NN)", inputs, outputs);
+}
+
 PyMethodDef module_methods[] = {
+    {"method_names", reinterpret_cast<PyCFunction>(module_method_names), METH_NOARGS,
+     "method_names() -> the program's method names."},
+    {"method_meta", reinterpret_cast<PyCFunction>(module_method_meta), METH_VARARGS,
+     "method_meta(name) -> (inputs, outputs): (dtype, shape) per tensor value, None for others."},
     {"load_method", reinterpret_cast<PyCFunction>(module_load_method), METH_VARARGS,
      "load_method(name): load a method with its own planned memory."},
     {"execute", reinterpret_cast<PyCFunction>(module_execute), METH_VARARGS,
@@ -584,9 +662,53 @@ PyMethodDef module_methods[] = {
 
 PyTypeObject ModuleType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+PyObject* string_list(const std::vector<std::string>& names) {
+  PyObject* result = PyList_New(static_cast<Py_ssize_t>(names.size()));
+  if (!result) return nullptr;
+  for (size_t i = 0; i < names.size(); ++i) {
+    PyObject* name = PyUnicode_FromString(names[i].c_str());
+    if (!name) {
+      Py_DECREF(result);
+      return nullptr;
+    }
+    PyList_SET_ITEM(result, static_cast<Py_ssize_t>(i), name);
+  }
+  return result;
+}
+
+// registered_operators() -> sorted list of the operator names ("aten::add.out") with a kernel in
+// the runtime's registry: those of libexecutorch.so and of every kernel library loaded so far.
+PyObject* registered_operators(PyObject*, PyObject*) {
+  std::vector<std::string> names;
+  for (const auto& kernel : executorch::runtime::get_registered_kernels()) {
+    if (kernel.name_ != nullptr) names.emplace_back(kernel.name_);
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return string_list(names);
+}
+
+// registered_backends() -> names of the delegate backends registered with the runtime ("XnnpackBackend").
+PyObject* registered_backends(PyObject*, PyObject*) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < executorch::runtime::get_num_registered_backends(); ++i) {
+    auto name = executorch::runtime::get_backend_name(i);
+    if (name.ok()) names.emplace_back(*name);
+  }
+  return string_list(names);
+}
+
+PyMethodDef native_functions[] = {
+    {"registered_operators", registered_operators, METH_NOARGS,
+     "registered_operators() -> names of the operators the runtime has kernels for."},
+    {"registered_backends", registered_backends, METH_NOARGS,
+     "registered_backends() -> names of the delegate backends registered with the runtime."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
 PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "mmcore._native", "ExecuTorch methods and a greedy decode loop below Python.", -1,
-    nullptr,
+    native_functions,
 };
 
 }  // namespace

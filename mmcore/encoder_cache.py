@@ -6,9 +6,11 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
-import torch
+import numpy as np
 
+from mmcore.arrays import as_array, dtype_name
 from mmcore.inputs import EmbeddingsInput
 
 __all__ = ["EncoderCache", "EncoderCacheStats", "DEFAULT_ENCODER_CACHE_BYTES"]
@@ -58,12 +60,12 @@ class EncoderCache:
         return self._bytes
 
     @staticmethod
-    def key(encoder: str, prepared: torch.Tensor) -> str:
-        """The cache key of an encoder input."""
-        data = prepared.detach().contiguous().cpu()
+    def key(encoder: str, prepared: Any) -> str:
+        """The cache key of an encoder input (a numpy array or torch tensor)."""
+        data = np.ascontiguousarray(as_array(prepared))
         digest = hashlib.blake2b(digest_size=32)
-        digest.update(f"{encoder}|{data.dtype}|{tuple(data.shape)}|".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        digest.update(f"{encoder}|{dtype_name(data.dtype)}|{tuple(data.shape)}|".encode())
+        digest.update(data.tobytes())
         return digest.hexdigest()
 
     def get(self, key: str) -> EmbeddingsInput | None:
@@ -78,7 +80,7 @@ class EncoderCache:
             return entry.embeddings
 
     def put(self, key: str, embeddings: EmbeddingsInput, encode_s: float) -> None:
-        nbytes = embeddings.embeddings.numel() * embeddings.embeddings.element_size()
+        nbytes = embeddings.embeddings.nbytes
         if nbytes > self.max_bytes:
             return
         with self._lock:

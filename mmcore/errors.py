@@ -10,6 +10,7 @@ __all__ = [
     "ProgramError",
     "InvalidProgramError",
     "MissingMethodError",
+    "MissingKernelError",
     "MissingMetadataError",
     "ExecutionError",
     "TokenizerError",
@@ -43,6 +44,10 @@ class InvalidProgramError(ProgramError):
 
 class MissingMethodError(ProgramError):
     """The program lacks a method the runner needs (e.g. `text_decoder`)."""
+
+
+class MissingKernelError(ProgramError):
+    """The program uses operators no loadable kernel library registers (the message names them and the fix)."""
 
 
 class MissingMetadataError(ProgramError):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from mmcore.sampling import Sampler
 from mmcore.stats import Stats
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["GreedyLoop", "StepFn", "TextTokenGenerator"]
 
 # step(token, pos) -> logits [V] after feeding `token` at position `pos`.
-StepFn = Callable[[int, int], torch.Tensor]
+StepFn = Callable[[int, int], npt.NDArray[Any]]
 
 
 class GreedyLoop(Protocol):

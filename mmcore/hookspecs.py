@@ -57,6 +57,11 @@ def mmcore_register_modalities(registry: ModalityRegistrar) -> None:
     `mmcore.registry.ModalityHandler`). Registering an input type another plugin already handles
     raises `PluginError` naming both plugins. Return nothing.
 
+    Arrays: handlers return numpy arrays (`preprocess`) and `EmbeddingsInput` of numpy arrays
+    (`prefill`); program methods take and return numpy. Torch tensors are accepted wherever an
+    array is and converted at the edge, but the run path imports no torch, so a plugin that
+    returns tensors makes every request import it.
+
     :param registry: the registrar that records which plugin added each handler.
     """
 

@@ -48,6 +48,7 @@ def inspect_program(
         "context": {"max_context_len": context, "max_seq_len": max_seq, "per_call": _per_call(program, max_seq)},
         "decoder_position_input": _position_form(program),
         "execution": _execution(program),
+        "kernels": _kernels(program),
         "speculative": _speculative(program, context),
     }
     tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
@@ -111,6 +112,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"context: {ctx['max_context_len']} positions, at most {ctx['per_call']} per decoder call")
     lines.append(f"decoder position input: {report['decoder_position_input']}")
     lines.append(f"execution: {report['execution']}")
+    lines.append(f"kernel libraries: {report['kernels']}")
     lines.append(f"speculative decoding: {report['speculative']}")
     adapter = report["adapter"]
     lines.append(f"adapter: {adapter.get('name')} ({adapter.get('reason', '')})")
@@ -138,12 +140,28 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _kernels(program: Program) -> str:
+    """Which of the executorch wheel's kernel libraries the program's operators come from."""
+    from mmcore import kernels
+
+    needs = kernels.program_needs(program.path)
+    used = [
+        f"{lib.name}{' (links torch)' if lib.needs_torch else ''}"
+        for lib in kernels.LIBRARIES
+        if any(op.startswith(lib.namespaces) for op in needs.operators)
+    ]
+    backends = f"; backends: {', '.join(sorted(needs.backends))}" if needs.backends else ""
+    return f"{', '.join(used) or 'none (runtime built-ins only)'}{backends} ({len(needs.operators)} operators)"
+
+
 def _execution(program: Program) -> str:
+    from mmcore import native
+
     if program.native:
-        return "native (mmcore._native; greedy decoding below Python)"
+        return f"{native.status().describe()}; greedy decoding below Python"
     if os.environ.get("MMCORE_NATIVE", "1") == "0":
         return "ExecuTorch's Python bindings (MMCORE_NATIVE=0)"
-    return "ExecuTorch's Python bindings (mmcore._native is not built: reinstall with scripts/setup.sh)"
+    return native.status().describe()
 
 
 def _speculative(program: Program, context: Any) -> str:

@@ -6,8 +6,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
+from mmcore.arrays import is_floating, is_tensor
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
 from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import InvalidInputError, MMCoreError
@@ -29,7 +31,7 @@ class TextPrefiller:
         self.decoder = decoder
         self.chunk_size = max(1, min(max_seq_len, decoder.max_tokens_per_call))
 
-    def prefill(self, tokens: Sequence[int], start_pos: int) -> torch.Tensor:
+    def prefill(self, tokens: Sequence[int], start_pos: int) -> npt.NDArray[Any]:
         """Logits `[V]` after the last token (a copy, safe to keep)."""
         if not tokens:
             raise InvalidInputError("prefill got no tokens: the prompt encoded to an empty sequence")
@@ -113,7 +115,7 @@ class MultimodalPrefiller:
     def _encode(self, handler: ModalityHandler, prepared: Any, ctx: PrefillContext) -> Any:
         """`handler.prefill`, through the encoder cache when the prepared input is a tensor."""
         cache = self.encoder_cache
-        if cache is None or not isinstance(prepared, torch.Tensor):
+        if cache is None or not (isinstance(prepared, np.ndarray) or is_tensor(prepared)):
             return handler.prefill(prepared, ctx)
         key = cache.key(f"{self.program.path}|{handler.name}", prepared)
         saved_before = cache.stats.saved_s
@@ -128,9 +130,9 @@ class MultimodalPrefiller:
             cache.put(key, segment, time.perf_counter() - began)
         return segment
 
-    def prefill(self, segments: Sequence[Segment], start_pos: int) -> torch.Tensor:
+    def prefill(self, segments: Sequence[Segment], start_pos: int) -> npt.NDArray[Any]:
         """Write segments at increasing positions; logits `[V]` after the last row (a copy)."""
-        logits = torch.empty(0)
+        logits: npt.NDArray[Any] = np.empty(0, dtype=np.float32)
         pos = start_pos
         step = self.chunk_size
         for segment in segments:
@@ -140,10 +142,10 @@ class MultimodalPrefiller:
             else:
                 embeds = segment.embeddings  # [1, T, D]
                 for begin in range(0, embeds.shape[1], step):
-                    chunk = embeds[:, begin : begin + step].contiguous()
+                    chunk = np.ascontiguousarray(embeds[:, begin : begin + step])
                     logits = self.decoder.decode(chunk, pos)
                     pos += chunk.shape[1]
-                logits = logits.clone()  # the decoder's output memory is reused by its next call
+                logits = logits.copy()  # the decoder's output memory is reused by its next call
         return logits
 
     def _checked(self, segment: Any, index: int, item: Any) -> Segment:
@@ -159,16 +161,15 @@ class MultimodalPrefiller:
         if isinstance(segment, EmbeddingsInput):
             embeds = segment.embeddings
             dim = self.decoder.embedding_dim
-            if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or embeds.shape[0] != 1:
-                shape = list(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
-                raise InvalidInputError(f"{what} gave embeddings of shape {shape}; expected [1, T, {dim}]")
+            if embeds.ndim != 3 or embeds.shape[0] != 1:
+                raise InvalidInputError(f"{what} gave embeddings of shape {list(embeds.shape)}; expected [1, T, {dim}]")
             if embeds.shape[2] != dim:
                 raise InvalidInputError(
                     f"{what} gave embeddings of width {embeds.shape[2]}; the text decoder takes {dim}"
                 )
             if embeds.shape[1] == 0:
                 raise InvalidInputError(f"{what}: the encoder returned an empty output (0 rows)")
-            if not embeds.is_floating_point():
+            if not is_floating(embeds.dtype):
                 raise InvalidInputError(f"{what} gave {embeds.dtype} embeddings; expected floating point")
             return segment
         raise InvalidInputError(

@@ -2,27 +2,31 @@
 
 Each compute method is loaded from its own runtime program, so running one method (an encoder with
 large activations) can never overwrite another method's planned memory (the decoder's KV cache).
-The runtime's extension module is used directly: `executorch.runtime` imports `executorch.exir`,
-which adds seconds to start-up and is not needed to run programs.
+With mmcore's native extension (the default when it is built) programs load, describe themselves
+and run through ExecuTorch's runtime libraries alone, on numpy arrays: no torch is imported. The
+fallback, ExecuTorch's Python bindings, needs torch; it is imported lazily there and arrays are
+converted at that edge. Its extension module is used directly: `executorch.runtime` imports
+`executorch.exir`, which adds seconds to start-up and is not needed to run programs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import struct
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
+from mmcore import kernels, native
+from mmcore.arrays import SCALAR_TYPES, as_array, dtype_name, is_tensor, numpy_dtype, scalar_type, to_torch
 from mmcore.errors import ExecutionError, InvalidProgramError, MissingMethodError
 
 __all__ = [
@@ -38,45 +42,30 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# ExecuTorch ScalarType ids -> torch dtypes (runtime/core/portable_type/scalar_type.h).
-SCALAR_TYPES: dict[int, torch.dtype] = {
-    0: torch.uint8,
-    1: torch.int8,
-    2: torch.int16,
-    3: torch.int32,
-    4: torch.int64,
-    5: torch.float16,
-    6: torch.float32,
-    7: torch.float64,
-    11: torch.bool,
-    15: torch.bfloat16,
-    27: torch.uint16,
-}
-
 _FILE_IDENTIFIER_PREFIX = b"ET"
 _EXTENDED_HEADER_MAGIC = b"eh00"
 _MIN_PROGRAM_BYTES = 16
 # Modules that register ExecuTorch's LLM custom ops and quantized kernels with the runtime.
-_KERNEL_MODULES = ("executorch.extension.llm.custom_ops.custom_ops", "executorch.kernels.quantized")
-_kernels_lock = threading.Lock()
-_kernels_loaded = False
 _runtime_module: Any = None
-_native_module: Any = None
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A method input or output: dtype and shape (upper bounds for dynamic dimensions)."""
+    """A method input or output: numpy dtype (a torch dtype is converted) and shape (upper bounds
+    for dynamic dimensions)."""
 
-    dtype: torch.dtype
+    dtype: np.dtype[Any]
     shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", numpy_dtype(self.dtype))
 
     @property
     def rank(self) -> int:
         return len(self.shape)
 
     def describe(self) -> str:
-        return f"{str(self.dtype).removeprefix('torch.')}{list(self.shape)}"
+        return f"{dtype_name(self.dtype)}{list(self.shape)}"
 
 
 @dataclass(frozen=True)
@@ -101,9 +90,9 @@ class LoadedMethod:
         self.name = name
         self.spec = spec
 
-    def execute(self, inputs: Sequence[torch.Tensor], *, clone_outputs: bool = True) -> list[Any]:
-        """Run the method. Without `clone_outputs` the outputs alias the method's memory and are
-        valid only until its next call."""
+    def execute(self, inputs: Sequence[Any], *, clone_outputs: bool = True) -> list[Any]:
+        """Run the method on numpy arrays (torch tensors are accepted too) and scalars. Without
+        `clone_outputs` the outputs alias the method's memory and are valid only until its next call."""
         try:
             return self._run(inputs, clone_outputs)
         except RuntimeError as exc:
@@ -114,21 +103,21 @@ class LoadedMethod:
                 f"expects ({expected}) (dynamic dimensions show their upper bound)"
             ) from exc
 
-    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
+    def _run(self, inputs: Sequence[Any], clone_outputs: bool) -> list[Any]:
         raise NotImplementedError
 
-    def check_inputs(self, inputs: Sequence[torch.Tensor]) -> None:
+    def check_inputs(self, inputs: Sequence[Any]) -> None:
         """Raise `ExecutionError` unless the inputs fit the method's declared dtypes and bounds."""
         if len(inputs) != len(self.spec.inputs):
             raise ExecutionError(f"method '{self.name}' takes {len(self.spec.inputs)} inputs, got {len(inputs)}")
         for index, (value, spec) in enumerate(zip(inputs, self.spec.inputs, strict=True)):
             if spec is None:
                 continue
-            if not isinstance(value, torch.Tensor):
+            if not (isinstance(value, np.ndarray) or is_tensor(value)):
                 raise ExecutionError(
-                    f"method '{self.name}' input {index} must be a tensor {spec.describe()}, got {type(value).__name__}"
+                    f"method '{self.name}' input {index} must be an array {spec.describe()}, got {type(value).__name__}"
                 )
-            fits = value.dtype == spec.dtype and value.dim() == spec.rank
+            fits = numpy_dtype(value.dtype) == spec.dtype and len(value.shape) == spec.rank
             fits = fits and all(0 < n <= bound for n, bound in zip(value.shape, spec.shape, strict=True))
             if not fits:
                 raise ExecutionError(
@@ -144,8 +133,10 @@ class BindingMethod(LoadedMethod):
         super().__init__(name, spec)
         self._call = method.call
 
-    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
-        return list(self._call(inputs, clone_outputs))
+    def _run(self, inputs: Sequence[Any], clone_outputs: bool) -> list[Any]:
+        # the bindings take torch tensors: numpy arrays are viewed as tensors here, at their edge
+        tensors = [to_torch(np.require(x, requirements="C")) if isinstance(x, np.ndarray) else x for x in inputs]
+        return [as_array(v) if is_tensor(v) else v for v in self._call(tensors, clone_outputs)]
 
 
 class NativeMethod(LoadedMethod):
@@ -157,9 +148,9 @@ class NativeMethod(LoadedMethod):
         #: What the native module raises when ExecuTorch fails (a RuntimeError subclass).
         self.runtime_error: type[RuntimeError] = sys.modules[type(module).__module__].ExecutorchError
 
-    def _run(self, inputs: Sequence[torch.Tensor], clone_outputs: bool) -> list[Any]:
+    def _run(self, inputs: Sequence[Any], clone_outputs: bool) -> list[Any]:
         # `dense` keeps any contiguous copies alive while the runtime reads them
-        dense = [x.contiguous() if isinstance(x, torch.Tensor) else x for x in inputs]
+        dense = [_dense(x) for x in inputs]
         values = [_native_input(x) for x in dense]
         return [_native_output(v) for v in self.module.execute(self.name, values, not clone_outputs)]
 
@@ -176,24 +167,30 @@ class Program:
     ):
         """Open `path` (and its external weights `data_path`).
 
-        `native` runs compute methods through mmcore's native extension (default: when it was
-        built, unless the environment sets MMCORE_NATIVE=0); False uses ExecuTorch's Python
-        bindings for them.
+        `native` runs the program through mmcore's native extension (default: when it was built,
+        unless the environment sets MMCORE_NATIVE=0); no torch is imported then. False uses
+        ExecuTorch's Python bindings (which import torch).
         """
         self.path = Path(path)
         self.data_path = Path(data_path) if data_path is not None else None
         validate_program_file(self.path)
-        self._index = self._load_runtime_program()
+        kernels.prepare(self.path)  # kernel and backend libraries the program needs, before any load
         self.native = native_extension() is not None if native is None else native
         if self.native and native_extension() is None:
             raise InvalidProgramError(
                 "native=True but mmcore's native extension is not built; reinstall mmcore with a C++ "
                 "compiler (scripts/setup.sh) or pass native=False"
             )
+        # The native module (program metadata and every method), or the bindings' program index.
         self._native_module: Any = None
-        self.method_names: frozenset[str] = frozenset(
-            self._index.get_method_name(i) for i in range(self._index.num_methods())
-        )
+        self._index: Any = None
+        if self.native:
+            self._native_module = self._load_native_module()
+            names = list(self._native_module.method_names())
+        else:
+            self._index = self._load_runtime_program()
+            names = [self._index.get_method_name(i) for i in range(self._index.num_methods())]
+        self.method_names: frozenset[str] = frozenset(names)
         self._specs: dict[str, MethodSpec] = {}
         self._constants: dict[str, Any] = {}
         self._methods: dict[str, LoadedMethod] = {}
@@ -218,12 +215,16 @@ class Program:
         spec = self._specs.get(name)
         if spec is None:
             self.require(name)
-            meta = self._index.method_meta(name)
-            spec = MethodSpec(
-                name=name,
-                inputs=tuple(_tensor_spec(meta, "input", i) for i in range(meta.num_inputs())),
-                outputs=tuple(_tensor_spec(meta, "output", i) for i in range(meta.num_outputs())),
-            )
+            if self.native:
+                inputs, outputs = self._native_module.method_meta(name)
+                spec = MethodSpec(name=name, inputs=_native_specs(inputs), outputs=_native_specs(outputs))
+            else:
+                meta = self._index.method_meta(name)
+                spec = MethodSpec(
+                    name=name,
+                    inputs=tuple(_tensor_spec(meta, "input", i) for i in range(meta.num_inputs())),
+                    outputs=tuple(_tensor_spec(meta, "output", i) for i in range(meta.num_outputs())),
+                )
             self._specs[name] = spec
         return spec
 
@@ -232,7 +233,11 @@ class Program:
         if name not in self._constants:
             self.require(name)
             try:
-                outputs = self._load_method(self._index, name).call([], True)
+                if self.native:
+                    module = self._load_native_method(name)
+                    outputs = [_native_output(v) for v in module.execute(name, [], False)]
+                else:
+                    outputs = self._load_method(self._index, name).call([], True)
             except RuntimeError as exc:
                 raise ExecutionError(f"reading metadata method '{name}' failed: {exc}") from exc
             values = [_scalar(v) for v in outputs]
@@ -243,7 +248,7 @@ class Program:
         return self.constant(name) if name in self.method_names else default
 
     def method(self, name: str) -> LoadedMethod:
-        """A compute method, loaded once from its own runtime program."""
+        """A compute method, loaded once with its own planned memory."""
         loaded = self._methods.get(name)
         if loaded is None:
             spec = self.method_spec(name)
@@ -257,7 +262,7 @@ class Program:
     @cached_property
     def metadata_names(self) -> frozenset[str]:
         """Names of the zero-input methods (constant metadata)."""
-        return frozenset(n for n in self.method_names if self._index.method_meta(n).num_inputs() == 0)
+        return frozenset(n for n in self.method_names if not self.method_spec(n).inputs)
 
     def _load_runtime_program(self) -> Any:
         runtime = _runtime()
@@ -272,23 +277,20 @@ class Program:
         except (RuntimeError, ValueError) as exc:
             raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
 
+    def _load_native_module(self) -> Any:
+        """The program in mmcore's native module (its kernels and backends registered first)."""
+        try:
+            return native_extension().Module(str(self.path), str(self.data_path) if self.data_path else None)
+        except RuntimeError as exc:
+            raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
+
     def _load_native_method(self, name: str) -> Any:
-        """Load a method into the native module (created on first use); retry once with the kernels."""
-        if self._native_module is None:
-            _runtime()  # registers ExecuTorch's kernels and backends with the shared runtime
-            extension = native_extension()
-            try:
-                self._native_module = extension.Module(str(self.path), str(self.data_path) if self.data_path else None)
-            except RuntimeError as exc:
-                raise InvalidProgramError(f"ExecuTorch could not load {self.path}: {exc}") from exc
+        """Load a method into the native module (its kernels were registered by `kernels.prepare`)."""
         try:
             self._native_module.load_method(name)
-        except RuntimeError as first_error:
-            if not _load_kernel_libraries():
-                raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
-                ) from first_error
-            return self._load_native_method(name)
+        except RuntimeError as error:
+            message = f"loading method '{name}' of {self.path} failed: {error}. {self._load_hint()}"
+            raise InvalidProgramError(message) from error
         return self._native_module
 
     def _load_hint(self) -> str:
@@ -301,15 +303,11 @@ class Program:
         return hint
 
     def _load_method(self, runtime_program: Any, name: str) -> Any:
-        """Load a method; on failure register the optional kernel libraries once and retry."""
         try:
             return runtime_program.load_method(name)
-        except RuntimeError as first_error:
-            if not _load_kernel_libraries():
-                raise InvalidProgramError(
-                    f"loading method '{name}' of {self.path} failed: {first_error}. {self._load_hint()}"
-                ) from first_error
-        return self._load_method(runtime_program, name)
+        except RuntimeError as error:
+            message = f"loading method '{name}' of {self.path} failed: {error}. {self._load_hint()}"
+            raise InvalidProgramError(message) from error
 
 
 def validate_program_file(path: Path) -> None:
@@ -343,43 +341,47 @@ def validate_program_file(path: Path) -> None:
 
 
 def native_extension() -> Any:
-    """mmcore's native extension module, or None when it was not built or MMCORE_NATIVE=0."""
-    global _native_module
-    if os.environ.get("MMCORE_NATIVE", "1") == "0":
-        return None
-    if _native_module is None:
-        try:
-            _native_module = importlib.import_module("mmcore._native")
-        except ImportError as exc:
-            logger.debug("mmcore's native extension is not available: %s", exc)
-            _native_module = False
-    return _native_module or None
+    """mmcore's native extension module, or None when it is unusable (see mmcore.native) or MMCORE_NATIVE=0."""
+    return native.extension()
 
 
-_DTYPE_IDS: dict[torch.dtype, int] = {dtype: code for code, dtype in SCALAR_TYPES.items()}
+def _dense(value: Any) -> Any:
+    """Arrays as C-contiguous numpy arrays (torch tensors converted, sharing memory); scalars as they are."""
+    if isinstance(value, np.ndarray) or is_tensor(value):
+        return np.require(as_array(value), requirements="C")
+    return value
 
 
 def _native_input(value: Any) -> Any:
-    """A contiguous tensor as (data_ptr, dtype id, shape) for the native extension; scalars as they are."""
-    if isinstance(value, torch.Tensor):
-        code = _DTYPE_IDS.get(value.dtype)
+    """A contiguous array as (data_ptr, dtype id, shape) for the native extension; scalars as they are."""
+    if isinstance(value, np.ndarray):
+        code = scalar_type(value.dtype)
         if code is None:
             raise RuntimeError(f"input dtype {value.dtype} is not supported by ExecuTorch")
-        return (value.data_ptr(), code, tuple(value.shape))
+        return (value.ctypes.data, code, value.shape)
     return value
 
 
 def _native_output(value: Any) -> Any:
-    """A native output as a torch tensor (sharing the returned buffer); scalars as they are."""
+    """A native output as a numpy array (sharing the returned buffer); scalars as they are."""
     if not isinstance(value, tuple):
         return value
     code, shape, buffer = value
     dtype = SCALAR_TYPES.get(code)
     if dtype is None:
         raise RuntimeError(f"output dtype (ExecuTorch scalar type {code}) is not supported")
-    if len(buffer) == 0:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(buffer, dtype=dtype).view(shape)
+    array: npt.NDArray[Any] = np.frombuffer(buffer, dtype=dtype) if len(buffer) else np.empty(0, dtype=dtype)
+    return array.reshape(shape)
+
+
+def _native_specs(values: Sequence[tuple[int, Sequence[int]] | None]) -> tuple[TensorSpec | None, ...]:
+    """TensorSpecs of the native module's (dtype id, shape) pairs; None for non-tensor values and
+    dtypes numpy cannot hold."""
+    specs: list[TensorSpec | None] = []
+    for value in values:
+        dtype = SCALAR_TYPES.get(value[0]) if value is not None else None
+        specs.append(TensorSpec(dtype, tuple(value[1])) if value is not None and dtype is not None else None)
+    return tuple(specs)
 
 
 def _runtime() -> Any:
@@ -413,25 +415,6 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _load_kernel_libraries() -> bool:
-    """Register ExecuTorch's LLM custom ops (custom SDPA, KV cache) and quantized kernels.
-
-    Returns True the first time (libraries newly registered), False when already done. They are
-    loaded only when a method fails to load, since importing them takes seconds.
-    """
-    global _kernels_loaded
-    with _kernels_lock:
-        if _kernels_loaded:
-            return False
-        for module in _KERNEL_MODULES:
-            try:
-                importlib.import_module(module)
-            except Exception as exc:  # noqa: BLE001 - optional kernels; log and go on
-                logger.debug("kernel library %s not loaded: %s", module, exc)
-        _kernels_loaded = True
-        return True
-
-
 def _tensor_spec(meta: Any, kind: str, index: int) -> TensorSpec | None:
     try:
         info = meta.input_tensor_meta(index) if kind == "input" else meta.output_tensor_meta(index)
@@ -444,12 +427,12 @@ def _tensor_spec(meta: Any, kind: str, index: int) -> TensorSpec | None:
 
 
 def _scalar(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.item()
+    if isinstance(value, np.ndarray) or is_tensor(value):
+        return as_array(value).item()
     return value
 
 
 def _describe_value(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}"
+    if isinstance(value, np.ndarray) or is_tensor(value):
+        return f"{dtype_name(value.dtype)}{list(value.shape)}"
     return type(value).__name__

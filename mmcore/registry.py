@@ -77,10 +77,18 @@ class ModalityHandler(Protocol):
     input_types: tuple[type, ...]
 
     def preprocess(self, item: Any, ctx: PrefillContext) -> Any:
-        """Decode and normalise a raw input into what `prefill` consumes (e.g. a pixel tensor)."""
+        """Decode and normalise a raw input into what `prefill` consumes (e.g. a pixel array).
+
+        Return a numpy array when the result is an encoder input: the encoder cache keys numpy
+        arrays (and torch tensors) by content, and `Program.execute` takes them as they are.
+        A torch tensor is accepted and converted where it is used; returning one imports torch.
+        """
 
     def prefill(self, prepared: Any, ctx: PrefillContext) -> PrefillOutput:
-        """Token ids, or embeddings from this modality's encoder method."""
+        """Token ids (`TokensInput`), or embeddings from this modality's encoder method
+        (`EmbeddingsInput` of a numpy array `[1, T, D]`, any float dtype, bfloat16 as
+        `ml_dtypes.bfloat16`; a torch tensor is converted to numpy when the input is made).
+        `ctx.program.method(name).execute([...])` takes numpy arrays and returns numpy arrays."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
 from mmcore import constants as C
 from mmcore.config import GenerationConfig
@@ -138,7 +139,7 @@ class _RunnerBase(IRunner):
         self.stats = Stats()
         self.generation_config = GenerationConfig()  # used when generate() is given no config
         self.pos = 0
-        self._pending_logits: torch.Tensor | None = None
+        self._pending_logits: npt.NDArray[Any] | None = None
         self._loaded = False
         self._busy = threading.Lock()
         self._generator: TextTokenGenerator | None = None
@@ -287,7 +288,7 @@ class _RunnerBase(IRunner):
         """Encode/preprocess a request: (prepared segments, prompt positions, texts to echo)."""
 
     @abc.abstractmethod
-    def _write(self, prepared: Any, start_pos: int) -> torch.Tensor:
+    def _write(self, prepared: Any, start_pos: int) -> npt.NDArray[Any]:
         """Prefill prepared segments at `start_pos`; logits `[V]` after the last one."""
 
     @abc.abstractmethod
@@ -315,7 +316,7 @@ class _RunnerBase(IRunner):
 
     def _decode(
         self,
-        logits: torch.Tensor,
+        logits: npt.NDArray[Any],
         config: GenerationConfig,
         sampler: Sampler,
         streamer: TextStreamer,
@@ -488,7 +489,7 @@ class TextLLMRunner(_RunnerBase):
             raise InvalidInputError(f"token ids outside the model's vocabulary [0, {width}): {bad[:8]}")
         return tokens
 
-    def _write(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+    def _write(self, tokens: list[int], start_pos: int) -> npt.NDArray[Any]:
         if self.decoder.use_kv_cache:
             return self.prefiller.prefill(tokens, start_pos)
         self._history = self._history[:start_pos] + tokens
@@ -497,17 +498,17 @@ class TextLLMRunner(_RunnerBase):
     def _position_ids(self, prepared: list[int]) -> list[int]:
         return list(prepared)
 
-    def _step_without_cache(self, token: int, pos: int) -> torch.Tensor:
+    def _step_without_cache(self, token: int, pos: int) -> npt.NDArray[Any]:
         self._history = [*self._history[:pos], token]
         return self._step_full()
 
-    def _step_full(self) -> torch.Tensor:
+    def _step_full(self) -> npt.NDArray[Any]:
         if len(self._history) > self.decoder.max_tokens_per_call:
             raise ContextOverflowError(
                 f"this program has no KV cache and takes at most {self.decoder.max_tokens_per_call} "
                 f"tokens per call; the sequence has {len(self._history)}"
             )
-        return self.decoder.step(torch.tensor([self._history], dtype=torch.long), 0).clone()
+        return self.decoder.step(np.array([self._history], dtype=np.int64), 0).copy()  # [V]
 
 
 class MultimodalRunner(_RunnerBase):
@@ -565,7 +566,7 @@ class MultimodalRunner(_RunnerBase):
         self.stats.extra["encoder_cache_saved_s"] = self.prefiller.cache_saved_s
         return segments, _segments_length(segments), [t for t in map(_echo_text, inputs) if t is not None]
 
-    def _write(self, segments: list[Segment], start_pos: int) -> torch.Tensor:
+    def _write(self, segments: list[Segment], start_pos: int) -> npt.NDArray[Any]:
         return self.prefiller.prefill(segments, start_pos)
 
     def _position_ids(self, segments: list[Segment]) -> list[int]:

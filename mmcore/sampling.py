@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
+from mmcore.arrays import as_array, to_float32
 from mmcore.config import GenerationConfig
 
 if TYPE_CHECKING:
@@ -21,12 +23,13 @@ class Sampler:
 
     Greedy (argmax, first maximum wins, as ExecuTorch) when `temperature` is 0 or `top_k` is 1.
     Otherwise logits are divided by `temperature`, cut to the `top_k` most likely and to the
-    smallest set whose probability reaches `top_p`, and sampled with a generator seeded by `seed`:
-    the same seed gives the same tokens. Repetition, frequency and presence penalties apply to the
-    tokens this sampler has produced. With `logprobs`, `last_logprob` holds the log-probability of
-    the last token under the distribution it was drawn from (temperature 1 when greedy). With a
-    `mask` (constrained decoding), ids it forbids are set to -inf before choosing, in every mode,
-    and each chosen token advances it.
+    smallest set whose probability reaches `top_p`, and sampled with numpy's PCG64 generator seeded
+    by `seed`: the same seed gives the same tokens, with or without torch installed. Repetition,
+    frequency and presence penalties apply to the tokens this sampler has produced. With
+    `logprobs`, `last_logprob` holds the log-probability of the last token under the distribution
+    it was drawn from (temperature 1 when greedy). With a `mask` (constrained decoding), ids it
+    forbids are set to -inf before choosing, in every mode, and each chosen token advances it.
+    Logits are numpy arrays (a torch tensor is converted).
     """
 
     def __init__(
@@ -55,15 +58,14 @@ class Sampler:
         self.counts: Counter[int] = Counter()
         self.mask = mask
         self._seed = seed
-        self._generator_: torch.Generator | None = None
+        self._generator_: np.random.Generator | None = None
 
     @property
-    def _generator(self) -> torch.Generator:
+    def _generator(self) -> np.random.Generator:
         """The seeded generator, created on the first sampled (non-greedy) token."""
         if self._generator_ is None:
-            self._generator_ = torch.Generator()
             seed = self._seed if self._seed is not None else random.SystemRandom().getrandbits(63)
-            self._generator_.manual_seed(seed)
+            self._generator_ = np.random.default_rng(seed)
         return self._generator_
 
     @classmethod
@@ -81,62 +83,79 @@ class Sampler:
             mask=mask,
         )
 
-    def __call__(self, logits: torch.Tensor, *, argmax: int | None = None) -> int:
-        """The next token id from last-position logits `[V]` (left unchanged).
+    def __call__(self, logits: Any, *, argmax: int | None = None) -> int:
+        """The next token id from last-position logits `[V]` (a numpy array, or a torch tensor;
+        left unchanged).
 
         `argmax`, if known, is the first maximum of `logits` (greedy sampling then skips the search).
         """
+        row = as_array(logits)  # [V]
         if self.penalized and self.counts:
-            logits, argmax = self._penalize(logits), None
+            row, argmax = self._penalize(row), None
         if self.mask is not None:
-            logits, argmax = torch.from_numpy(self.mask.apply(logits.float().numpy())), None  # [V]
+            row, argmax = self.mask.apply(row), None  # [V] float32, forbidden ids -inf
         if self.greedy:
-            token = argmax if argmax is not None else _argmax(logits)
+            token = argmax if argmax is not None else _argmax(row)
             if self.logprobs:
-                self.last_logprob = float(torch.log_softmax(logits.float(), dim=-1)[token])
+                self.last_logprob = float(_log_softmax(to_float32(row))[token])
         else:
-            token = self._sample(logits)
+            token = self._sample(row)
         if self.penalized:
             self.counts[token] += 1
         if self.mask is not None:
             self.mask.advance(token)
         return token
 
-    def _sample(self, logits: torch.Tensor) -> int:
+    def _sample(self, logits: npt.NDArray[Any]) -> int:
         # scaled: [V] float32, so half/bf16 logits sample as precisely as float ones
-        scaled = logits.float() / self.temperature
+        scaled = to_float32(logits) / np.float32(self.temperature)
         if 0 < self.top_k < scaled.shape[-1]:
-            kth = torch.topk(scaled, self.top_k).values[-1]
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        probs = torch.softmax(scaled, dim=-1)
+            kth = np.partition(scaled, -self.top_k)[-self.top_k]
+            scaled = np.where(scaled < kth, np.float32(-np.inf), scaled)
+        probs = np.exp(_log_softmax(scaled).astype(np.float64))  # [V], float64 for the cumulative sums
         if self.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
+            order = np.argsort(-probs, kind="stable")
+            sorted_probs = probs[order]
             # keep the smallest prefix whose mass reaches top_p (the crossing token included)
-            outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= self.top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            token = int(order[torch.multinomial(sorted_probs, 1, generator=self._generator)])
+            outside = np.cumsum(sorted_probs) - sorted_probs >= self.top_p
+            sorted_probs[outside] = 0.0
+            token = int(order[self._draw(sorted_probs)])
             if self.logprobs:
-                self.last_logprob = float(torch.log(sorted_probs[sorted_probs > 0].sum().reciprocal() * probs[token]))
+                self.last_logprob = float(np.log(probs[token] / sorted_probs.sum()))
             return token
-        token = int(torch.multinomial(probs, 1, generator=self._generator))
+        token = self._draw(probs)
         if self.logprobs:
-            self.last_logprob = float(torch.log(probs[token]))
+            self.last_logprob = float(np.log(probs[token]))
         return token
 
-    def _penalize(self, logits: torch.Tensor) -> torch.Tensor:
-        out = logits.float().clone()  # [V]
-        ids = torch.tensor(list(self.counts), dtype=torch.long)
-        counts = torch.tensor(list(self.counts.values()), dtype=torch.float32)
+    def _draw(self, weights: npt.NDArray[np.float64]) -> int:
+        """An index drawn with probability proportional to `weights` (zero weights never drawn)."""
+        cumulative = np.cumsum(weights)  # [V]
+        index = int(np.searchsorted(cumulative, self._generator.random() * cumulative[-1], side="right"))
+        # rounding can put the draw at the very end: take the last id with weight
+        return index if index < len(weights) and weights[index] > 0 else int(np.flatnonzero(weights)[-1])
+
+    def _penalize(self, logits: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        out = logits.astype(np.float32)  # [V], a copy
+        ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
+        counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
         seen = out[ids]
         if self.repetition_penalty != 1.0:
-            seen = torch.where(seen > 0, seen / self.repetition_penalty, seen * self.repetition_penalty)
-        seen = seen - self.frequency_penalty * counts - self.presence_penalty
-        out[ids] = seen
+            seen = np.where(seen > 0, seen / self.repetition_penalty, seen * self.repetition_penalty)
+        out[ids] = seen - self.frequency_penalty * counts - self.presence_penalty
         return out
 
 
-def _argmax(logits: torch.Tensor) -> int:
-    """Index of the first maximum (numpy's argmax is the cheaper call for one row)."""
-    if logits.dtype in (torch.float32, torch.float16, torch.float64):
-        return int(logits.numpy().argmax())
-    return int(torch.argmax(logits))
+def _log_softmax(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    shifted = row - row.max()
+    result: npt.NDArray[np.float32] = shifted - np.log(np.exp(shifted).sum())
+    return result
+
+
+def _argmax(logits: npt.NDArray[Any]) -> int:
+    """Index of the first maximum (as ExecuTorch's greedy sampling); bfloat16 is widened exactly."""
+    row = logits if logits.dtype in _NATIVE_FLOATS else to_float32(logits)
+    return int(row.argmax())
+
+
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))

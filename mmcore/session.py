@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
+import numpy as np
+import numpy.typing as npt
 
 from mmcore.chat import Message, PlainRenderer, Renderer
 from mmcore.config import GenerationConfig
@@ -208,6 +209,5 @@ def _segments_from(segments: Sequence[Segment], start: int) -> list[Any]:
     return out
 
 
-def _digest(embeddings: torch.Tensor) -> str:
-    data = embeddings.detach().contiguous().cpu()
-    return hashlib.blake2b(data.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+def _digest(embeddings: npt.NDArray[Any]) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(embeddings).tobytes(), digest_size=16).hexdigest()

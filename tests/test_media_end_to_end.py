@@ -56,16 +56,20 @@ def test_image_audio_text_request_matches_cpp_fed_the_same_tensors(
     inputs = [ImageInput(photo), AudioInput(tone), "what do you see and hear"]
     result = runner.generate(inputs, GREEDY)
 
-    # The same preprocessed tensors, fed to ExecuTorch's C++ runner.
+    # The same preprocessed arrays, fed to ExecuTorch's C++ runner (its binding takes torch tensors).
+    torch = pytest.importorskip("torch")
     from mmcore import PrefillContext
 
     registry = media_plugins.modality_registry()
     ctx = PrefillContext(program=runner.program, tokenizer=runner.tokenizer)
     pixels = registry.handler_for(inputs[0]).preprocess(inputs[0], ctx)  # [1, 3, 32, 32]
     features = registry.handler_for(inputs[1]).preprocess(inputs[1], ctx)  # [B, 16, 40]
+    assert isinstance(pixels, np.ndarray) and isinstance(features, np.ndarray)
     reference = cpp.generate(
         cpp.multimodal(both_encoders),
-        cpp.inputs([("image", pixels[0]), ("audio", features), ("text", inputs[2])]),
+        cpp.inputs(
+            [("image", torch.from_numpy(pixels[0])), ("audio", torch.from_numpy(features)), ("text", inputs[2])]
+        ),
         10,
     )
     assert result.tokens == reference

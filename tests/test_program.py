@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ def test_method_specs_and_metadata(make_spec, program_path, vocab_size):
     program = Program(program_path(spec))
     assert {"token_embedding", "text_decoder", "vision_encoder", "get_max_seq_len"} <= program.method_names
     image = program.method_spec("vision_encoder").input(0)
-    assert (image.dtype, image.shape) == (torch.uint8, (3, 32, 32))
+    assert (image.dtype, image.shape) == (np.uint8, (3, 32, 32))  # numpy dtypes
     decoder = program.method_spec("text_decoder")
     assert decoder.input(0).shape == (1, 64, 64)  # dynamic T shows its upper bound
     assert decoder.outputs[0].shape == (1, vocab_size)
@@ -111,11 +112,11 @@ open(sys.argv[1], "wb").write(edge.to_executorch().buffer)
 """
 
 _CUSTOM_SDPA_RUN = """
-import sys, torch
+import sys, numpy as np
 from mmcore import Program
-q = torch.randn(1, 4, 2, 8)
-out = Program(sys.argv[1]).method("forward").execute([q])[0]
-assert out.shape == (1, 4, 2, 8) and torch.isfinite(out).all()
+q = np.random.default_rng(0).standard_normal((1, 4, 2, 8), dtype=np.float32)
+out = Program(sys.argv[1]).method("forward").execute([q])[0]  # outputs are numpy arrays
+assert out.shape == (1, 4, 2, 8) and np.isfinite(out).all()
 """
 
 
@@ -161,3 +162,29 @@ def test_cli_runs_a_program_with_external_weights(make_spec, program_path, token
     assert len(json.loads(capsys.readouterr().out)["tokens"]) == 4
     assert main(args) == 1
     assert "data_path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_execute_takes_numpy_arrays_and_torch_tensors_alike(native, make_spec, program_path):
+    import numpy as np
+
+    from mmcore.arrays import BFLOAT16, as_array
+
+    spec = make_spec(vision=VisionEncoderSpec(dtype="bfloat16", rank=4))
+    program = Program(program_path(spec), native=native)
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 3, 32, 32), dtype=np.float32).astype(BFLOAT16)  # [1, 3, H, W]
+    from_numpy = program.method("vision_encoder").execute([image])[0]
+    from_torch = program.method("vision_encoder").execute(
+        [torch.from_numpy(image.view(np.int16)).view(torch.bfloat16)]
+    )[0]
+    assert as_array(from_numpy).dtype == as_array(from_torch).dtype
+    np.testing.assert_array_equal(as_array(from_numpy).astype(np.float32), as_array(from_torch).astype(np.float32))
+
+    tokens = np.array([[3, 5, 9]], dtype=np.int64)  # [1, T]
+    embedded = as_array(program.method("token_embedding").execute([tokens])[0])
+    reference = as_array(program.method("token_embedding").execute([torch.tensor([[3, 5, 9]])])[0])
+    np.testing.assert_array_equal(embedded, reference)
+    # a strided (non-contiguous) array is made contiguous before the runtime reads it
+    strided = np.array([[3, 0, 5, 0, 9]], dtype=np.int64)[:, ::2]
+    np.testing.assert_array_equal(as_array(program.method("token_embedding").execute([strided])[0]), reference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mmcore.sampling import Sampler
@@ -46,3 +47,42 @@ def test_low_precision_logits_are_sampled():
     logits = torch.tensor([0.0, 5.0, 0.0], dtype=torch.bfloat16)
     assert Sampler()(logits) == 1
     assert Sampler(temperature=0.01, seed=3)(logits) == 1
+
+
+def test_numpy_and_torch_logits_sample_alike():
+    from mmcore.arrays import BFLOAT16
+
+    logits = np.random.default_rng(5).standard_normal(300).astype(np.float32)
+
+    def draw(values, **kw) -> list[int]:
+        sampler = Sampler(temperature=0.9, seed=11, **kw)
+        return [sampler(values) for _ in range(40)]
+
+    assert draw(logits) == draw(torch.from_numpy(logits))
+    assert draw(logits, top_k=20, top_p=0.8) == draw(torch.from_numpy(logits), top_k=20, top_p=0.8)
+    bf16 = logits.astype(BFLOAT16)
+    assert draw(bf16) == draw(torch.from_numpy(logits).to(torch.bfloat16))
+    assert Sampler()(bf16) == int(np.argmax(logits.astype(BFLOAT16).astype(np.float32)))
+
+
+def test_sampled_frequencies_follow_the_distribution():
+    probs = np.array([0.4, 0.0, 0.25, 0.2, 0.1, 0.05])
+    with np.errstate(divide="ignore"):
+        logits = np.log(probs).astype(np.float32)
+    n = 20_000
+    sampler = Sampler(temperature=1.0, seed=0, logprobs=True)
+    counts = np.bincount([sampler(logits) for _ in range(n)], minlength=len(probs))
+    assert counts[1] == 0  # zero probability is never drawn
+    # within 4 standard deviations of the expected count
+    assert np.all(np.abs(counts - n * probs) <= 4 * np.sqrt(n * probs * (1 - probs)) + 1)
+    # top-p 0.7 keeps {0, 2, 3} renormalised; logprobs are under that distribution
+    sampler = Sampler(temperature=1.0, top_p=0.7, seed=1, logprobs=True)
+    kept = probs[[0, 2, 3]] / probs[[0, 2, 3]].sum()
+    draws = []
+    for _ in range(n):
+        token = sampler(logits)
+        draws.append(token)
+        assert sampler.last_logprob is not None
+        assert abs(sampler.last_logprob - np.log(kept[[0, 2, 3].index(token)])) < 1e-5
+    counts = np.bincount(draws, minlength=len(probs))[[0, 2, 3]]
+    assert np.all(np.abs(counts - n * kept) <= 4 * np.sqrt(n * kept * (1 - kept)) + 1)

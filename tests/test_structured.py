@@ -147,7 +147,7 @@ def _reference_greedy(pte: Path, compiler: ConstraintCompiler, fmt: ResponseForm
     matcher = llguidance.LLMatcher(tokenizer, check_format(fmt, tokenizer))
     decoder = MultimodalDecoderRunner(Program(pte))
     bitmask = llnp.allocate_token_bitmask(1, tokenizer.vocab_size)  # [1, ceil(V / 32)]
-    logits = decoder.prefill_ids(PROMPT[0].ids, 0, decoder.max_tokens_per_call).numpy().copy()
+    logits = decoder.prefill_ids(PROMPT[0].ids, 0, decoder.max_tokens_per_call).copy()
     pos, ids = len(PROMPT[0].ids), []
     while len(ids) < budget:
         llnp.fill_next_token_bitmask(matcher, bitmask)
@@ -158,7 +158,7 @@ def _reference_greedy(pte: Path, compiler: ConstraintCompiler, fmt: ResponseForm
         assert matcher.consume_token(token)
         if token in compiler.eos_ids:
             break
-        logits = decoder.step_token(token, pos).numpy().copy()
+        logits = decoder.step_token(token, pos).copy()
         pos += 1
     return ids
 

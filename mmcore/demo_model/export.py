@@ -1,4 +1,8 @@
-"""Building the demo ``.pte`` from the committed weights, once per cache directory."""
+"""Building the demo ``.pte`` from the committed weights, once per cache directory.
+
+Finding an already exported program imports neither torch nor the exporter (``mmcore demo`` runs
+on a torch-free install once the program exists); exporting it needs ``mmcore[torch]``.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,23 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mmcore.demo_model.constants import BOS_TOKEN, EOS_TOKEN
-from mmcore.demo_model.methods import method_modules
-from mmcore.demo_model.tokenizer import TOKENIZER_DIR, load_tokenizer
-from mmcore.demo_model.weights import WEIGHTS_PATH, load_model
-from mmcore.testing import default_cache_dir
-from mmcore.testing._files import atomic_file, file_lock
 
 __all__ = ["cached_demo_path", "demo_metadata", "export_demo_program", "tokenizer_dir"]
 
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever export code changes what the same weights build.
-_BUILD_REVISION = 1
+_BUILD_REVISION = 2
+# The committed files (as mmcore.demo_model.weights / .tokenizer name them; not imported: torch, tokenizers).
+_PACKAGE = Path(__file__).resolve().parent
+WEIGHTS_PATH = _PACKAGE / "weights.pt"
+TOKENIZER_DIR = _PACKAGE / "tokenizer"
 
 
 def tokenizer_dir() -> Path:
@@ -44,19 +46,24 @@ def _cache_key() -> str:
     digest = hashlib.sha256()
     for path in (WEIGHTS_PATH, TOKENIZER_DIR / "tokenizer.json"):
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    versions = {"rev": _BUILD_REVISION, "torch": torch.__version__, "executorch": _executorch_version()}
+    versions = {"rev": _BUILD_REVISION, "executorch": _executorch_version()}
     digest.update(json.dumps(versions, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
 def cached_demo_path(cache_dir: Path | None = None) -> Path:
     """Where :func:`export_demo_program` keeps the ``.pte`` (it may not exist yet)."""
-    root = cache_dir if cache_dir is not None else default_cache_dir()
+    # mmcore.testing's default cache dir, without importing mmcore.testing (it imports torch)
+    default = os.environ.get("MMCORE_TESTING_CACHE") or Path.home() / ".cache" / "mmcore" / "testing"
+    root = cache_dir if cache_dir is not None else Path(default)
     return root / f"demo-model-{_cache_key()}.pte"
 
 
 def demo_metadata() -> dict[str, Any]:
     """The program's constant metadata methods."""
+    from mmcore.demo_model.tokenizer import load_tokenizer
+    from mmcore.demo_model.weights import load_model
+
     model = load_model()
     tok = load_tokenizer()
     c = model.config
@@ -74,8 +81,12 @@ def demo_metadata() -> dict[str, Any]:
 
 def _export(path: Path) -> None:
     """Lower every method of the committed model (portable kernels) into the ``.pte`` file ``path``."""
+    import torch
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    from mmcore.demo_model.methods import method_modules
+    from mmcore.demo_model.weights import load_model
 
     began = time.perf_counter()
     model = load_model(use_kv_cache=True)
@@ -100,6 +111,8 @@ def export_demo_program(cache_dir: Path | None = None) -> Path:
     target = cached_demo_path(cache_dir)
     if target.is_file():
         return target
+    from mmcore.testing._files import atomic_file, file_lock
+
     with file_lock(target.with_name(f".{target.stem}.lock")):
         if target.is_file():
             return target

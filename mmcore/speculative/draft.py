@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mmcore import constants as C
+from mmcore.arrays import to_float32
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
 from mmcore.errors import ConfigError
 from mmcore.metadata import LLMMetadata
@@ -86,7 +87,7 @@ class DraftModelDrafter:
         drafts: list[int] = []
         rows: list[np.ndarray] = []
         for j in range(k):
-            token = self._choose(logits.float().numpy(), rows)
+            token = self._choose(to_float32(logits), rows)
             drafts.append(token)
             if j + 1 < k:
                 logits = model.decoder.step_token(token, len(history) + j)

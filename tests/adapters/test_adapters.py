@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,7 +119,7 @@ def test_duplicate_adapter_names_are_a_plugin_failure():
         pm.adapter_registry().add(object(), plugin="bad")  # type: ignore[arg-type]
 
 
-def _et_pixels(model: mmcore.ChatModel, image: Path) -> torch.Tensor:
+def _et_pixels(model: mmcore.ChatModel, image: Path) -> np.ndarray:
     handler = model.runner._plugins().modality_registry().get("image")
     assert handler is not None
     ctx = PrefillContext(model.runner.program, model.runner.tokenizer, model.runner.modality_settings["image"])
@@ -137,13 +138,12 @@ def test_executorch_llava_prompt_and_parity_with_the_cpp_runner(et_llava_pte, to
     assert list(last.ids) == tokenizer.encode("What should I be careful about here? ASSISTANT:")
     assert span.length == 16
     pixels = _et_pixels(model, png_100x60)
-    assert pixels.dtype == torch.uint8 and tuple(pixels.shape) == (3, 32, 32)
+    assert pixels.dtype == np.uint8 and tuple(pixels.shape) == (3, 32, 32)
     # The 100x60 picture keeps its aspect: 32x19 centred on black rows.
     assert int(pixels[:, :6].sum()) == 0 and int(pixels[:, 26:].sum()) == 0 and int(pixels[:, 10].sum()) > 0
     result = model.chat(messages, GREEDY)
-    expected = cpp_generate(
-        et_llava_pte, tokenizer_dir, [("tokens", first.ids), ("image", pixels), ("tokens", last.ids)], 12
-    )
+    segments = [("tokens", first.ids), ("image", torch.from_numpy(pixels)), ("tokens", last.ids)]
+    expected = cpp_generate(et_llava_pte, tokenizer_dir, segments, 12)
     assert result.tokens == expected
 
 

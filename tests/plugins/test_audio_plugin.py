@@ -10,11 +10,13 @@ long audio; `chunk_mode="joint"` is compared with transformers' own `VoxtralProc
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from pathlib import Path
 from typing import Any, cast
 
+import ml_dtypes
 import mmcore_audio
 import numpy as np
 import pytest
@@ -34,6 +36,7 @@ from mmcore.testing import AudioEncoderSpec, eager_model
 transformers = pytest.importorskip("transformers")
 
 TOLERANCE = 1e-4
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 WINDOW = 480000  # 30 s at 16 kHz
 GREEDY = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=12)
 
@@ -82,7 +85,9 @@ def _mel_settings(n_mels: int = 128, n_frames: int = 3000, max_chunks: int = 3, 
 
 
 def _ours(item: AudioInput, settings: AudioSettings) -> np.ndarray:
-    return AudioProcessor(settings)(item).numpy()
+    features = AudioProcessor(settings)(item)
+    assert isinstance(features, np.ndarray) and features.flags.c_contiguous
+    return features
 
 
 def _assert_close(ours: np.ndarray, reference: np.ndarray) -> None:
@@ -96,7 +101,7 @@ class _FakeProgram:
     """Just enough of `mmcore.Program` for `AudioHandler.preprocess`."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
-        self.spec = MethodSpec("audio_encoder", (TensorSpec(torch.float32, shape),), ())
+        self.spec = MethodSpec("audio_encoder", (TensorSpec(np.dtype(np.float32), shape),), ())
 
     def method_spec(self, name: str) -> MethodSpec:
         assert name == "audio_encoder"
@@ -199,8 +204,8 @@ def test_raw_waveform_is_resampled_and_padded() -> None:
     settings = AudioSettings(kind="raw", n_samples=1600)
     waveform = AudioProcessor(settings)(AudioInput(samples, 8000))
     expected = _reference_mono(samples, 8000)
-    assert waveform.shape == (1, 1600) and waveform.dtype == torch.float32
-    assert torch.equal(waveform[0, : len(expected)], torch.from_numpy(expected))
+    assert waveform.shape == (1, 1600) and waveform.dtype == np.float32 and waveform.flags.c_contiguous
+    assert np.array_equal(waveform[0, : len(expected)], expected)
     assert not waveform[0, len(expected) :].any()
     unpadded = AudioProcessor(AudioSettings(kind="raw", n_samples=1600, padding="none"))(AudioInput(samples, 8000))
     assert unpadded.shape == (1, len(expected))
@@ -210,13 +215,19 @@ def test_raw_waveform_is_resampled_and_padded() -> None:
 
 
 def test_settings_come_from_the_encoder_shape_and_overrides() -> None:
-    mel = AudioSettings.for_encoder(TensorSpec(torch.float32, (4, 80, 3000)))
+    mel = AudioSettings.for_encoder(TensorSpec(np.dtype(np.float32), (4, 80, 3000)))
     assert (mel.kind, mel.n_mels, mel.n_frames, mel.batch_size, mel.max_chunks) == ("mel", 80, 3000, 4, 4)
     assert mel.max_seconds == 120.0
-    raw = AudioSettings.for_encoder(TensorSpec(torch.float32, (1, 1600)), {"truncate": True})
+    raw = AudioSettings.for_encoder(TensorSpec(np.dtype(np.float32), (1, 1600)), {"truncate": True})
     assert (raw.kind, raw.n_samples, raw.truncate) == ("raw", 1600, True)
-    tuned = AudioSettings.for_encoder(TensorSpec(torch.bfloat16, (1, 128, 3000)), {"max_chunks": 5, "chunk_length": 10})
-    assert (tuned.max_chunks, tuned.batch_size, tuned.n_frames, tuned.dtype) == (5, 1, 1000, torch.bfloat16)
+    tuned = AudioSettings.for_encoder(TensorSpec(BFLOAT16, (1, 128, 3000)), {"max_chunks": 5, "chunk_length": 10})
+    assert (tuned.max_chunks, tuned.batch_size, tuned.n_frames, tuned.dtype) == (5, 1, 1000, BFLOAT16)
+    features = AudioProcessor(tuned)(AudioInput(_audio(3.0, 16000), 16000))
+    assert features.dtype == BFLOAT16 and features.shape == (1, 128, 1000) and features.flags.c_contiguous
+    as_float = AudioProcessor(dataclasses.replace(tuned, dtype=np.dtype(np.float32)))(
+        AudioInput(_audio(3.0, 16000), 16000)
+    )
+    assert np.array_equal(features, as_float.astype(BFLOAT16))
 
 
 def test_sampling_rate_is_the_setting_and_sample_rate_is_deprecated() -> None:
@@ -244,7 +255,7 @@ def test_sampling_rate_is_the_setting_and_sample_rate_is_deprecated() -> None:
 )
 def test_bad_settings_raise_config_error(shape: tuple[int, ...], overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        AudioSettings.for_encoder(TensorSpec(torch.float32, shape), overrides)
+        AudioSettings.for_encoder(TensorSpec(np.dtype(np.float32), shape), overrides)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -292,7 +303,7 @@ def test_truncate_keeps_the_first_windows() -> None:
     mono = _audio(95.0, 16000, seed=11)
     features = AudioHandler().preprocess(AudioInput(mono, 16000), _context(truncate=True))
     assert features.shape == (3, 128, 3000)
-    _assert_close(features.numpy(), _hf_per_window(mono[: 3 * WINDOW], 128))
+    _assert_close(features, _hf_per_window(mono[: 3 * WINDOW], 128))
 
 
 def test_raw_encoder_rejects_long_audio_unless_truncating() -> None:
@@ -322,10 +333,10 @@ def audio_plugins(plugin_manager: PluginManager) -> PluginManager:
     return plugin_manager
 
 
-def _cpp_inputs(before: str, features: torch.Tensor, after: str) -> list[Any]:
+def _cpp_inputs(before: str, features: np.ndarray, after: str) -> list[Any]:
     from executorch.extension.llm import runner as et
 
-    return [et.make_text_input(before), et.make_audio_input(features.contiguous()), et.make_text_input(after)]
+    return [et.make_text_input(before), et.make_audio_input(torch.from_numpy(features)), et.make_text_input(after)]
 
 
 @pytest.mark.parametrize(("seconds", "windows"), [(0.3, 1), (0.7, 2)])
@@ -344,7 +355,12 @@ def test_mel_encoder_tokens_match_cpp_runner(
     assert result.tokens == reference
     encode = runner.tokenizer.encode
     eager = eager_model(spec).greedy_generate(
-        [("tokens", encode("the quick brown fox")), ("audio", features), ("tokens", encode("jumps over"))], 12
+        [
+            ("tokens", encode("the quick brown fox")),
+            ("audio", torch.from_numpy(features)),
+            ("tokens", encode("jumps over")),
+        ],
+        12,
     )
     assert result.tokens == eager
     assert result.prompt_tokens == len(encode("the quick brown fox")) + windows * 10 + len(encode("jumps over"))
@@ -359,7 +375,9 @@ def test_static_batch_encoder_runs_window_by_window(make_spec, program_path, tok
     result = runner.generate(["the quick brown fox", item], GREEDY)
     features = AudioProcessor(_mel_settings(16, n_frames=40, max_chunks=2))(item)  # [2, 16, 40]
     encode = runner.tokenizer.encode
-    eager = eager_model(spec).greedy_generate([("tokens", encode("the quick brown fox")), ("audio", features)], 12)
+    eager = eager_model(spec).greedy_generate(
+        [("tokens", encode("the quick brown fox")), ("audio", torch.from_numpy(features))], 12
+    )
     assert result.tokens == eager
 
 
@@ -392,3 +410,37 @@ def test_runner_reports_bad_audio_without_touching_the_cache(
         runner.generate([AudioInput(b"garbage" * 50), "x"], GREEDY)
     assert runner.pos == 0
     assert runner.generate(["the quick brown fox"], GREEDY).tokens
+
+
+# --------------------------------------------------------------------------- numpy STFT vs torch's
+
+
+def _torch_log_mel(padded: np.ndarray, n_mels: int) -> np.ndarray:
+    """The torch log-mel mmcore-audio used before its numpy one (kept here as the reference)."""
+    torch = pytest.importorskip("torch")
+    config = mmcore_audio.MelConfig(n_mels=n_mels)
+    window = torch.hann_window(config.n_fft, periodic=True, dtype=torch.float32)
+    filters_t = torch.from_numpy(np.ascontiguousarray(mmcore_audio.mel_filter_bank(config).astype(np.float32).T))
+    x = torch.from_numpy(padded)
+    n_frames = (x.shape[-1] - config.n_fft) // config.hop_length
+    frames = x.unfold(-1, config.n_fft, config.hop_length)[:, :n_frames]  # [B, T, n_fft]
+    spectrum = torch.fft.rfft(frames * window, dim=-1)
+    power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
+    log_mel = torch.matmul(filters_t, power.mT).clamp_(min=1e-10).log10_()  # [B, M, T]
+    log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return log_mel.add_(4.0).div_(4.0).numpy()
+
+
+@pytest.mark.parametrize("n_mels", [16, 80, 128])
+@pytest.mark.parametrize(("length", "count"), [(201, 1), (1000, 1), (6400, 3), (16000, 2), (123457, 1), (WINDOW, 2)])
+def test_numpy_log_mel_matches_the_torch_one(n_mels: int, length: int, count: int) -> None:
+    extractor = mmcore_audio.LogMelSpectrogram(mmcore_audio.MelConfig(n_mels=n_mels))
+    samples = _audio(count * length / 16000 * 0.8, 16000, seed=length)  # the last window partly zero
+    padded = extractor.padded_windows(samples, count, length)  # [B, L + n_fft]
+    ours = extractor.from_padded(padded)
+    assert ours.shape == (count, n_mels, length // 160) and ours.dtype == np.float32 and ours.flags.c_contiguous
+    reference = _torch_log_mel(padded, n_mels)
+    diff = np.abs(ours - reference)
+    assert float(diff.max()) <= 5e-5 and float(diff.mean()) <= 2e-7, (float(diff.max()), float(diff.mean()))
+    windows = padded[:, 200 : 200 + length]  # [B, L], the zero-filled windows
+    np.testing.assert_array_equal(mmcore_audio.log_mel_spectrogram(windows, extractor.config), ours)

@@ -1,4 +1,4 @@
-"""mmcore-image: pixel tensors equal transformers' image processors, unusable inputs fail with typed
+"""mmcore-image: pixel arrays equal transformers' image processors, unusable inputs fail with typed
 errors, and image requests give the same greedy tokens as ExecuTorch's C++ MultimodalRunner."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import mmcore_image
 import mmcore_image.resample
 import numpy as np
 import pytest
-import torch
 from mmcore_image import ImageHandler, ImageInput, ImagePreprocessor, PreprocessSettings
 from PIL import Image
 
@@ -74,47 +74,47 @@ def photos() -> dict[str, tuple[Image.Image, Any]]:
 # ----------------------------------------------------------------------------- exactness
 
 
-def _hf_clip(size: int) -> Callable[[Image.Image], torch.Tensor]:
+def _hf_clip(size: int) -> Callable[[Image.Image], np.ndarray]:
     from transformers import CLIPImageProcessor
 
     processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    return lambda image: processor(image, return_tensors="pt")["pixel_values"]
+    return lambda image: processor(image, return_tensors="np")["pixel_values"]
 
 
-def _hf_siglip(size: int) -> Callable[[Image.Image], torch.Tensor]:
+def _hf_siglip(size: int) -> Callable[[Image.Image], np.ndarray]:
     from transformers import SiglipImageProcessor
 
     processor = SiglipImageProcessor(size={"height": size, "width": size}, do_convert_rgb=True)
-    return lambda image: processor(image, return_tensors="pt")["pixel_values"]
+    return lambda image: processor(image, return_tensors="np")["pixel_values"]
 
 
-def _hf_gemma3(size: int) -> Callable[[Image.Image], torch.Tensor]:
+def _hf_gemma3(size: int) -> Callable[[Image.Image], np.ndarray]:
     from transformers import Gemma3ImageProcessor
 
     processor = Gemma3ImageProcessor(size={"height": size, "width": size})
-    return lambda image: processor(image, return_tensors="pt")["pixel_values"]
+    return lambda image: processor(image, return_tensors="np")["pixel_values"]
 
 
-def _hf_smolvlm(longest: int, tile: int) -> Callable[[Image.Image], torch.Tensor]:
+def _hf_smolvlm(longest: int, tile: int) -> Callable[[Image.Image], np.ndarray]:
     from transformers import SmolVLMImageProcessor
 
     processor = SmolVLMImageProcessor(
         do_image_splitting=False, size={"longest_edge": longest}, max_image_size={"longest_edge": tile}
     )
-    return lambda image: processor(image, return_tensors="pt")["pixel_values"][0]  # [1, 3, S, S]
+    return lambda image: processor(image, return_tensors="np")["pixel_values"][0]  # [1, 3, S, S]
 
 
-def _hf_idefics3(longest: int, tile: int) -> Callable[[Image.Image], torch.Tensor]:
+def _hf_idefics3(longest: int, tile: int) -> Callable[[Image.Image], np.ndarray]:
     from transformers import Idefics3ImageProcessor
 
     processor = Idefics3ImageProcessor(
         do_image_splitting=False, size={"longest_edge": longest}, max_image_size={"longest_edge": tile}
     )
-    return lambda image: processor(image, return_tensors="pt")["pixel_values"][0]
+    return lambda image: processor(image, return_tensors="np")["pixel_values"][0]
 
 
 HALF = {"do_normalize": True, "image_mean": (0.5,) * 3, "image_std": (0.5,) * 3}
-CASES: dict[str, tuple[Callable[[], Callable[[Image.Image], torch.Tensor]], PreprocessSettings]] = {
+CASES: dict[str, tuple[Callable[[], Callable[[Image.Image], np.ndarray]], PreprocessSettings]] = {
     "clip-llava-336": (
         lambda: _hf_clip(336),
         PreprocessSettings(
@@ -141,7 +141,7 @@ CASES: dict[str, tuple[Callable[[], Callable[[Image.Image], torch.Tensor]], Prep
 
 
 @pytest.fixture(scope="module")
-def hf_processors() -> dict[str, Callable[[Image.Image], torch.Tensor]]:
+def hf_processors() -> dict[str, Callable[[Image.Image], np.ndarray]]:
     pytest.importorskip("transformers")
     return {name: make() for name, (make, _) in CASES.items()}
 
@@ -159,8 +159,8 @@ def test_pixels_equal_transformers_processors(case, resizer, photos, hf_processo
         expected = hf_processors[case](hf_image)  # [1, 3, H, W]
         got = ours(source)
         assert got.shape == expected.shape == (1, 3, *settings.size), name
-        assert got.dtype == torch.float32
-        diff = (got - expected).abs().max().item()
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        diff = float(np.abs(got - expected).max())
         assert diff <= TOLERANCE, f"{case} on {name}: max abs diff {diff}"
 
 
@@ -179,15 +179,15 @@ def test_jpeg_draft_is_close_and_opt_in():
     full = ImagePreprocessor(exact)(encoded)
     drafted = ImagePreprocessor(dataclasses.replace(exact, jpeg_draft=True))(encoded)
     assert drafted.shape == full.shape
-    assert 0 < (drafted - full).abs().mean().item() < 0.02  # draft decoding is approximate, on 0-1 values
+    assert 0 < float(np.abs(drafted - full).mean()) < 0.02  # draft decoding is approximate, on 0-1 values
 
 
 # ----------------------------------------------------------------------------- decoding policy
 
 
 def _pixels(source: Any, **changes: Any) -> np.ndarray:
-    settings = PreprocessSettings(size=(8, 8), dtype=torch.uint8, rank=3, resample="nearest", **changes)
-    return ImagePreprocessor(settings)(source).permute(1, 2, 0).numpy()  # [H, W, 3]
+    settings = PreprocessSettings(size=(8, 8), dtype=np.dtype(np.uint8), rank=3, resample="nearest", **changes)
+    return ImagePreprocessor(settings)(source).transpose(1, 2, 0)  # [H, W, 3]
 
 
 def test_alpha_is_composited_over_the_background_colour():
@@ -237,6 +237,7 @@ def test_arrays_tensors_paths_and_files_agree(tmp_path):
     path = tmp_path / "photo.png"
     image.save(path)
     expected = _pixels(image)
+    torch = pytest.importorskip("torch")
     sources = [
         hwc,
         np.ascontiguousarray(hwc.transpose(2, 0, 1)),
@@ -244,6 +245,7 @@ def test_arrays_tensors_paths_and_files_agree(tmp_path):
         torch.from_numpy(hwc).permute(2, 0, 1).unsqueeze(0),
         hwc.astype(np.float32) / 255,
         torch.from_numpy(hwc).permute(2, 0, 1).float() / 255,
+        (torch.from_numpy(hwc).permute(2, 0, 1).float() / 255).half(),
         str(path),
         path,
         path.read_bytes(),
@@ -265,14 +267,29 @@ def test_output_dtypes_and_ranks():
     image = photo_like(50, 40)
     base = PreprocessSettings(size=(16, 24), **HALF)
     f32 = ImagePreprocessor(base)(image)
-    assert f32.shape == (1, 3, 16, 24) and f32.dtype == torch.float32
+    assert f32.shape == (1, 3, 16, 24) and f32.dtype == np.float32 and f32.flags.c_contiguous
     assert -1.0 <= f32.min() and f32.max() <= 1.0
-    bf16 = ImagePreprocessor(dataclasses.replace(base, dtype=torch.bfloat16, rank=3))(image)
-    assert bf16.shape == (3, 16, 24) and torch.equal(bf16, f32[0].to(torch.bfloat16))
-    raw = ImagePreprocessor(dataclasses.replace(base, dtype=torch.uint8))(image)
-    assert raw.dtype == torch.uint8 and torch.equal(
-        raw.float() / 255 * 2 - 1, ((f32 + 1) / 2 * 255).round() / 255 * 2 - 1
-    )
+    bf16 = ImagePreprocessor(dataclasses.replace(base, dtype="bfloat16", rank=3))(image)
+    assert bf16.shape == (3, 16, 24) and bf16.dtype == ml_dtypes.bfloat16 and bf16.flags.c_contiguous
+    assert np.array_equal(bf16.view(np.uint16), _bfloat16_bits(f32[0]))
+    f16 = ImagePreprocessor(dataclasses.replace(base, dtype=np.dtype(np.float16)))(image)
+    assert f16.dtype == np.float16 and np.array_equal(f16, f32.astype(np.float16))
+    raw = ImagePreprocessor(dataclasses.replace(base, dtype=np.dtype(np.uint8)))(image)
+    assert raw.dtype == np.uint8 and raw.flags.c_contiguous
+    assert np.array_equal(raw.astype(np.float32) / 255 * 2 - 1, np.round((f32 + 1) / 2 * 255) / 255 * 2 - 1)
+
+
+def _bfloat16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns, rounded to nearest even (what torch's `.to(torch.bfloat16)` does)."""
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def test_torch_dtypes_are_accepted_in_settings():
+    torch = pytest.importorskip("torch")
+    settings = PreprocessSettings(size=(4, 4), dtype=torch.bfloat16)
+    assert settings.dtype == ml_dtypes.bfloat16
+    assert PreprocessSettings(size=(4, 4), dtype=torch.uint8).dtype == np.uint8
 
 
 # ----------------------------------------------------------------------------- handler, settings and safety
@@ -290,14 +307,14 @@ class StubProgram:
 
 
 def _ctx(settings: dict[str, Any] | None = None, spec: TensorSpec | None = None, index: int = 3) -> PrefillContext:
-    program = StubProgram(spec or TensorSpec(torch.float32, (1, 3, 32, 32)))
+    program = StubProgram(spec or TensorSpec(np.dtype(np.float32), (1, 3, 32, 32)))
     return PrefillContext(program=program, tokenizer=None, settings=settings or {}, index=index)  # type: ignore[arg-type]
 
 
 def test_handler_reads_size_dtype_and_rank_from_the_encoder():
     handler = ImageHandler()
-    pixels = handler.preprocess(ImageInput(photo_like(20, 30)), _ctx(spec=TensorSpec(torch.uint8, (3, 24, 40))))
-    assert pixels.shape == (3, 24, 40) and pixels.dtype == torch.uint8
+    pixels = handler.preprocess(ImageInput(photo_like(20, 30)), _ctx(spec=TensorSpec(np.dtype(np.uint8), (3, 24, 40))))
+    assert pixels.shape == (3, 24, 40) and pixels.dtype == np.uint8 and pixels.flags.c_contiguous
     settings = handler.settings_for(_ctx({"size": [16, 8], "resample": 2, "image_mean": 0.5, "image_std": 0.5}))
     assert settings.size == (16, 8) and settings.resample == "bilinear" and settings.do_normalize
     assert handler.parse_cli("cat.png").source == Path("cat.png")
@@ -358,9 +375,9 @@ def test_bad_settings_raise_config_error(settings, message):
 
 def test_unsupported_encoder_input_raises_config_error():
     with pytest.raises(ConfigError, match="int64"):
-        ImageHandler().preprocess(Image.new("RGB", (4, 4)), _ctx(spec=TensorSpec(torch.int64, (1, 3, 8, 8))))
+        ImageHandler().preprocess(Image.new("RGB", (4, 4)), _ctx(spec=TensorSpec(np.dtype(np.int64), (1, 3, 8, 8))))
     with pytest.raises(ConfigError, match="RGB images"):
-        ImageHandler().preprocess(Image.new("RGB", (4, 4)), _ctx(spec=TensorSpec(torch.float32, (1, 1, 8, 8))))
+        ImageHandler().preprocess(Image.new("RGB", (4, 4)), _ctx(spec=TensorSpec(np.dtype(np.float32), (1, 1, 8, 8))))
 
 
 def _truncated(data: bytes) -> bytes:
@@ -431,11 +448,12 @@ def test_requests_with_images_match_cpp(encoder, make_spec, program_path, tokeni
     path = tmp_path / "second.jpg"
     path.write_bytes(jpeg_bytes(photo_like(80, 50, seed=2)))
     # What the C++ runner is fed: the same preprocessing, as a CHW uint8 or float32 tensor.
-    dtype = torch.uint8 if vision.dtype == "uint8" else torch.float32  # the C++ converts float32 to bfloat16
+    dtype = np.dtype(np.uint8 if vision.dtype == "uint8" else np.float32)  # the C++ converts float32 to bfloat16
     reference_pixels = ImagePreprocessor(
         PreprocessSettings.from_mapping(settings, TensorSpec(dtype, (3, vision.height, vision.width)))
     )
-    first, second = reference_pixels(photo), reference_pixels(path)
+    torch = pytest.importorskip("torch")  # ExecuTorch's C++ runner binding takes torch tensors
+    first, second = torch.from_numpy(reference_pixels(photo)), torch.from_numpy(reference_pixels(path))
 
     requests = [
         (["the quick brown fox", ImageInput(photo)], [("text", "the quick brown fox"), ("image", first)]),

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 from mmcore_image import VISION_ENCODER, ImagePreprocessor
 
 from mmcore.errors import ConfigError, InvalidInputError, ProgramError
@@ -26,7 +27,7 @@ _MAX_CACHED = 16
 class VideoHandler:
     """Samples frames from `VideoInput`s and runs each through the program's `vision_encoder`.
 
-    `preprocess` returns the sampled frames' encoder inputs stacked into one tensor
+    `preprocess` returns the sampled frames' encoder inputs stacked into one numpy array
     `[N, *encoder_input_shape]`, so the core's encoder cache can key a whole video by its pixels;
     `prefill` encodes frame by frame and concatenates the embeddings into `[1, N * rows, D]`.
     """
@@ -44,30 +45,30 @@ class VideoHandler:
         """The video settings of `ctx`: its `video` table plus the vision encoder's input spec."""
         return self._prepared(ctx)[0]
 
-    def preprocess(self, item: VideoInput, ctx: PrefillContext) -> torch.Tensor:
+    def preprocess(self, item: VideoInput, ctx: PrefillContext) -> npt.NDArray[Any]:
         """The sampled frames as `vision_encoder` inputs, stacked: `[N, *encoder_input_shape]`."""
         what = f"input {ctx.index} (video {describe_video(item.source)})"
         settings, preprocessor = self._prepared(ctx)
         wanted = settings.frames if item.frames is None else item.frames
         frames = read_frames(item.source, wanted, what=what, max_pixels=settings.image.max_pixels)
-        return torch.stack([preprocessor(source, what=f"{what} {label}") for label, source in frames])
+        return np.stack([preprocessor(source, what=f"{what} {label}") for label, source in frames])
 
-    def prefill(self, prepared: torch.Tensor, ctx: PrefillContext) -> EmbeddingsInput:
+    def prefill(self, prepared: npt.NDArray[Any], ctx: PrefillContext) -> EmbeddingsInput:
         """Each frame through `vision_encoder`, the embeddings concatenated: `[1, N * rows, D]`."""
         encoder = ctx.program.method(VISION_ENCODER)
-        rows: list[torch.Tensor] = []
+        rows: list[npt.NDArray[Any]] = []
         for frame in prepared:  # [*encoder_input_shape]
             # clone_outputs=True: without it the output aliases the method's memory, which the next
             # frame's call overwrites.
             out = encoder.execute([frame], clone_outputs=True)[0]
-            if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[0] != 1:
-                got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            if not isinstance(out, np.ndarray) or out.ndim != 3 or out.shape[0] != 1:
+                got = list(out.shape) if isinstance(out, np.ndarray) else type(out).__name__
                 raise ProgramError(
                     f"input {ctx.index}: '{VISION_ENCODER}' returned {got} for a frame; "
                     "mmcore-video expects [1, rows, D]"
                 )
             rows.append(out)
-        return EmbeddingsInput(torch.cat(rows, dim=1))  # [1, N * rows, D]
+        return EmbeddingsInput(np.concatenate(rows, axis=1))  # [1, N * rows, D]
 
     def from_content(self, part: Mapping[str, Any]) -> VideoInput:
         """The input of a chat content part ``{"type": "video", "video": <path|bytes|array>, "frames": N}``."""

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from mmcore.adapters import ModelProfile, ModelSource, RendererContext
+from mmcore.arrays import dtype_name
 from mmcore.chat import Message, Renderer, content_parts
 from mmcore.errors import ConfigError, InvalidInputError
 from mmcore.inputs import TokensInput
@@ -45,7 +46,7 @@ class ExecuTorchLlavaAdapter:
         position = decoder.inputs[1] if len(decoder.inputs) > 1 else None
         if image is None or position is None or source.model_type is not None:
             return None
-        if str(image.dtype) == "torch.uint8" and image.rank == 3 and position.shape == (1,):
+        if dtype_name(image.dtype) == "uint8" and image.rank == 3 and position.shape == (1,):
             return "uint8 [3, H, W] vision_encoder input and a start-position text_decoder (ExecuTorch LLaVA export)"
         return None
 

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
+from mmcore.arrays import as_array
 from mmcore.errors import InvalidInputError
 from mmcore.inputs import EmbeddingsInput
 from mmcore.registry import PrefillContext
@@ -44,24 +45,26 @@ class AudioHandler:
         spec = ctx.program.method_spec(AUDIO_ENCODER).input(0)
         return AudioSettings.for_encoder(spec, ctx.settings)
 
-    def preprocess(self, item: AudioInput, ctx: PrefillContext) -> torch.Tensor:
-        """Encoder input: features `[B, n_mels, n_frames]` or a waveform `[1, n_samples]`."""
+    def preprocess(self, item: AudioInput, ctx: PrefillContext) -> np.ndarray[Any, Any]:
+        """Encoder input, a C-contiguous numpy array: features `[B, n_mels, n_frames]` or a waveform
+        `[1, n_samples]`."""
         where = f"input {ctx.index} (AudioInput)"
         if not isinstance(item, AudioInput):
             raise InvalidInputError(f"{where}: expected an AudioInput, got {type(item).__name__}")
         return self._processor(self.settings(ctx))(item, where=where)
 
-    def prefill(self, prepared: torch.Tensor, ctx: PrefillContext) -> EmbeddingsInput:
-        """Embeddings `[1, N, D]`: the encoder run on up to `batch_size` windows per call, outputs
-        joined along dim 1 (an output `[b, n, D]` counts as `[1, b*n, D]`)."""
+    def prefill(self, prepared: np.ndarray[Any, Any], ctx: PrefillContext) -> EmbeddingsInput:
+        """Embeddings `[1, N, D]` (a numpy array): the encoder run on up to `batch_size` windows per
+        call, outputs joined along dim 1 (an output `[b, n, D]` counts as `[1, b*n, D]`)."""
         method = ctx.program.method(AUDIO_ENCODER)
-        step = self.settings(ctx).batch_size if prepared.dim() == 3 else 1
-        parts: list[torch.Tensor] = []
+        prepared = as_array(prepared)
+        step = self.settings(ctx).batch_size if prepared.ndim == 3 else 1
+        parts: list[np.ndarray[Any, Any]] = []
         for begin in range(0, prepared.shape[0], step):
-            batch = prepared[begin : begin + step].contiguous()  # [b, M, T] or [1, S]
-            output = method.execute([batch])[0]  # [1, n, D] (cloned)
-            parts.append(output.reshape(1, -1, output.shape[-1]) if output.dim() == 3 else output)
-        return EmbeddingsInput(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+            batch = np.ascontiguousarray(prepared[begin : begin + step])  # [b, M, T] or [1, S]
+            output = as_array(method.execute([batch])[0])  # [1, n, D] (cloned)
+            parts.append(output.reshape(1, -1, output.shape[-1]) if output.ndim == 3 else output)
+        return EmbeddingsInput(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
 
     def from_content(self, part: Mapping[str, Any]) -> AudioInput:
         """The input of a chat content part ``{"type": "audio", "audio": <path|bytes|array>, "sample_rate": R}``."""

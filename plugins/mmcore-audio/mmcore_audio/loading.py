@@ -12,6 +12,7 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
+from mmcore.arrays import BFLOAT16, as_array, is_tensor
 from mmcore.errors import InvalidInputError
 from mmcore_audio.inputs import AudioInput
 
@@ -135,7 +136,7 @@ def _decode_file(source: Any, sample_rate: float | None, where: str) -> Waveform
 
 
 def _is_array(source: Any) -> bool:
-    return isinstance(source, np.ndarray) or type(source).__module__.split(".")[0] == "torch"
+    return isinstance(source, np.ndarray) or is_tensor(source)
 
 
 def _from_array(source: Any, sample_rate: float | None, where: str) -> Waveform:
@@ -143,7 +144,7 @@ def _from_array(source: Any, sample_rate: float | None, where: str) -> Waveform:
         raise InvalidInputError(
             f"{where}: audio samples given as an array need their rate; pass AudioInput(samples, sample_rate=16000)"
         )
-    array = _as_numpy(source, where)
+    array = _as_numpy(source)
     if array.ndim == 1:
         samples = array[:, None]  # [S, 1]
     elif array.ndim == 2:
@@ -157,17 +158,9 @@ def _from_array(source: Any, sample_rate: float | None, where: str) -> Waveform:
     return Waveform(samples=_as_float(samples, where), sample_rate=float(sample_rate))
 
 
-def _as_numpy(source: Any, where: str) -> np.ndarray[Any, Any]:
-    if isinstance(source, np.ndarray):
-        return source
-    import torch
-
-    if not isinstance(source, torch.Tensor):
-        raise InvalidInputError(f"{where}: unsupported array type {type(source).__name__}; pass numpy or torch")
-    tensor = source.detach().cpu()
-    if tensor.dtype in (torch.bfloat16, torch.float16):
-        tensor = tensor.float()
-    return tensor.numpy()
+def _as_numpy(source: Any) -> np.ndarray[Any, Any]:
+    array = as_array(source)  # torch tensors converted, sharing memory
+    return array.astype(np.float32) if array.dtype in (BFLOAT16, np.float16) else array
 
 
 def _as_float(samples: np.ndarray[Any, Any], where: str) -> FloatArray:

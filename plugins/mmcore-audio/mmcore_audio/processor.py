@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from mmcore.errors import InvalidInputError
 from mmcore_audio.inputs import AudioInput
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class AudioProcessor:
-    """Turns audio into what the encoder takes under fixed `AudioSettings`.
+    """Turns audio into what the encoder takes under fixed `AudioSettings`: C-contiguous numpy arrays.
 
     "mel": the audio is cut into windows of `n_frames * hop_length` samples (the last one padded
     with zeros) and each becomes `[n_mels, n_frames]` features -> `[B, n_mels, n_frames]`.
@@ -32,13 +32,13 @@ class AudioProcessor:
         self.settings = settings
         self._mel = extractor(settings.mel_config()) if settings.kind == "mel" else None
 
-    def __call__(self, item: AudioInput, *, where: str = "audio input") -> torch.Tensor:
+    def __call__(self, item: AudioInput, *, where: str = "audio input") -> np.ndarray[Any, Any]:
         """Encoder input for `item`; `where` names the input in `InvalidInputError` messages."""
         s = self.settings
         samples = load_mono(item, s.sample_rate, quality=s.resample_quality, where=where)  # [S]
         return self.from_samples(samples, where=where)
 
-    def from_samples(self, samples: npt.NDArray[np.float32], *, where: str = "audio input") -> torch.Tensor:
+    def from_samples(self, samples: npt.NDArray[np.float32], *, where: str = "audio input") -> np.ndarray[Any, Any]:
         """Encoder input for mono float32 samples `[S]` already at the model's sample rate."""
         s = self.settings
         if samples.shape[0] == 0:
@@ -48,13 +48,12 @@ class AudioProcessor:
             return self._waveform(samples)
         window = s.window_samples
         count = math.ceil(samples.shape[0] / window)
-        with torch.no_grad():
-            if s.chunk_mode == "separate":
-                features = self._mel.from_padded(self._mel.padded_windows(samples, count, window))  # [B, M, T]
-            else:
-                joint = self._mel.from_padded(self._mel.padded_windows(samples, 1, count * window))  # [1, M, B*T]
-                features = joint.reshape(s.n_mels, count, s.n_frames).transpose(0, 1).contiguous()  # [B, M, T]
-        return features if s.dtype == torch.float32 else features.to(s.dtype)
+        if s.chunk_mode == "separate":
+            features = self._mel.from_padded(self._mel.padded_windows(samples, count, window))  # [B, M, T]
+        else:
+            joint = self._mel.from_padded(self._mel.padded_windows(samples, 1, count * window))  # [1, M, B*T]
+            features = joint.reshape(s.n_mels, count, s.n_frames).transpose(1, 0, 2)  # [B, M, T] (a view)
+        return np.ascontiguousarray(features, dtype=s.dtype)  # [B, M, T]
 
     def _limited(self, samples: npt.NDArray[np.float32], where: str) -> npt.NDArray[np.float32]:
         s = self.settings
@@ -75,9 +74,8 @@ class AudioProcessor:
             f"{s.max_seconds:g} s"
         )
 
-    def _waveform(self, samples: npt.NDArray[np.float32]) -> torch.Tensor:
+    def _waveform(self, samples: npt.NDArray[np.float32]) -> np.ndarray[Any, Any]:
         s = self.settings
         if s.padding == "max_length" and samples.shape[0] < s.n_samples:
             samples = np.pad(samples, (0, s.n_samples - samples.shape[0]))
-        waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)  # [1, S]
-        return waveform if s.dtype == torch.float32 else waveform.to(s.dtype)
+        return np.ascontiguousarray(samples[None], dtype=s.dtype)  # [1, S]

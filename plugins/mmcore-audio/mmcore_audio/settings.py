@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import torch
+import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
+from mmcore.arrays import numpy_dtype
 from mmcore.errors import ConfigError
 from mmcore.program import TensorSpec
 from mmcore.settings import Settings, validate_table
@@ -93,7 +94,8 @@ def _deprecated_rate(schema: dict[str, Any]) -> None:
 
 #: Keys the `[audio]` table accepts (`sample_rate` too, deprecated).
 SETTING_KEYS: tuple[str, ...] = (*AudioTable.model_fields, _OLD_RATE)
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+_FLOAT32: np.dtype[Any] = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ class AudioSettings:
             mistral-common); "joint" extracts the zero-padded audio in one pass (one log-max,
             STFT across window edges; transformers' `VoxtralProcessor`).
         resample_quality: soxr quality preset ("HQ" or "VHQ" recommended).
-        dtype: the encoder's input dtype (features are made in float32, then cast).
+        dtype: the encoder's input numpy dtype (features are made in float32, then cast; bfloat16
+            is `ml_dtypes.bfloat16`); a dtype name or a torch dtype is converted.
     """
 
     kind: EncoderKind = "mel"
@@ -133,7 +136,7 @@ class AudioSettings:
     padding: Literal["max_length", "none"] = "max_length"
     chunk_mode: Literal["separate", "joint"] = "separate"
     resample_quality: str = "HQ"
-    dtype: torch.dtype = torch.float32
+    dtype: np.dtype[Any] = _FLOAT32
 
     def __post_init__(self) -> None:
         if self.kind not in ("mel", "raw"):
@@ -153,10 +156,15 @@ class AudioSettings:
                 f"audio setting 'resample_quality' must be one of {list(RESAMPLE_QUALITIES)}, "
                 f"got {self.resample_quality!r}"
             )
-        if self.dtype not in _FLOAT_DTYPES:
+        try:
+            dtype = numpy_dtype(self.dtype)
+        except TypeError as exc:
+            raise ConfigError(f"audio setting 'dtype' must be a dtype, got {self.dtype!r}") from exc
+        if dtype.name not in _FLOAT_DTYPES:
             raise ConfigError(
-                f"the audio encoder takes {self.dtype} input; mmcore-audio makes float32, bfloat16 or float16"
+                f"the audio encoder takes {dtype.name} input; mmcore-audio makes float32, bfloat16 or float16"
             )
+        object.__setattr__(self, "dtype", dtype)
         if self.kind == "mel":
             self.mel_config()  # validates the log-mel parameters
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
+from mmcore.arrays import BFLOAT16, as_array, is_tensor
 from mmcore.errors import InvalidInputError
 
 __all__ = ["ALLOWED_FORMATS", "decode_image", "to_rgb"]
@@ -57,7 +57,7 @@ def decode_image(
     if isinstance(source, Image.Image):
         image = source
         _check_pixels(image.size, max_pixels, what)
-    elif isinstance(source, (np.ndarray, torch.Tensor)):
+    elif isinstance(source, np.ndarray) or is_tensor(source):
         image = _from_array(source, what, max_pixels)
     else:
         image = _open(source, what, max_pixels, draft_size, exif_orientation)
@@ -155,15 +155,11 @@ def _stream(source: Any, what: str) -> io.BytesIO | Path:
     )
 
 
-def _from_array(source: np.ndarray[Any, Any] | torch.Tensor, what: str, max_pixels: int) -> Image.Image:
-    is_tensor = isinstance(source, torch.Tensor)
-    if isinstance(source, torch.Tensor):
-        tensor = source.detach().cpu()
-        if tensor.dtype in (torch.bfloat16, torch.float16):
-            tensor = tensor.to(torch.float32)
-        array: np.ndarray[Any, Any] = tensor.numpy()
-    else:
-        array = np.asarray(source)
+def _from_array(source: Any, what: str, max_pixels: int) -> Image.Image:
+    from_tensor = not isinstance(source, np.ndarray)  # torch tensors are CHW by convention
+    array = as_array(source)
+    if array.dtype in (BFLOAT16, np.float16):
+        array = array.astype(np.float32)
     shape = list(array.shape)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
@@ -173,7 +169,7 @@ def _from_array(source: np.ndarray[Any, Any] | torch.Tensor, what: str, max_pixe
         raise InvalidInputError(
             f"{what}: an image array must be [H, W], [H, W, C] or [C, H, W] (C = 1, 3 or 4), got shape {shape}"
         )
-    array = _channels_last(array, prefer_first=is_tensor, what=what, shape=shape)
+    array = _channels_last(array, prefer_first=from_tensor, what=what, shape=shape)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidInputError(f"{what}: the image is empty (shape {shape}); pass an image with pixels")
     _check_pixels((array.shape[1], array.shape[0]), max_pixels, what)

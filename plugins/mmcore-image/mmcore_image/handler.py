@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from PIL import Image
 
+from mmcore.arrays import as_array
 from mmcore.errors import InvalidInputError
 from mmcore.inputs import EmbeddingsInput
 from mmcore.program import Program
@@ -59,16 +60,17 @@ class ImageHandler:
             per_program[key] = preprocessor
         return preprocessor
 
-    def preprocess(self, item: ImageInput | Image.Image, ctx: PrefillContext) -> torch.Tensor:
-        """The `vision_encoder` input for `item`: `[3, H, W]` or `[1, 3, H, W]` in the encoder's dtype."""
+    def preprocess(self, item: ImageInput | Image.Image, ctx: PrefillContext) -> np.ndarray[Any, Any]:
+        """The `vision_encoder` input for `item`: a C-contiguous numpy array `[3, H, W]` or `[1, 3, H, W]`
+        of the encoder's dtype."""
         source = item.source if isinstance(item, ImageInput) else item
         what = f"input {ctx.index} (image {describe_source(source)})"
         return self.preprocessor_for(ctx)(source, what=what)
 
-    def prefill(self, prepared: torch.Tensor, ctx: PrefillContext) -> EmbeddingsInput:
-        """Embeddings `[1, N, D]` from `vision_encoder` (a copy, safe to keep)."""
+    def prefill(self, prepared: np.ndarray[Any, Any], ctx: PrefillContext) -> EmbeddingsInput:
+        """Embeddings `[1, N, D]` (a numpy array) from `vision_encoder` (a copy, safe to keep)."""
         outputs = ctx.program.method(VISION_ENCODER).execute([prepared], clone_outputs=True)
-        return EmbeddingsInput(outputs[0])  # [1, N, D]
+        return EmbeddingsInput(as_array(outputs[0]))  # [1, N, D]
 
     def from_content(self, part: Mapping[str, Any]) -> ImageInput | Image.Image:
         """The input of a chat content part ``{"type": "image", "image": <path|bytes|PIL|array>}``."""

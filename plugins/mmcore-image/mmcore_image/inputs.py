@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import IO, Any, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, Union
 
 import numpy as np
-import torch
 from PIL import Image
+
+from mmcore.arrays import is_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ImageInput", "ImageSource"]
 
 #: What an `ImageInput` may wrap: a file path, encoded bytes, a binary file object, a decoded
 #: Pillow image, or pixels (numpy array or torch tensor, HWC or CHW, uint8 or float in [0, 1]).
-ImageSource: TypeAlias = (
-    str
-    | os.PathLike[str]
-    | bytes
-    | bytearray
-    | memoryview
-    | IO[bytes]
-    | Image.Image
-    | np.ndarray[Any, Any]
-    | torch.Tensor
-)
+ImageSource: TypeAlias = Union[
+    str, os.PathLike[str], bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray[Any, Any], "torch.Tensor"
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +47,7 @@ def describe_source(source: object) -> str:
         return f"PIL image {source.mode} {source.size[0]}x{source.size[1]}"
     if isinstance(source, np.ndarray):
         return f"numpy {source.dtype}{list(source.shape)}"
-    if isinstance(source, torch.Tensor):
-        return f"tensor {str(source.dtype).removeprefix('torch.')}{list(source.shape)}"
+    if is_tensor(source):
+        tensor: Any = source
+        return f"tensor {str(tensor.dtype).removeprefix('torch.')}{list(tensor.shape)}"
     return type(source).__name__

@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
-import torch
+import numpy as np
 from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema, model_validator
 
+from mmcore.arrays import numpy_dtype
 from mmcore.errors import ConfigError
 from mmcore.program import TensorSpec
 from mmcore.settings import Settings, validate_table
@@ -30,8 +31,9 @@ Colour = tuple[int, int, int]
 
 #: Decompression-bomb limit: images with more pixels are refused before decoding.
 DEFAULT_MAX_PIXELS = 64_000_000
-#: Encoder input dtypes this plugin produces.
-OUTPUT_DTYPES: tuple[torch.dtype, ...] = (torch.uint8, torch.float32, torch.bfloat16, torch.float16)
+#: Encoder input dtypes this plugin produces (bfloat16 as `ml_dtypes.bfloat16`).
+OUTPUT_DTYPES: tuple[str, ...] = ("uint8", "float32", "bfloat16", "float16")
+_FLOAT32: np.dtype[Any] = np.dtype(np.float32)
 
 # Hugging Face / Pillow integer resample codes (preprocessor_config.json "resample").
 _RESAMPLE_CODES: dict[int, Resample] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -295,11 +297,12 @@ SETTING_NAMES: frozenset[str] = frozenset(ImageSettings.model_fields)
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    """How images become encoder input tensors.
+    """How images become encoder inputs.
 
     Fields:
         size: output (height, width); for dynamic-shaped encoders the declared upper bound.
-        dtype: output dtype (uint8 outputs are raw 0-255 pixels: no rescale, no normalisation).
+        dtype: output numpy dtype (uint8 outputs are raw 0-255 pixels: no rescale, no normalisation);
+            a dtype name or a torch dtype is converted.
         rank: 4 for `[1, 3, H, W]`, 3 for `[3, H, W]`.
         resize_mode: "stretch" (to `size`, aspect ignored), "shortest_edge_crop" (shortest edge to
             `shortest_edge`, then a centre crop to `size`, padded with `fill` where too small, as
@@ -319,7 +322,7 @@ class PreprocessSettings:
     """
 
     size: tuple[int, int]
-    dtype: torch.dtype = torch.float32
+    dtype: np.dtype[Any] = _FLOAT32
     rank: int = 4
     resize_mode: ResizeMode = "stretch"
     resample: Resample = "bicubic"
@@ -340,11 +343,15 @@ class PreprocessSettings:
         height, width = self.size
         if height < 1 or width < 1:
             raise ConfigError(f"image setting 'size' must be positive, got {self.size}")
-        if self.dtype not in OUTPUT_DTYPES:
+        try:
+            dtype = numpy_dtype(self.dtype)
+        except TypeError as exc:
+            raise ConfigError(f"image setting 'dtype' must be a dtype, got {self.dtype!r}") from exc
+        if dtype.name not in OUTPUT_DTYPES:
             raise ConfigError(
-                f"the vision encoder takes {self.dtype}; mmcore-image produces "
-                f"{', '.join(str(d).removeprefix('torch.') for d in OUTPUT_DTYPES)}"
+                f"the vision encoder takes {dtype.name}; mmcore-image produces {', '.join(OUTPUT_DTYPES)}"
             )
+        object.__setattr__(self, "dtype", dtype)
         if self.rank not in (3, 4):
             raise ConfigError(f"the vision encoder input must have rank 3 or 4, got rank {self.rank}")
         if self.resize_mode not in get_args(ResizeMode):
@@ -374,7 +381,7 @@ class PreprocessSettings:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        """Shape of the produced tensor."""
+        """Shape of the produced array."""
         chw = (3, *self.size)
         return (1, *chw) if self.rank == 4 else chw
 

@@ -11,16 +11,15 @@ import functools
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmcore_image.settings import PreprocessSettings
 
-__all__ = ["apply_table", "table_for", "to_tensor", "value_table"]
+__all__ = ["apply_table", "table_for", "to_encoder_input", "value_table"]
 
 
 def table_for(s: PreprocessSettings) -> np.ndarray[Any, Any] | None:
     """The per-channel value table for `s`'s float outputs (float32 `[3, 256]`); None for uint8 outputs."""
-    if s.dtype == torch.uint8:
+    if s.dtype == np.uint8:
         return None
     return value_table(
         s.do_rescale,
@@ -30,19 +29,17 @@ def table_for(s: PreprocessSettings) -> np.ndarray[Any, Any] | None:
     )
 
 
-def to_tensor(values: np.ndarray[Any, Any], s: PreprocessSettings) -> torch.Tensor:
-    """The encoder input `[3, H, W]` or `[1, 3, H, W]` of `s.dtype`.
+def to_encoder_input(values: np.ndarray[Any, Any], s: PreprocessSettings) -> np.ndarray[Any, Any]:
+    """The encoder input `[3, H, W]` or `[1, 3, H, W]` of `s.dtype`, a C-contiguous numpy array.
 
     `values` is what `fit` returns for `table_for(s)`: uint8 pixels `[H, W, 3]` for uint8 outputs,
     float32 values `[3, H, W]` otherwise.
     """
-    if s.dtype == torch.uint8:
-        out = torch.from_numpy(np.ascontiguousarray(values.transpose(2, 0, 1)))  # [3, H, W] uint8
+    if s.dtype == np.uint8:
+        out = np.ascontiguousarray(values.transpose(2, 0, 1))  # [3, H, W] uint8
     else:
-        out = torch.from_numpy(values)  # [3, H, W] float32
-        if s.dtype != torch.float32:
-            out = out.to(s.dtype)
-    return out.unsqueeze(0) if s.rank == 4 else out
+        out = np.ascontiguousarray(values, dtype=s.dtype)  # [3, H, W]; bfloat16 rounds to nearest even
+    return out[None] if s.rank == 4 else out  # [1, 3, H, W] or [3, H, W]
 
 
 def apply_table(table: np.ndarray[Any, Any], pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

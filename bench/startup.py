@@ -1,0 +1,201 @@
+"""Whole-process start-up: `mmcore run` against a Python script that does the same with ExecuTorch's
+C++ runner binding (`executorch.extension.llm.runner`), and `mmcore --help`. Wall time and peak
+memory (max RSS) of each process, interleaved over the repeats, medians.
+
+    python3 bench/startup.py                       # 7 repeats, mmcore in this environment
+    python3 bench/startup.py --minimal-python ~/.cache/mmcore/testing/venvs/minimal-*/bin/python
+
+Rows:
+- `mmcore --help`;
+- text: the tiny text program, prompt -> 24 greedy tokens (`mmcore run --raw`), vs the binding's
+  TextLLMRunner on the same prompt;
+- image+audio: the tiny multimodal program with a PNG and a WAV file (mmcore decodes and
+  preprocesses them), vs the binding's MultimodalRunner fed already preprocessed arrays (loaded
+  from .npy: the binding has no preprocessing, so its row does less work);
+- export_llm programs (custom SDPA + KV-cache ops; 8da4w + 8-bit embeddings) against the plain text
+  program, through `mmcore run` (issue #10's 1.2x bound).
+`--minimal-python` adds the mmcore rows run by a torch-free environment's python (the one
+tests/test_minimal_install.py builds). The binding script always runs here (it needs torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = "the quick brown fox jumps over the lazy dog"
+QUESTION = "what do you see and hear"
+N = 24
+
+BINDING_TEXT = """
+import sys
+from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+pieces = []
+runner = TextLLMRunner(sys.argv[1], sys.argv[2])
+config = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=int(sys.argv[4]))
+runner.generate(sys.argv[3], config, pieces.append)
+print(len(pieces))
+"""
+
+BINDING_MEDIA = """
+import sys
+import numpy as np
+import torch
+from executorch.extension.llm import runner as et
+pieces = []
+runner = et.MultimodalRunner(sys.argv[1], sys.argv[2])
+inputs = [et.make_image_input(torch.from_numpy(np.load(sys.argv[3]))),
+          et.make_audio_input(torch.from_numpy(np.load(sys.argv[4]))), et.make_text_input(sys.argv[5])]
+config = et.GenerationConfig(echo=False, temperature=0.0, max_new_tokens=int(sys.argv[6]))
+runner.generate(inputs, config, pieces.append)
+print(len(pieces))
+"""
+
+
+def measure(command: Sequence[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one whole process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def prepare(folder: Path) -> dict[str, Path]:
+    """The programs, tokenizer and media files (built once, cached like the test programs)."""
+    from PIL import Image
+
+    from mmcore.testing import AudioEncoderSpec, ProgramSpec, VisionEncoderSpec, build_program, build_tokenizer
+    from mmcore.testing.llama_export import LlamaExportSpec, build_llama_program
+    from mmcore.testing.tokenizer import tokenizer_vocab_size
+
+    tokenizer = build_tokenizer()
+    vocab = tokenizer_vocab_size(tokenizer)
+    files = {
+        "tokenizer": tokenizer,
+        "text": build_program(ProgramSpec(kind="text")),
+        "media": build_program(ProgramSpec(vision=VisionEncoderSpec(), audio=AudioEncoderSpec())),
+        "custom_ops": build_llama_program(LlamaExportSpec(vocab_size=vocab)).pte,
+        "quantized": build_llama_program(
+            LlamaExportSpec(
+                vocab_size=vocab, qmode="8da4w", group_size=32, embedding_quantize="8,0", use_sdpa_with_kv_cache=False
+            )
+        ).pte,
+    }
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((45, 70, 3)) * 255).astype(np.uint8)).save(folder / "photo.png")
+    import soundfile
+
+    t = np.arange(int(0.3 * 16000)) / 16000
+    soundfile.write(folder / "tone.wav", 0.4 * np.sin(2 * np.pi * 440 * t), 16000)
+    files["photo"], files["tone"] = folder / "photo.png", folder / "tone.wav"
+    files["photo_npy"], files["tone_npy"] = preprocessed(files, folder)
+    return files
+
+
+def preprocessed(files: dict[str, Path], folder: Path) -> tuple[Path, Path]:
+    """The image and audio arrays mmcore's plugins feed the encoders, saved for the binding script."""
+    from mmcore_audio import AudioInput
+    from mmcore_image import ImageInput
+
+    from mmcore import PrefillContext
+    from mmcore.plugins import get_plugin_manager
+    from mmcore.runner import MultimodalRunner
+
+    runner = MultimodalRunner(files["media"], files["tokenizer"], plugin_manager=get_plugin_manager())
+    registry = runner._plugins().modality_registry()
+    paths = []
+    for item, name in ((ImageInput(files["photo"]), "photo"), (AudioInput(files["tone"]), "tone")):
+        handler = registry.handler_for(item)
+        settings = runner.modality_settings.get(handler.name, {})
+        ctx = PrefillContext(program=runner.program, tokenizer=runner.tokenizer, settings=settings)
+        value = handler.preprocess(item, ctx)
+        array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        path = folder / f"{name}.npy"
+        np.save(path, np.ascontiguousarray(array))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def cases(files: dict[str, Path], mmcore_pythons: dict[str, str]) -> dict[str, list[str]]:
+    here = sys.executable
+    tok = str(files["tokenizer"])
+    run_flags = ["--tokenizer", tok, "--raw", "--max-new-tokens", str(N), "--temperature", "0"]
+    rows: dict[str, list[str]] = {}
+    for label, python in mmcore_pythons.items():
+        rows[f"mmcore --help ({label})"] = [python, "-m", "mmcore", "--help"]
+        rows[f"text: mmcore run ({label})"] = [
+            python,
+            "-m",
+            "mmcore",
+            "run",
+            str(files["text"]),
+            "--text",
+            PROMPT,
+            *run_flags,
+        ]
+        rows[f"image+audio: mmcore run ({label})"] = [
+            python, "-m", "mmcore", "run", str(files["media"]), "--image", str(files["photo"]),
+            "--audio", str(files["tone"]), "--text", QUESTION, *run_flags,
+        ]  # fmt: skip
+    rows["text: C++ runner binding script"] = [here, "-c", BINDING_TEXT, str(files["text"]), tok, PROMPT, str(N)]
+    rows["image+audio: C++ runner binding script"] = [
+        here, "-c", BINDING_MEDIA, str(files["media"]), tok, str(files["photo_npy"]), str(files["tone_npy"]),
+        QUESTION, str(N),
+    ]  # fmt: skip
+    for name in ("custom_ops", "quantized"):
+        rows[f"export_llm {name}: mmcore run (this env)"] = [
+            here, "-m", "mmcore", "run", str(files[name]), "--text", PROMPT, *run_flags,
+        ]  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--minimal-python", help="python of a torch-free environment with mmcore installed")
+    args = parser.parse_args()
+    pythons = {"this env": sys.executable}
+    if args.minimal_python:
+        pythons["torch-free env"] = args.minimal_python
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = cases(prepare(Path(tmp)), pythons)
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+        for command in rows.values():  # warm the page cache once
+            measure(command)
+        for _ in range(args.repeats):
+            for name, command in rows.items():  # interleaved
+                results[name].append(measure(command))
+    print(f"| process ({args.repeats} runs, medians) | wall s | peak RSS MB |")
+    print("|---|---|---|")
+    for name, samples in results.items():
+        wall = statistics.median(s[0] for s in samples)
+        rss = statistics.median(s[1] for s in samples)
+        print(f"| {name} | {wall:.3f} | {rss:.0f} |")
+    for label in pythons:
+        for kind in ("text", "image+audio"):
+            ours = results[f"{kind}: mmcore run ({label})"]
+            theirs = results[f"{kind}: C++ runner binding script"]
+            wall = statistics.median(s[0] for s in ours) / statistics.median(s[0] for s in theirs)
+            rss = statistics.median(s[1] for s in ours) / statistics.median(s[1] for s in theirs)
+            print(f"{kind} ({label}): wall {wall:.2f}x, peak memory {rss:.2f}x the binding script")
+    plain = statistics.median(s[0] for s in results["text: mmcore run (this env)"])
+    for name in ("custom_ops", "quantized"):
+        other = statistics.median(s[0] for s in results[f"export_llm {name}: mmcore run (this env)"])
+        print(f"export_llm {name}: {other / plain:.2f}x the plain text program's mmcore run")
+
+
+if __name__ == "__main__":
+    main()

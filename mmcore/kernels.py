@@ -1,0 +1,297 @@
+"""Kernel and backend libraries, registered before a program's first method load, only when needed.
+
+A `.pte` names every operator its methods call (`Operator {name, overload}` in the program
+flatbuffer) and every delegate backend (`BackendDelegate.id`). `prepare(path)` reads those names
+(no runtime involved), compares them with the runtime's registries and loads, from the executorch
+wheel, only the libraries that provide what is missing:
+
+| needs                     | library (in the executorch wheel)                    | links torch |
+|---------------------------|-------------------------------------------------------|-------------|
+| `aten::*` operators       | `lib/libexecutorch_kernels_optimized.so`               | no          |
+| `quantized_decomposed::*` | `lib/libexecutorch_kernels_quantized.so`               | no          |
+| `llama::*` (custom SDPA, KV-cache update) | `extension/llm/custom_ops/libcustom_ops_aot_lib.so` | yes |
+| `XnnpackBackend` etc.     | `lib/libexecutorch_backend_<name>.so`                  | no          |
+
+Loading happens before the first method load, so ExecuTorch never prints `Missing operator`
+errors for a program that then runs, and it is quiet (native stderr is silenced while libraries
+initialise). torch is imported only for a program that needs the torch-linked LLM custom ops; on
+an install without torch such a program raises `MissingKernelError` naming the operators and
+`pip install 'mmcore[torch]'`. An operator no library provides raises `MissingKernelError` too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import mmap
+import os
+import struct
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmcore.errors import InvalidProgramError, MissingKernelError
+
+__all__ = [
+    "BACKEND_LIBRARIES",
+    "LIBRARIES",
+    "KernelLibrary",
+    "ProgramNeeds",
+    "prepare",
+    "program_needs",
+    "torch_installed",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KernelLibrary:
+    """A kernel library in the executorch wheel and the operator namespaces it provides."""
+
+    name: str
+    #: Path relative to the executorch package directory.
+    path: str
+    namespaces: tuple[str, ...]
+    #: Whether the library links libtorch (it then needs torch installed and imported first).
+    needs_torch: bool = False
+
+
+LIBRARIES: tuple[KernelLibrary, ...] = (
+    KernelLibrary("optimized kernels", "lib/libexecutorch_kernels_optimized.so", ("aten::",)),
+    KernelLibrary("quantized kernels", "lib/libexecutorch_kernels_quantized.so", ("quantized_decomposed::",)),
+    KernelLibrary(
+        "LLM custom ops", "extension/llm/custom_ops/libcustom_ops_aot_lib.so", ("llama::",), needs_torch=True
+    ),
+)
+
+#: Delegate backend id (as a program names it) -> its library in the executorch wheel.
+BACKEND_LIBRARIES: dict[str, str] = {
+    "XnnpackBackend": "lib/libexecutorch_backend_xnnpack.so",
+    "OpenvinoBackend": "lib/libexecutorch_backend_openvino.so",
+    "QnnBackend": "lib/libexecutorch_backend_qnn.so",
+}
+
+
+@dataclass(frozen=True)
+class ProgramNeeds:
+    """The operators ("aten::add.out") and delegate backends ("XnnpackBackend") a program uses."""
+
+    operators: frozenset[str]
+    backends: frozenset[str]
+
+
+_lock = threading.Lock()
+_loaded: set[str] = set()
+_needs_cache: dict[tuple[str, int, int], ProgramNeeds] = {}
+
+
+def program_needs(path: str | os.PathLike[str]) -> ProgramNeeds:
+    """Operator and backend names used by any method of a `.pte` (read from its flatbuffer)."""
+    file = Path(path)
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    cached = _needs_cache.get(key)
+    if cached is None:
+        try:
+            with file.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                cached = _read_needs(data)
+        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+            raise InvalidProgramError(f"{file} is not a readable ExecuTorch program: {exc}") from exc
+        _needs_cache[key] = cached
+    return cached
+
+
+def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | None = None) -> ProgramNeeds:
+    """Load the kernel and backend libraries a program needs and the runtime lacks.
+
+    `registered` lists the runtime's registered operators (default: the native extension's
+    registry, or ExecuTorch's Python bindings' when the extension is not in use). Raises
+    `MissingKernelError` when an operator stays unregistered.
+    """
+    needs = program_needs(path)
+    root = _executorch_root()
+    lister = registered or _registered_operators
+    with _lock:
+        for backend in sorted(needs.backends):
+            library = BACKEND_LIBRARIES.get(backend)
+            if library is not None and root is not None:
+                _load(root / library)
+        missing = needs.operators - lister()
+        wanted = [lib for lib in LIBRARIES if any(op.startswith(lib.namespaces) for op in missing)]
+        for lib in wanted:
+            if root is None:
+                break
+            if lib.needs_torch and not torch_installed():
+                continue
+            if lib.needs_torch:
+                import torch  # noqa: F401 - the library links libtorch; torch initialises it first
+            _load(root / lib.path)
+        if wanted:
+            missing = needs.operators - lister()
+        if root is not None and any(p.endswith(_THREADPOOL_USERS) for p in _loaded):
+            _start_threadpool(root)
+    if missing:
+        raise MissingKernelError(_missing_message(Path(path), missing))
+    return needs
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here (without importing it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _missing_message(path: Path, missing: set[str] | frozenset[str]) -> str:
+    names = ", ".join(sorted(missing))
+    for lib in LIBRARIES:
+        if lib.needs_torch and any(op.startswith(lib.namespaces) for op in missing):
+            return (
+                f"program {path} needs operator(s) {names}, which ExecuTorch ships only in its {lib.name} "
+                f"library ({Path(lib.path).name}, linked against libtorch) and torch is not installed: "
+                "pip install 'mmcore[torch]' (or export the program without them)"
+            )
+    return (
+        f"program {path} needs operator(s) {names}, which no kernel library of the installed executorch "
+        "provides: export the program with ops this ExecuTorch build has, or install the executorch "
+        "version it was exported with (pip install executorch==1.5.1)"
+    )
+
+
+def _registered_operators() -> set[str]:
+    from mmcore import native
+
+    module = native.extension()
+    if module is not None:
+        return set(module.registered_operators())
+    import torch  # noqa: F401 - the bindings link libtorch
+    from executorch.extension.pybindings import _C
+
+    return set(_C._get_operator_names())
+
+
+def _executorch_root() -> Path | None:
+    from mmcore import native
+
+    return native.executorch_root()
+
+
+# Libraries whose kernels run on ExecuTorch's thread pool; creating the pool probes the CPU and logs
+# the findings to stderr, so it is created here, quietly, once.
+_THREADPOOL = "libexecutorch_threadpool.so"
+_THREADPOOL_USERS = (
+    "libexecutorch_kernels_optimized.so",
+    "libexecutorch_kernels_quantized.so",
+    "libexecutorch_backend_xnnpack.so",
+    "libcustom_ops_aot_lib.so",
+)
+_GET_THREADPOOL = "_ZN10executorch9extension10threadpool14get_threadpoolEv"  # threadpool::get_threadpool()
+_threadpool_started = False
+
+
+def _start_threadpool(root: Path) -> None:
+    global _threadpool_started
+    if _threadpool_started:
+        return
+    _threadpool_started = True
+    library = root / "lib" / _THREADPOOL
+    if not library.exists():
+        return
+    with _quiet_stderr():
+        handle = ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL)
+        get_threadpool = getattr(handle, _GET_THREADPOOL, None)
+        if get_threadpool is not None:
+            get_threadpool.restype = ctypes.c_void_p
+            get_threadpool.argtypes = []
+            get_threadpool()
+
+
+def _load(library: Path) -> None:
+    """dlopen a library globally (once); its static initialisers register kernels or a backend."""
+    key = str(library)
+    if key in _loaded:
+        return
+    with _quiet_stderr():
+        ctypes.CDLL(key, mode=os.RTLD_GLOBAL)
+    _loaded.add(key)
+    logger.debug("loaded %s", library)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence native (file-descriptor 2) stderr output, unless mmcore's logger is at DEBUG."""
+    if logging.getLogger("mmcore").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# ---- the program flatbuffer (executorch/schema/program.fbs), read without a flatbuffers library ----
+
+# Field slots: Program.execution_plan = 1; ExecutionPlan.operators = 6, .delegates = 7;
+# Operator.name = 0, .overload = 1; BackendDelegate.id = 0.
+_PROGRAM_EXECUTION_PLAN = 1
+_PLAN_OPERATORS = 6
+_PLAN_DELEGATES = 7
+
+
+def _read_needs(buf: Any) -> ProgramNeeds:
+    root = _u32(buf, 0)
+    operators: set[str] = set()
+    backends: set[str] = set()
+    for plan in _tables(buf, root, _PROGRAM_EXECUTION_PLAN):
+        for op in _tables(buf, plan, _PLAN_OPERATORS):
+            name = _string(buf, op, 0)
+            overload = _string(buf, op, 1)
+            operators.add(f"{name}.{overload}" if overload else name)
+        for delegate in _tables(buf, plan, _PLAN_DELEGATES):
+            backends.add(_string(buf, delegate, 0))
+    return ProgramNeeds(frozenset(operators), frozenset(backends))
+
+
+def _u32(buf: Any, pos: int) -> int:
+    value: int = struct.unpack_from("<I", buf, pos)[0]
+    return value
+
+
+def _field(buf: Any, table: int, slot: int) -> int:
+    """Absolute position of a table field, or 0 when absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    vtable_size = struct.unpack_from("<H", buf, vtable)[0]
+    entry = 4 + 2 * slot
+    if entry >= vtable_size:
+        return 0
+    offset: int = struct.unpack_from("<H", buf, vtable + entry)[0]
+    return table + offset if offset else 0
+
+
+def _tables(buf: Any, table: int, slot: int) -> Iterator[int]:
+    """The tables of a vector-of-tables field."""
+    pos = _field(buf, table, slot)
+    if not pos:
+        return
+    vector = pos + _u32(buf, pos)
+    for i in range(_u32(buf, vector)):
+        element = vector + 4 + 4 * i
+        yield element + _u32(buf, element)
+
+
+def _string(buf: Any, table: int, slot: int) -> str:
+    pos = _field(buf, table, slot)
+    if not pos:
+        return ""
+    start = pos + _u32(buf, pos)
+    length = _u32(buf, start)
+    return bytes(buf[start + 4 : start + 4 + length]).decode("utf-8")
