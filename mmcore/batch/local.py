@@ -77,13 +77,13 @@ def _exit_with_job() -> None:
     threading.Thread(target=watch, name="mmcore-batch-watch", daemon=True).start()
 
 
-def _worker_main(options: ModelOptions, name: str, tasks: Any, results: Any, stop: Any) -> None:
+def _worker_main(options: ModelOptions, name: str, threads: int, tasks: Any, results: Any, stop: Any) -> None:
     """A pool process: load the model, then answer tasks until the `None` sentinel."""
     _exit_with_job()
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C reaches the whole group; the job decides
         signal.signal(signum, signal.SIG_IGN)
     try:
-        worker = BatchWorker(options, name)
+        worker = BatchWorker(options, name, threads=threads)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the job
         results.put(("failed", name, f"{type(exc).__name__}: {exc}"))
         return
@@ -119,8 +119,9 @@ class ProcessPoolEngine:
         cancel = ctx.Event()
         names = [f"worker-{i}" for i in range(self.workers)]
         queues = [ctx.Queue() for _ in names]
-        procs = [ctx.Process(target=_worker_main, args=(self.options, name, q, results, cancel), name=name, daemon=True)
-                 for name, q in zip(names, queues, strict=True)]  # fmt: skip
+        threads = max(1, (os.cpu_count() or 1) // self.workers)  # the cores split among the workers
+        procs = [ctx.Process(target=_worker_main, args=(self.options, name, threads, q, results, cancel), name=name,
+                             daemon=True) for name, q in zip(names, queues, strict=True)]  # fmt: skip
         for proc in procs:
             proc.start()
         inflight: list[deque[int]] = [deque() for _ in names]
