@@ -266,8 +266,7 @@ def test_server_errors_show_in_the_conversation(browser: WebDriver, vision_serve
             vision_server,
             [{"type": "image_url", "image_url": {"url": data_uri}}, {"type": "text", "text": "what is it?"}],
         )
-    same = re.compile(r" at 0x[0-9a-f]+")  # object addresses differ between the two requests
-    assert same.sub("", text_of(error)) == same.sub("", f"Error: {refused.value.body['message']}")  # type: ignore[index]
+    assert text_of(error) == f"Error: {refused.value.body['message']}"  # type: ignore[index]
 
     # the page keeps working: the refused question is not re-sent
     message_box(browser).send_keys("hello", Keys.ENTER)

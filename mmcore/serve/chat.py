@@ -37,6 +37,7 @@ from mmcore.config import GenerationConfig
 from mmcore.content import MediaPolicy, normalize_messages
 from mmcore.errors import MMCoreError
 from mmcore.runner import GenerationResult, Piece
+from mmcore.serve.constrained import forced_tools, request_format, tool_call_format
 from mmcore.serve.errors import APIError, api_error_from, from_validation_error
 from mmcore.serve.metrics import Metrics
 from mmcore.serve.protocol import (
@@ -213,10 +214,14 @@ class ChatService:
         if request.logprobs and request.top_logprobs:
             raise APIError(400, "top_logprobs is not supported (only the sampled token's logprob); omit it",
                            param="top_logprobs", code="unsupported_parameter")  # fmt: skip
-        if request.response_format and request.response_format.get("type", "text") != "text":
-            raise APIError(400, f"response_format {request.response_format.get('type')!r} is not supported; "
-                           "omit it or use 'text'", param="response_format", code="unsupported_parameter")  # fmt: skip
+        fmt = request_format(request.response_format)
         tools = self._tools(request)
+        if tools is not None and (forced := forced_tools(request.tools or [], request.tool_choice)) is not None:
+            if fmt is not None:
+                raise APIError(400, "response_format cannot be combined with a forced tool_choice (the call's "
+                               "format is the constraint); drop one", param="tool_choice")  # fmt: skip
+            fmt = tool_call_format(forced, tools, self.model.runner.tokenizer,
+                                   parallel=request.parallel_tool_calls is not False)  # fmt: skip
         template_kwargs = dict(request.chat_template_kwargs or {})
         if tools is not None:
             template_kwargs["tools"] = request.tools
@@ -227,6 +232,11 @@ class ChatService:
                            code="unsupported_parameter")  # fmt: skip
         messages = normalize_messages([_message(m) for m in request.messages], self.media)
         config = self._config(request, request.resolved_max_tokens(), bool(request.logprobs))
+        if fmt is not None:
+            try:
+                config = config.replace(response_format=fmt)
+            except MMCoreError as exc:
+                raise APIError(400, str(exc), param="response_format", code="invalid_response_format") from None
         return _Job(
             kind="chat",
             id=new_id("chatcmpl"),
@@ -277,6 +287,8 @@ class ChatService:
                            code="unsupported_parameter")  # fmt: skip
 
     def _tools(self, request: ChatCompletionRequest) -> ToolParser | None:
+        if not request.tools and request.tool_choice not in (None, "auto", "none"):
+            raise APIError(400, f"tool_choice {request.tool_choice!r} needs tools", param="tool_choice")
         if not request.tools or request.tool_choice == "none":
             return None
         for number, tool in enumerate(request.tools):
@@ -284,10 +296,7 @@ class ChatService:
             if tool.get("type") != "function" or not isinstance(function, Mapping) or not function.get("name"):
                 raise APIError(400, f"tools[{number}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
                                param=f"tools.{number}")  # fmt: skip
-        if request.tool_choice not in (None, "auto"):
-            raise APIError(400, f"tool_choice {request.tool_choice!r} is not supported (calls cannot be forced "
-                           "without constrained decoding); use 'auto' or 'none'", param="tool_choice",
-                           code="unsupported_parameter")  # fmt: skip
+        forced_tools(request.tools, request.tool_choice)  # a bad tool_choice is a 400 here
         return self.tool_parser
 
     def _config(
@@ -297,7 +306,7 @@ class ChatService:
         base = self.model.runner.generation_config
         changes: dict[str, Any] = {"echo": False, "logprobs": logprobs}
         for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
-                     "repetition_penalty"):  # fmt: skip
+                     "repetition_penalty", "ignore_eos"):  # fmt: skip
             value = getattr(request, name)
             if value is not None:
                 changes[name] = value

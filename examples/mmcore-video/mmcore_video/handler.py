@@ -17,7 +17,7 @@ from mmcore.program import Program
 from mmcore.registry import PrefillContext, SettingsKey
 from mmcore_video.frames import read_frames
 from mmcore_video.inputs import VideoInput, describe_video
-from mmcore_video.settings import SETTING_KEYS, VideoSettings, check_frames
+from mmcore_video.settings import VideoSettings
 
 __all__ = ["VideoHandler"]
 
@@ -34,19 +34,12 @@ class VideoHandler:
 
     name = "video"
     input_types: tuple[type, ...] = (VideoInput,)
-    #: Keys accepted in the `video` settings table: `frames` and mmcore-image's keys.
-    settings_keys = SETTING_KEYS
 
     def __init__(self) -> None:
         # Settings are parsed once per (program, settings), never per input.
         self._cache: weakref.WeakKeyDictionary[Program, dict[SettingsKey, tuple[VideoSettings, ImagePreprocessor]]] = (
             weakref.WeakKeyDictionary()
         )
-
-    def check_settings(self, settings: Mapping[str, Any]) -> None:
-        """Validate what can be checked without a program (called by config loading)."""
-        if "frames" in settings:
-            check_frames(settings["frames"])
 
     def settings_for(self, ctx: PrefillContext) -> VideoSettings:
         """The video settings of `ctx`: its `video` table plus the vision encoder's input spec."""
