@@ -63,6 +63,17 @@ def assign_workers(keys: Sequence[str | None], n_workers: int) -> list[deque[int
     return [deque(sorted(plan)) for plan in plans]
 
 
+def _preload() -> list[str]:
+    """What the forkserver imports before forking workers, so its pages are shared copy-on-write
+    rather than imported again by each worker: mmcore's batch worker and the installed plugins
+    (a plugin that fails to import is skipped there and reported by the worker's plugin manager)."""
+    from importlib.metadata import entry_points
+
+    from mmcore.plugins import ENTRY_POINT_GROUP
+
+    return ["mmcore.batch.worker", *dict.fromkeys(ep.module for ep in entry_points(group=ENTRY_POINT_GROUP))]
+
+
 def _exit_with_job() -> None:
     """End this process as soon as the job's process is gone, even killed by SIGKILL (its end of
     the sentinel pipe closes), whatever this process is doing."""
@@ -114,7 +125,7 @@ class ProcessPoolEngine:
         keys = [prefix_key(index.read(cid).body) for cid in todo]
         shares = assign_workers(keys, self.workers)
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["mmcore.batch.worker"])  # workers fork from a process that imported mmcore
+        ctx.set_forkserver_preload(_preload())  # workers fork from a process that imported mmcore and the plugins
         results = ctx.Queue()
         cancel = ctx.Event()
         names = [f"worker-{i}" for i in range(self.workers)]
