@@ -170,7 +170,7 @@ def test_installed_example_is_found_through_its_entry_point(
     assert (info.distribution, info.version) == ("mmcore-video", "0.1.0")
     assert Path(str(metadata.distribution("mmcore-video").locate_file("mmcore_video"))).is_relative_to(video_target)
     assert info.modalities == ["video"] and info.input_types == ["VideoInput"]
-    assert info.hooks == ["mmcore_register_modalities"]
+    assert info.hooks == ["mmcore_register_modalities", "mmcore_register_settings"]
     assert not [f for f in pm.failures if f.name == "video"]
 
 
