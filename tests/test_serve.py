@@ -577,3 +577,21 @@ def test_generation_config_json_gives_the_defaults(program: Path, tokenizer: Pat
         assert reply.choices[0].message.content == mmcore_run(program, tokenizer, ["--text", "the cat sees"], 5)
         longer = api.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=7)
         assert longer.usage.completion_tokens == 7  # the request's wins
+
+
+def test_speculative_flags_give_the_plain_answers_with_drafts_accepted(tokenizer: Path) -> None:
+    """`--speculative draft --draft-model` (the program itself, so every draft is right) and
+    `--speculative ngram`: the same text as `mmcore run` without speculation; /metrics counts drafts."""
+    spec = ProgramSpec(DecoderSpec.tiny(tokenizer_vocab_size(tokenizer)), logits="all")
+    program = build_program(spec)
+    messages = [{"role": "user", "content": "the cat sees the dog and the cat sees"}]
+    expected = mmcore_run(program, tokenizer, ["--text", messages[0]["content"]], 16)
+    for flags in (["--speculative", "draft", "--draft-model", str(program)], ["--speculative", "ngram"]):
+        with LiveServer([str(program), "--tokenizer", str(tokenizer), *flags]) as live:
+            api = client(live)
+            model = api.models.list().data[0].id
+            reply = api.chat.completions.create(model=model, messages=messages, max_tokens=16, temperature=0)
+            assert reply.choices[0].message.content == expected, flags
+            if "draft" in flags:
+                proposed = metric(live, "mmcore_draft_tokens_proposed_total")
+                assert proposed > 0 and metric(live, "mmcore_draft_tokens_accepted_total") == proposed

@@ -349,7 +349,7 @@ class ChatService:
         if first and len(result.tokens) > 1:
             per_token = (time.perf_counter() - first[0]) / (len(result.tokens) - 1)
         self.metrics.finished(prompt=prompt, cached=reused, generated=len(result.tokens), ttft_s=ttft,
-                              per_token_s=per_token)  # fmt: skip
+                              per_token_s=per_token, speculative=result.stats.extra.get("speculative"))  # fmt: skip
         return outcome
 
     def _run_blocking(self, job: _Job) -> _Outcome:

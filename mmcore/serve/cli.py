@@ -48,6 +48,10 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true",
                        help="serve the built-in demo model (exported on first use, as `mmcore demo` does)")  # fmt: skip
     serve.add_argument("--tool-parser", choices=["hermes", "mistral"], help="tool-call format (default: the family's)")
+    serve.add_argument("--speculative", choices=["ngram", "draft", "off"],
+                       help="speculative decoding for every request: prompt lookup, a draft model, or off")  # fmt: skip
+    serve.add_argument("--draft-model", help="the draft .pte for --speculative draft (same tokenizer)")
+    serve.add_argument("--num-draft-tokens", type=int, help="most draft tokens verified per decoder call")
     return serve
 
 
@@ -67,8 +71,19 @@ def run_serve(args: argparse.Namespace, pm: PluginManager, parser: argparse.Argu
         settings = settings.replace(model_id=settings.model_id or "mmcore-demo")
     else:
         model = open_model(_runner_config(args, pm, parser), plugin_manager=pm)
+    _apply_speculative(model, args)
     serve_forever(model, settings)
     return 0
+
+
+def _apply_speculative(model: ChatModel, args: argparse.Namespace) -> None:
+    """The speculative flags on top of the config's `[generation.speculative]` (the requests' base)."""
+    from mmcore.speculative.settings import speculative_overrides
+
+    base = model.runner.generation_config
+    speculative = speculative_overrides(base.speculative, args.speculative, args.draft_model, args.num_draft_tokens)
+    if speculative is not base.speculative:
+        model.runner.generation_config = base.replace(speculative=speculative)
 
 
 def _demo_model(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> ChatModel:
