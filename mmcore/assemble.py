@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tomllib
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,3 +368,23 @@ def parse_assignments(assignments: list[str], error: Callable[[str], Any]) -> di
             parsed = value  # a bare word is a string
         settings.setdefault(modality, {})[key] = parsed
     return settings
+
+
+class _AssembleModule(types.ModuleType):
+    """This module, callable as its `assemble()`.
+
+    `mmcore.assemble` names both this module and the public function: importing the module sets the
+    package attribute to the module (the package imports its public names lazily), so calling
+    `mmcore.assemble(...)` must work on either."""
+
+    def __call__(
+        self,
+        source: str | os.PathLike[str] | Mapping[str, Any] | RunnerConfig,
+        *,
+        plugin_manager: PluginManager | None = None,
+        program: Program | None = None,
+    ) -> Any:
+        return assemble(source, plugin_manager=plugin_manager, program=program)
+
+
+sys.modules[__name__].__class__ = _AssembleModule

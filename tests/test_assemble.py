@@ -129,3 +129,16 @@ def test_cli_config_set_and_flag_precedence(tmp_path, capsys, make_spec, program
 def test_cli_config_schema_command(capsys):
     assert main(["config", "schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "mmcore runner config"
+
+
+def test_mmcore_assemble_stays_callable_once_its_module_is_imported() -> None:
+    """`mmcore.assemble` is the function and the module of that name; importing the module (as any
+    `from mmcore.assemble import ...` does) must not leave the package attribute uncallable."""
+    import importlib
+
+    import mmcore
+
+    module = importlib.import_module("mmcore.assemble")
+    assert callable(mmcore.assemble) and callable(module)
+    with pytest.raises(ConfigError):
+        mmcore.assemble({"program": 3})
