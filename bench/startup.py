@@ -64,7 +64,8 @@ print(len(pieces))
 def measure(command: Sequence[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one whole process."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # from "/", so that `python -m mmcore` imports the installed mmcore, not a checkout in the cwd
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     stderr = process.stderr.read().decode() if process.stderr else ""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmcore.errors import InvalidProgramError, MissingKernelError
+from mmcore.errors import InvalidProgramError, MissingKernelError, RuntimeUnavailableError
 
 __all__ = [
     "BACKEND_LIBRARIES",
@@ -168,6 +168,13 @@ def _registered_operators() -> set[str]:
     module = native.extension()
     if module is not None:
         return set(module.registered_operators())
+    if not torch_installed():
+        why = native.status().reason or "it is switched off (MMCORE_NATIVE=0)"
+        raise RuntimeUnavailableError(
+            f"mmcore cannot run programs here: its native extension is not usable ({why}) and the "
+            "fallback, ExecuTorch's Python bindings, needs torch: fix the extension (reinstall mmcore in "
+            "this environment with a C++ compiler) or pip install 'mmcore[torch]'"
+        )
     import torch  # noqa: F401 - the bindings link libtorch
     from executorch.extension.pybindings import _C
 
