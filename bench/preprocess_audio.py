@@ -6,9 +6,15 @@ Cases (per item, median over `repeats` runs in one process, same input on both s
 - `wav_44k1_stereo_30s`: a 30 s 44.1 kHz stereo WAV file -> the same features, full path (decode,
   mix down, soxr resample, features). The transformers side decodes with soundfile, averages the
   channels and resamples with soxr too, then extracts.
+- `stft_numpy_vs_torch_30s`: mmcore-audio's numpy log-mel of one padded 30 s window against the
+  torch implementation it replaced (`torch.fft.rfft` + `torch.matmul`, kept here as the baseline),
+  the same input on both sides: does dropping torch cost speed?
 
-Run: `python bench/preprocess_audio.py [repeats] [threads]` (threads: torch intra-op threads for both
-sides; default: torch's own setting).
+Calls are interleaved and medians reported. mmcore-audio computes with numpy (no torch); transformers'
+extractor uses torch when it is installed.
+
+Run: `python bench/preprocess_audio.py [repeats] [threads]` (threads: torch intra-op threads, which only
+the transformers side uses; default: torch's own setting).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 import soundfile
 import soxr
 import torch
-from mmcore_audio import AudioInput, AudioProcessor, AudioSettings
+from mmcore_audio import AudioInput, AudioProcessor, AudioSettings, LogMelSpectrogram, MelConfig, mel_filter_bank
 
 __all__ = ["run"]
 
@@ -46,20 +52,21 @@ def _signal(seconds: float, rate: int, channels: int) -> np.ndarray:
     return samples[:, 0].copy() if channels == 1 else samples
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    result = fn()  # warm-up (filters, FFT plans)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times), result
+def _timed_ms(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return (time.perf_counter() - start) * 1000.0, result
 
 
 def _case(name: str, ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> dict[str, Any]:
-    ours_ms, ours_out = _median_ms(ours, repeats)
-    theirs_ms, theirs_out = _median_ms(theirs, repeats)
-    ours_np = ours_out.numpy() if hasattr(ours_out, "numpy") else np.asarray(ours_out)
+    ours_out, theirs_out = ours(), theirs()  # warm-up (filters, FFT plans)
+    mine: list[float] = []
+    other: list[float] = []
+    for _ in range(repeats):  # interleaved, so load changes hit both sides
+        mine.append(_timed_ms(ours)[0])
+        other.append(_timed_ms(theirs)[0])
+    ours_ms, theirs_ms = statistics.median(mine), statistics.median(other)
+    ours_np = np.asarray(ours_out)
     return {
         "case": name,
         "mmcore_audio_ms": round(ours_ms, 3),
@@ -107,7 +114,30 @@ def run(repeats: int, threads: int | None = None) -> list[dict[str, Any]]:
             return reference(soxr.resample(mixed, rate, _RATE, quality="HQ"))
 
         rows.append(_case("wav_44k1_stereo_30s", lambda: processor(AudioInput(path)), theirs_from_file, repeats))
+
+    mel = LogMelSpectrogram(MelConfig(n_mels=128))
+    padded = mel.padded_windows(mono, 1, _RATE * _SECONDS)  # [1, L + n_fft]
+    # "transformers" column of this row: the former torch implementation
+    rows.append(
+        _case("stft_numpy_vs_torch_30s", lambda: mel.from_padded(padded), lambda: _torch_log_mel(padded), repeats)
+    )
     return rows
+
+
+def _torch_log_mel(padded: np.ndarray, n_mels: int = 128) -> np.ndarray:
+    """The torch log-mel mmcore-audio used before its numpy one: `[B, L + n_fft]` -> `[B, n_mels, T]`."""
+    config = MelConfig(n_mels=n_mels)
+    window = torch.hann_window(config.n_fft, periodic=True, dtype=torch.float32)
+    filters_t = torch.from_numpy(np.ascontiguousarray(mel_filter_bank(config).astype(np.float32).T))  # [M, F]
+    with torch.no_grad():
+        x = torch.from_numpy(padded)
+        n_frames = (x.shape[-1] - config.n_fft) // config.hop_length
+        frames = x.unfold(-1, config.n_fft, config.hop_length)[:, :n_frames]  # [B, T, n_fft]
+        spectrum = torch.fft.rfft(frames * window, dim=-1)
+        power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
+        log_mel = torch.matmul(filters_t, power.mT).clamp_(min=1e-10).log10_()  # [B, M, T]
+        log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return log_mel.add_(4.0).div_(4.0).numpy()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 Inputs are a photo-like 1280x960 image (gradients, shapes, noise), either decoded (a PIL image) or
 as JPEG bytes (quality 90). Targets: LLaVA-1.5 (`CLIPImageProcessor`, shortest edge 336, bicubic,
 centre crop 336, CLIP mean/std) and Gemma3 (`Gemma3ImageProcessor`, 896x896, bilinear, mean = std
-= 0.5). Both sides produce a float32 `[1, 3, H, W]` tensor; from bytes, transformers' time includes
+= 0.5). Both sides produce a float32 `[1, 3, H, W]` numpy array; from bytes, transformers' time includes
 `Image.open(...).convert("RGB")`. Calls are interleaved and medians reported, with the max abs
 difference of the two tensors. "draft" rows decode the JPEG at reduced scale (`jpeg_draft=True`):
 faster, not exact.
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import torch
+import numpy as np
 from mmcore_image import ImagePreprocessor, PreprocessSettings
 from PIL import Image
 
@@ -55,14 +55,14 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> list[float]:
     return times
 
 
-def _processors() -> dict[str, Callable[[Image.Image], torch.Tensor]]:
+def _processors() -> dict[str, Callable[[Image.Image], np.ndarray[Any, Any]]]:
     from transformers import CLIPImageProcessor, Gemma3ImageProcessor
 
     clip = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     gemma = Gemma3ImageProcessor(size={"height": 896, "width": 896})
     return {
-        "LLaVA-1.5 336 (CLIPImageProcessor)": lambda im: clip(im, return_tensors="pt")["pixel_values"],
-        "Gemma3 896 (Gemma3ImageProcessor)": lambda im: gemma(im, return_tensors="pt")["pixel_values"],
+        "LLaVA-1.5 336 (CLIPImageProcessor)": lambda im: clip(im, return_tensors="np")["pixel_values"],
+        "Gemma3 896 (Gemma3ImageProcessor)": lambda im: gemma(im, return_tensors="np")["pixel_values"],
     }
 
 
@@ -90,8 +90,8 @@ def run(repeats: int) -> list[dict[str, Any]]:
             ),
         ]
         for form, source, ours, reference_image in variants:
-            delta = (ours(source) - theirs(reference_image())).abs()
-            diff, mean_diff = delta.max().item(), delta.mean().item()
+            delta = np.abs(ours(source) - theirs(reference_image()))
+            diff, mean_diff = float(delta.max()), float(delta.mean())
             mine: list[float] = []
             other: list[float] = []
             for _ in range(repeats):  # interleaved, so load changes hit both sides

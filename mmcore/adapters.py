@@ -407,9 +407,14 @@ class AdapterRegistry:
 class AdapterRegistrar:
     """The adapter registry as one plugin sees it in `mmcore_register_adapters`."""
 
-    def __init__(self, registry: AdapterRegistry, plugin: str) -> None:
+    def __init__(self, registry: AdapterRegistry, plugin: str | Callable[[], str]) -> None:
         self._registry = registry
-        self.plugin = plugin
+        self._plugin = plugin
+
+    @property
+    def plugin(self) -> str:
+        """The plugin whose hook implementation is registering."""
+        return self._plugin() if callable(self._plugin) else self._plugin
 
     def add(self, adapter: ModelAdapter) -> None:
         """Register a model adapter."""

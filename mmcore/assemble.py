@@ -14,12 +14,15 @@ adapter = "gemma3"             # optional model adapter ("auto": detect); or a t
 allow = ["text", "image"]      # optional allow-list of plugin names
 block = []
 
-[image]                        # settings of the "image" modality (any installed modality name)
+[image]                        # a plugin's settings table (validated by the model it registers)
 resample = "bicubic"
 
 [generation]                   # GenerationConfig fields
 max_new_tokens = 128
 temperature = 0.0
+
+[serve]                        # mmcore serve's settings (ServeSettings)
+port = 8000
 ```
 """
 
@@ -31,13 +34,16 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmcore import constants as C
 from mmcore.config import GenerationConfig
 from mmcore.errors import ConfigError
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program
+
+if TYPE_CHECKING:
+    from mmcore.settings.tables import ServeSettings
 
 __all__ = [
     "RunnerConfig",
@@ -50,7 +56,6 @@ __all__ = [
 ]
 
 TOP_LEVEL_KEYS = ("program", "tokenizer", "data_path", "adapter", "plugins", "generation", "serve")
-_PLUGIN_KEYS = ("allow", "block")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class RunnerConfig:
         generation: default generation settings.
         adapter: the model adapter's name ("auto" detects it), or None for none (plain runner).
         adapter_options: options of the adapter (its ``[adapter]`` table without ``name``).
+        serve: the ``[serve]`` settings (`mmcore.serve.ServeSettings`); None when not loaded from a config.
+        plugin_settings: the validated model of each table a plugin registered a settings model for.
     """
 
     program: Path
@@ -77,6 +84,8 @@ class RunnerConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     adapter: str | None = None
     adapter_options: dict[str, Any] = field(default_factory=dict)
+    serve: ServeSettings | None = None
+    plugin_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def load_config(
@@ -87,52 +96,65 @@ def load_config(
 ) -> RunnerConfig:
     """Read and validate a config: a TOML file path or an already-parsed mapping.
 
+    Every table is validated by its settings model (`mmcore.settings`; plugins register theirs with
+    `mmcore_register_settings`), so a bad value fails here, not at the first prefill.
     `[generation]` keys are applied on top of `generation_base` (default: `GenerationConfig()`).
     Errors name the TOML path of the bad key (``generation.temperature``) and the accepted values.
     """
+    from mmcore.settings import read_toml, validate_table
+    from mmcore.settings.tables import GenerationTable, PluginsTable, ServeSettings
+
     if isinstance(source, Mapping):
         data, base = dict(source), Path.cwd()
     else:
         path = Path(source)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        base = path.parent
+        data, base = read_toml(path), path.parent
     pm = plugin_manager or get_plugin_manager()
-    modality_names = sorted(h.name for h in pm.modality_registry().handlers)
-    unknown = [k for k in data if k not in TOP_LEVEL_KEYS and k not in modality_names]
+    models = pm.settings_models()
+    tables = _plugin_tables(pm)
+    unknown = [k for k in data if k not in TOP_LEVEL_KEYS and k not in tables]
     if unknown:
         raise ConfigError(
             f"unknown config key(s) {unknown}; accepted top-level keys: {list(TOP_LEVEL_KEYS)} and the "
-            f"settings tables of installed modalities: {modality_names}"
+            f"settings tables of installed plugins: {tables}"
         )
     if "program" not in data:
         raise ConfigError("config key 'program' is required: the path of the .pte file")
     program = _path(data["program"], "program", base)
     tokenizer = _path(data["tokenizer"], "tokenizer", base) if "tokenizer" in data else program.parent
     data_path = _path(data["data_path"], "data_path", base) if "data_path" in data else None
-    plugins = _table(data.get("plugins", {}), "plugins")
-    bad = [k for k in plugins if k not in _PLUGIN_KEYS]
-    if bad:
-        raise ConfigError(f"unknown key(s) plugins.{bad[0]}; accepted: {list(_PLUGIN_KEYS)}")
-    allow = _names(plugins["allow"], "plugins.allow") if "allow" in plugins else None
-    block = _names(plugins.get("block", []), "plugins.block")
-    modalities = {name: _modality_settings(pm, name, data[name]) for name in modality_names if name in data}
+    plugins = validate_table(PluginsTable, data.get("plugins", {}), "plugins")
+    generation = validate_table(GenerationTable, data.get("generation", {}), "generation")
+    serve = ServeSettings.from_table(data.get("serve", {}), base)
+    modality_names = {h.name for h in pm.modality_registry().handlers}
+    modalities: dict[str, dict[str, Any]] = {}
+    plugin_settings: dict[str, Any] = {}
+    for name in tables:
+        if name not in data:
+            continue
+        if name in modality_names:
+            modalities[name] = _modality_settings(pm, name, data[name])
+        if name in models:
+            plugin_settings[name] = validate_table(models[name], data[name], name)
     adapter, adapter_options = _adapter(pm, data["adapter"]) if "adapter" in data else (None, {})
     return RunnerConfig(
         program=program,
         tokenizer=tokenizer,
         data_path=data_path,
-        allow_plugins=allow,
-        block_plugins=block,
+        allow_plugins=tuple(plugins.allow) if plugins.allow is not None else None,
+        block_plugins=tuple(plugins.block),
         modalities=modalities,
-        generation=_generation(_table(data.get("generation", {}), "generation"), generation_base or GenerationConfig()),
+        generation=_generation(generation.changes(), generation_base or GenerationConfig()),
         adapter=adapter,
         adapter_options=adapter_options,
+        serve=serve,
+        plugin_settings=plugin_settings,
     )
+
+
+def _plugin_tables(pm: PluginManager) -> list[str]:
+    """The table names plugins own: modality names and the tables of registered settings models."""
+    return sorted({h.name for h in pm.modality_registry().handlers} | set(pm.settings_models()))
 
 
 def with_overrides(
@@ -207,15 +229,14 @@ def assemble(
 
 
 def config_schema(plugin_manager: PluginManager | None = None) -> dict[str, Any]:
-    """JSON Schema of the config file, with the settings tables of the installed modalities."""
+    """JSON Schema of the config file: the core's tables and the installed plugins' tables, each
+    the JSON Schema of the settings model `load_config` validates it with."""
+    from mmcore.settings.tables import TOP_LEVEL_SCHEMA, GenerationTable, PluginsTable, ServeSettings
+
     pm = plugin_manager or get_plugin_manager()
-    generation: dict[str, Any] = {}
-    for f in dataclasses.fields(GenerationConfig):
-        generation[f.name] = _field_schema(f)
+    defs: dict[str, Any] = {}
     properties: dict[str, Any] = {
-        "program": {"type": "string", "description": "path of the .pte program"},
-        "tokenizer": {"type": "string", "description": "tokenizer file or directory (default: the program's folder)"},
-        "data_path": {"type": "string", "description": "external weights (.ptd)"},
+        **TOP_LEVEL_SCHEMA,
         "adapter": {
             "description": "model adapter name ('auto' detects it), or a table with 'name' and the adapter's options",
             "oneOf": [
@@ -223,27 +244,23 @@ def config_schema(plugin_manager: PluginManager | None = None) -> dict[str, Any]
                 {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
             ],
         },
-        "plugins": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "allow": {"type": "array", "items": {"type": "string"}},
-                "block": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "generation": {"type": "object", "additionalProperties": False, "properties": generation},
+        "plugins": _model_schema(PluginsTable, defs),
+        "generation": _model_schema(GenerationTable, defs),
+        "serve": _model_schema(ServeSettings, defs),
     }
-    for handler in pm.modality_registry().handlers:
-        schema_fn = getattr(handler, "settings_schema", None)
-        known = getattr(handler, "settings_keys", None)
-        if callable(schema_fn):
-            properties[handler.name] = schema_fn()
-        elif known is not None:
+    models = pm.settings_models()
+    handlers = {h.name: h for h in pm.modality_registry().handlers}
+    for name in _plugin_tables(pm):
+        if name in models:
+            properties[name] = _model_schema(models[name], defs)
+            continue
+        known = getattr(handlers[name], "settings_keys", None)
+        if known is not None:
             keys: dict[str, Any] = {key: {} for key in sorted(known)}
-            properties[handler.name] = {"type": "object", "additionalProperties": False, "properties": keys}
+            properties[name] = {"type": "object", "additionalProperties": False, "properties": keys}
         else:
-            properties[handler.name] = {"type": "object"}
-    return {
+            properties[name] = {"type": "object"}
+    schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "mmcore runner config",
         "type": "object",
@@ -251,16 +268,36 @@ def config_schema(plugin_manager: PluginManager | None = None) -> dict[str, Any]
         "additionalProperties": False,
         "properties": properties,
     }
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def _model_schema(model: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic model's JSON Schema, its `$defs` moved into the config schema's `defs`."""
+    schema: dict[str, Any] = model.model_json_schema(ref_template="#/$defs/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        if defs.setdefault(name, definition) != definition:
+            raise ConfigError(f"two settings models define a different '{name}'; rename one of them")
+    return schema
 
 
 def _modality_settings(pm: PluginManager, name: str, value: Any) -> dict[str, Any]:
+    """A modality's settings table, validated: by the settings model a plugin registered for it, else
+    by the handler's `settings_keys` / `check_settings`. Returned as given (the handler reads it)."""
+    from mmcore.settings import validate_table
+
     settings = _table(value, name)
+    model = pm.settings_models().get(name)
+    if model is not None:
+        validate_table(model, settings, name)
+        return settings
     handler = pm.modality_registry().get(name)
     known = getattr(handler, "settings_keys", None)
     if known is not None:
         unknown = sorted(set(settings) - set(known))
         if unknown:
-            raise ConfigError(f"unknown key {name}.{unknown[0]}; the '{name}' plugin accepts: {sorted(known)}")
+            raise ConfigError(f"unknown key {name}.{unknown[0]}; accepted: {sorted(known)}")
     check = getattr(handler, "check_settings", None)
     if callable(check):
         try:
@@ -293,15 +330,10 @@ def _adapter(pm: PluginManager, value: Any) -> tuple[str, dict[str, Any]]:
     return name, pm.adapter_registry().check_options(name, options)
 
 
-def _generation(table: dict[str, Any], base: GenerationConfig) -> GenerationConfig:
-    names = [f.name for f in dataclasses.fields(GenerationConfig)]
-    unknown = [k for k in table if k not in names]
-    if unknown:
-        raise ConfigError(f"unknown key generation.{unknown[0]}; accepted: {names}")
-    if isinstance(table.get("stop"), list):
-        table = {**table, "stop": tuple(table["stop"])}
+def _generation(changes: dict[str, Any], base: GenerationConfig) -> GenerationConfig:
+    """`base` with a validated `[generation]` table's keys applied (cross-field checks are GenerationConfig's)."""
     try:
-        return base.replace(**table)
+        return base.replace(**changes)
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("GenerationConfig.", "generation.")) from None
 
@@ -317,26 +349,6 @@ def _path(value: Any, where: str, base: Path) -> Path:
         raise ConfigError(f"config key '{where}' must be a non-empty path string, got {value!r}")
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
-
-
-def _names(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"config key '{where}' must be a list of plugin names, got {value!r}")
-    return tuple(value)
-
-
-def _field_schema(f: dataclasses.Field[Any]) -> dict[str, Any]:
-    types: dict[str, dict[str, Any]] = {
-        "bool": {"type": "boolean"},
-        "int": {"type": "integer"},
-        "float": {"type": "number"},
-        "int | None": {"type": ["integer", "null"]},
-        "tuple[str, ...]": {"type": "array", "items": {"type": "string"}},
-    }
-    schema: dict[str, Any] = {**types.get(str(f.type), {})}
-    if f.default is not dataclasses.MISSING:
-        schema["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
-    return schema
 
 
 def parse_assignments(assignments: list[str], error: Callable[[str], Any]) -> dict[str, dict[str, Any]]:

@@ -6,18 +6,26 @@ entry-point group. Environment switches:
 - ``MMCORE_PLUGINS``: comma-separated allow-list of plugin names (entry-point or distribution
   names); when set, only these entry-point plugins load (``MMCORE_PLUGINS=""`` loads none).
 - ``MMCORE_BLOCK_PLUGINS``: comma-separated names never loaded.
-- ``MMCORE_TRACE_PLUGINS=1``: log every hook call at DEBUG level.
+- ``MMCORE_TRACE_PLUGINS=1``: log every hook call (pluggy's tracing) at DEBUG level.
+
+Every hook is called through pluggy (`pm.hook.<name>(...)`), so implementation order,
+``tryfirst``/``trylast``, ``wrapper=True`` and ``historic`` hooks behave as pluggy documents. A
+plugin whose implementation raises is recorded in `PluginManager.failures` and the hook is called
+again without it (`subset_hook_caller`), so the other plugins still register.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
-from typing import TYPE_CHECKING, Any
+from types import CodeType, FrameType, TracebackType
+from typing import TYPE_CHECKING, TypeVar
 
 import pluggy
 
@@ -27,6 +35,8 @@ from mmcore.registry import ModalityRegistrar, ModalityRegistry, TokenizerRegist
 from mmcore.tokenizer import TokenizerLoader
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from mmcore.adapters import AdapterRegistry
 
 __all__ = ["PluginManager", "PluginInfo", "PluginFailure", "get_plugin_manager", "ENTRY_POINT_GROUP"]
@@ -37,6 +47,9 @@ ENTRY_POINT_GROUP = "mmcore"
 _ALLOW_ENV = "MMCORE_PLUGINS"
 _BLOCK_ENV = "MMCORE_BLOCK_PLUGINS"
 _TRACE_ENV = "MMCORE_TRACE_PLUGINS"
+_UNKNOWN = "<unknown plugin>"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class _Origin:
 
 
 class PluginManager:
-    """Finds plugins, runs their register hooks once, and hands out the resulting registries."""
+    """Finds plugins, calls their register hooks once through pluggy, hands out the resulting registries."""
 
     def __init__(
         self,
@@ -83,6 +96,8 @@ class PluginManager:
         self._pm.add_hookspecs(hookspecs)
         self._allow = _names(allow) if allow is not None else _env_names(_ALLOW_ENV)
         self._block = _names(block) if block is not None else (_env_names(_BLOCK_ENV) or set())
+        for name in self._block:
+            self._pm.set_blocked(name)
         self._origins: dict[str, _Origin] = {}
         self.failures: list[PluginFailure] = []
         self._lock = threading.RLock()
@@ -90,72 +105,121 @@ class PluginManager:
         self._loaders: list[TokenizerLoader] | None = None
         self._loader_plugins: dict[int, str] = {}
         self._adapters: AdapterRegistry | None = None
+        self._settings: dict[str, type[BaseModel]] | None = None
+        self._settings_plugins: dict[str, str] = {}
         if os.environ.get(_TRACE_ENV):
-            self._pm.trace.root.setwriter(logger.debug)
+            self._pm.trace.root.setwriter(lambda message: logger.debug("%s", message.rstrip("\n")))
             self._pm.enable_tracing()
+        # Historic: every plugin registered from now on gets the call on registration.
+        self._pm.hook.mmcore_addhooks.call_historic(kwargs={"pluginmanager": self})
         if entry_points:
             self._load_entry_points()
 
-    def register(self, plugin: object, name: str | None = None) -> str:
-        """Register a plugin module or object (tests, built-ins, embedding applications)."""
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        """pluggy's hook relay: `pm.hook.<name>(**kwargs)` calls every plugin's implementation."""
+        return self._pm.hook
+
+    @property
+    def pluggy_manager(self) -> pluggy.PluginManager:
+        """The underlying `pluggy.PluginManager` (for what this façade does not wrap)."""
+        return self._pm
+
+    def add_hookspecs(self, module_or_class: types.ModuleType | type) -> None:
+        """Add hook specifications (a module or class of `mmcore.hookspec` functions), e.g. from
+        a plugin's `mmcore_addhooks`."""
+        self._pm.add_hookspecs(module_or_class)
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register a plugin module or object (tests, built-ins, embedding applications).
+
+        Returns the plugin's name, or None when the name is blocked (`block`, ``MMCORE_BLOCK_PLUGINS``).
+        """
         with self._lock:
             plugin_name = name or _default_name(plugin)
             try:
                 registered = self._pm.register(plugin, name=plugin_name)
                 self._pm.check_pending()
-            except (ValueError, pluggy.PluginValidationError) as exc:
+            except Exception as exc:
                 if self._pm.is_registered(plugin):
                     self._pm.unregister(plugin)
                 raise PluginError(f"plugin '{plugin_name}' cannot be registered: {exc}") from exc
+            if registered is None:
+                logger.debug("plugin '%s' is blocked", plugin_name)
+                return None
             self._origins.setdefault(plugin_name, _Origin(None, None, None))
-            self._modalities = None
-            self._loaders = None
-            self._adapters = None
-            return registered or plugin_name
+            self._invalidate()
+            return registered
+
+    def block(self, name: str) -> None:
+        """Block a plugin name: unregister it if registered, and never register it again."""
+        with self._lock:
+            self._block.add(name)
+            self._pm.set_blocked(name)
+            self._invalidate()
+
+    def is_blocked(self, name: str) -> bool:
+        return self._pm.is_blocked(name)
 
     def plugin_names(self) -> list[str]:
-        return [name for name, _ in self._pm.list_name_plugin()]
+        return [name for name, plugin in self._pm.list_name_plugin() if plugin is not None]
 
     def modality_registry(self) -> ModalityRegistry:
         """Input type -> handler, built once from every plugin's `mmcore_register_modalities`."""
+
+        def build(call: pluggy.HookCaller, plugin: Callable[[], str]) -> ModalityRegistry:
+            registry = ModalityRegistry()
+            call(registry=ModalityRegistrar(registry, plugin))
+            return registry
+
         with self._lock:
             if self._modalities is None:
-                registry = ModalityRegistry()
-                self._call_register_hook(
-                    "mmcore_register_modalities",
-                    lambda plugin: {"registry": ModalityRegistrar(registry, plugin)},
-                )
-                self._modalities = registry
+                self._modalities = self._call_register_hook("mmcore_register_modalities", build)
             return self._modalities
 
     def tokenizer_loaders(self) -> list[TokenizerLoader]:
         """Tokenizer loaders in the order they are tried."""
+
+        def build(call: pluggy.HookCaller, plugin: Callable[[], str]) -> list[TokenizerLoader]:
+            primary: list[TokenizerLoader] = []
+            fallbacks: list[TokenizerLoader] = []
+            self._loader_plugins = {}
+            call(registry=TokenizerRegistrar(primary, fallbacks, plugin, self._loader_plugins))
+            return primary + fallbacks
+
         with self._lock:
             if self._loaders is None:
-                primary: list[TokenizerLoader] = []
-                fallbacks: list[TokenizerLoader] = []
-
-                self._call_register_hook(
-                    "mmcore_register_tokenizers",
-                    lambda plugin: {"registry": TokenizerRegistrar(primary, fallbacks, plugin)},
-                    loaders=(primary, fallbacks),
-                )
-                self._loaders = primary + fallbacks
+                self._loaders = self._call_register_hook("mmcore_register_tokenizers", build)
             return list(self._loaders)
 
     def adapter_registry(self) -> AdapterRegistry:
         """Adapter name -> model adapter, built once from every plugin's `mmcore_register_adapters`."""
         from mmcore.adapters import AdapterRegistrar, AdapterRegistry
 
+        def build(call: pluggy.HookCaller, plugin: Callable[[], str]) -> AdapterRegistry:
+            registry = AdapterRegistry()
+            call(registry=AdapterRegistrar(registry, plugin))
+            return registry
+
         with self._lock:
             if self._adapters is None:
-                registry = AdapterRegistry()
-                self._call_register_hook(
-                    "mmcore_register_adapters",
-                    lambda plugin: {"registry": AdapterRegistrar(registry, plugin)},
-                )
-                self._adapters = registry
+                self._adapters = self._call_register_hook("mmcore_register_adapters", build)
             return self._adapters
+
+    def settings_models(self) -> dict[str, type[BaseModel]]:
+        """Config table name -> the pydantic model plugins registered for it (`mmcore_register_settings`)."""
+        from mmcore.settings import SettingsRegistrar
+
+        def build(call: pluggy.HookCaller, plugin: Callable[[], str]) -> dict[str, type[BaseModel]]:
+            models: dict[str, type[BaseModel]] = {}
+            self._settings_plugins = {}
+            call(registry=SettingsRegistrar(models, self._settings_plugins, plugin))
+            return models
+
+        with self._lock:
+            if self._settings is None:
+                self._settings = self._call_register_hook("mmcore_register_settings", build)
+            return dict(self._settings)
 
     def plugin_infos(self) -> list[PluginInfo]:
         """One entry per registered plugin: name, version, hooks, modalities, input types."""
@@ -164,6 +228,8 @@ class PluginManager:
         adapters = self.adapter_registry()
         infos: list[PluginInfo] = []
         for name, plugin in self._pm.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
             origin = self._origins.get(name, _Origin(None, None, None))
             info = PluginInfo(name=name, version=origin.version, distribution=origin.distribution)
             info.hooks = sorted(h.name for h in self._pm.get_hookcallers(plugin) or [])
@@ -178,30 +244,31 @@ class PluginManager:
             infos.append(info)
         return infos
 
-    def _call_register_hook(
-        self,
-        hook_name: str,
-        make_kwargs: Callable[[str], dict[str, Any]],
-        loaders: tuple[list[TokenizerLoader], list[TokenizerLoader]] | None = None,
-    ) -> None:
-        """Call each plugin's implementation on its own, so one failing plugin spares the others."""
-        hook = getattr(self._pm.hook, hook_name)
-        # get_hookimpls() lists implementations in registration order (trylast ones first).
-        for impl in hook.get_hookimpls():
-            kwargs = make_kwargs(impl.plugin_name)
-            seen = {id(x) for group in loaders for x in group} if loaders else set()
+    def _invalidate(self) -> None:
+        self._modalities = None
+        self._loaders = None
+        self._adapters = None
+        self._settings = None
+
+    def _call_register_hook(self, hook_name: str, build: Callable[[pluggy.HookCaller, Callable[[], str]], T]) -> T:
+        """`build(caller, current_plugin)` with the hook's pluggy caller; when an implementation
+        raises, its plugin is recorded in `failures` and the hook is called again without it."""
+        hook: pluggy.HookCaller = getattr(self._pm.hook, hook_name)
+        owners = _Owners(hook.get_hookimpls())
+        left_out: list[str] = []
+        while True:
+            plugins = [self._pm.get_plugin(n) for n in left_out]
+            caller = self._pm.subset_hook_caller(hook_name, plugins) if left_out else hook
             try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception as exc:  # noqa: BLE001 - isolate plugin faults
+                return build(caller, owners.current)
+            except Exception as exc:
+                culprit = owners.culprit(exc.__traceback__)
+                if culprit is None or culprit in left_out:
+                    raise PluginError(f"{hook_name} failed outside any plugin's implementation: {exc}") from exc
                 message = f"{type(exc).__name__}: {exc}"
-                logger.warning("plugin '%s' failed in %s: %s", impl.plugin_name, hook_name, message)
-                self.failures.append(PluginFailure(impl.plugin_name, hook_name, message))
-                continue
-            if loaders:
-                for group in loaders:
-                    for loader in group:
-                        if id(loader) not in seen:
-                            self._loader_plugins[id(loader)] = impl.plugin_name
+                logger.warning("plugin '%s' failed in %s: %s", culprit, hook_name, message)
+                self.failures.append(PluginFailure(culprit, hook_name, message))
+                left_out.append(culprit)
 
     def _load_entry_points(self) -> None:
         for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -222,6 +289,62 @@ class PluginManager:
                 continue
             version = ep.dist.version if ep.dist is not None else None
             self._origins[ep.name] = _Origin(dist, version, ep.value)
+
+
+class _Owners:
+    """Which plugin's implementation a frame runs: for attributing registrations and failures.
+
+    pluggy calls every implementation from one `_multicall`; the registrar asks, at `add` time,
+    which implementation is on the stack. Implementations are told apart by code object, then
+    (for methods and closures sharing one code object) by the bound instance or the closure cells.
+    """
+
+    def __init__(self, impls: Sequence[pluggy.HookImpl]) -> None:
+        self._by_code: dict[CodeType, list[pluggy.HookImpl]] = {}
+        for impl in impls:
+            code = getattr(impl.function, "__code__", None)
+            if isinstance(code, CodeType):
+                self._by_code.setdefault(code, []).append(impl)
+
+    def of_frame(self, frame: FrameType) -> str | None:
+        impls = self._by_code.get(frame.f_code)
+        if not impls:
+            return None
+        if len(impls) > 1:
+            for impl in impls:
+                if _runs(frame, impl.function):
+                    return impl.plugin_name
+        return impls[0].plugin_name
+
+    def current(self) -> str:
+        """The plugin whose implementation is running (innermost on the stack)."""
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            name = self.of_frame(frame)
+            if name is not None:
+                return name
+            frame = frame.f_back
+        return _UNKNOWN
+
+    def culprit(self, tb: TracebackType | None) -> str | None:
+        """The plugin of the innermost implementation in a traceback: the one that raised."""
+        found = None
+        while tb is not None:
+            found = self.of_frame(tb.tb_frame) or found
+            tb = tb.tb_next
+        return found
+
+
+def _runs(frame: FrameType, function: object) -> bool:
+    bound = getattr(function, "__self__", None)
+    func = getattr(function, "__func__", function)
+    code = getattr(func, "__code__", None)
+    if bound is not None and isinstance(code, CodeType) and code.co_varnames:
+        return frame.f_locals.get(code.co_varnames[0]) is bound
+    cells = getattr(func, "__closure__", None) or ()
+    names = code.co_freevars if isinstance(code, CodeType) else ()
+    local = frame.f_locals
+    return bool(cells) and all(n in local and local[n] is c.cell_contents for n, c in zip(names, cells, strict=False))
 
 
 _default_manager: PluginManager | None = None

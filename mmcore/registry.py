@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -77,10 +77,18 @@ class ModalityHandler(Protocol):
     input_types: tuple[type, ...]
 
     def preprocess(self, item: Any, ctx: PrefillContext) -> Any:
-        """Decode and normalise a raw input into what `prefill` consumes (e.g. a pixel tensor)."""
+        """Decode and normalise a raw input into what `prefill` consumes (e.g. a pixel array).
+
+        Return a numpy array when the result is an encoder input: the encoder cache keys numpy
+        arrays (and torch tensors) by content, and `Program.execute` takes them as they are.
+        A torch tensor is accepted and converted where it is used; returning one imports torch.
+        """
 
     def prefill(self, prepared: Any, ctx: PrefillContext) -> PrefillOutput:
-        """Token ids, or embeddings from this modality's encoder method."""
+        """Token ids (`TokensInput`), or embeddings from this modality's encoder method
+        (`EmbeddingsInput` of a numpy array `[1, T, D]`, any float dtype, bfloat16 as
+        `ml_dtypes.bfloat16`; a torch tensor is converted to numpy when the input is made).
+        `ctx.program.method(name).execute([...])` takes numpy arrays and returns numpy arrays."""
 
 
 @dataclass(frozen=True)
@@ -159,9 +167,14 @@ class ModalityRegistry:
 class ModalityRegistrar:
     """The registry as one plugin sees it in `mmcore_register_modalities`."""
 
-    def __init__(self, registry: ModalityRegistry, plugin: str) -> None:
+    def __init__(self, registry: ModalityRegistry, plugin: str | Callable[[], str]) -> None:
         self._registry = registry
-        self.plugin = plugin
+        self._plugin = plugin
+
+    @property
+    def plugin(self) -> str:
+        """The plugin whose hook implementation is registering."""
+        return self._plugin() if callable(self._plugin) else self._plugin
 
     def add(self, handler: ModalityHandler) -> None:
         """Register a modality handler."""
@@ -171,10 +184,22 @@ class ModalityRegistrar:
 class TokenizerRegistrar:
     """The tokenizer-loader list as one plugin sees it in `mmcore_register_tokenizers`."""
 
-    def __init__(self, primary: list[TokenizerLoader], fallbacks: list[TokenizerLoader], plugin: str):
+    def __init__(
+        self,
+        primary: list[TokenizerLoader],
+        fallbacks: list[TokenizerLoader],
+        plugin: str | Callable[[], str],
+        owners: dict[int, str] | None = None,
+    ):
         self._primary = primary
         self._fallbacks = fallbacks
-        self.plugin = plugin
+        self._plugin = plugin
+        self._owners = owners
+
+    @property
+    def plugin(self) -> str:
+        """The plugin whose hook implementation is registering."""
+        return self._plugin() if callable(self._plugin) else self._plugin
 
     def add(self, loader: TokenizerLoader, *, fallback: bool = False) -> None:
         """Register a tokenizer loader; fallbacks are tried after every other loader."""
@@ -182,6 +207,8 @@ class TokenizerRegistrar:
             if not hasattr(loader, attr):
                 raise PluginError(f"plugin '{self.plugin}' registered a tokenizer loader without '{attr}'")
         (self._fallbacks if fallback else self._primary).append(loader)
+        if self._owners is not None:
+            self._owners[id(loader)] = self.plugin
 
 
 def _check_handler(handler: Any, plugin: str) -> None:

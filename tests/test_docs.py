@@ -3,16 +3,64 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
+
+import pytest
 
 from mmcore import hookspecs
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def test_every_hook_is_documented():
+def _hookspecs() -> dict[str, list[str]]:
+    """Every hook in hookspecs.py -> its argument names."""
+    return {
+        name: list(inspect.signature(fn).parameters)
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        if name.startswith("mmcore_") and hasattr(fn, "mmcore_spec")
+    }
+
+
+def _documented_hooks() -> dict[str, list[str]]:
+    """Every `## mmcore_*` section of docs/plugin-hooks.md -> the names on its **Arguments:** line."""
     text = (DOCS / "plugin-hooks.md").read_text()
-    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("mmcore_")]
-    assert hooks
-    missing = [h for h in hooks if f"## {h}" not in text]
-    assert not missing, f"hooks without a section in docs/plugin-hooks.md: {missing}"
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    documented: dict[str, list[str]] = {}
+    for section in sections:
+        title = section.splitlines()[0].strip()
+        if not title.startswith("mmcore_"):
+            continue
+        line = re.search(r"\*\*Arguments:\*\* ((?:`\w+`(?:, )?)+)", section)
+        documented[title] = re.findall(r"`(\w+)`", line.group(1)) if line else []
+    return documented
+
+
+def test_plugin_hooks_page_lists_exactly_the_hooks_and_their_arguments():
+    specs = _hookspecs()
+    assert len(specs) >= 5
+    assert _documented_hooks() == specs
+
+
+def test_every_hook_spec_documents_each_argument():
+    for name, args in _hookspecs().items():
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        missing = [a for a in args if f":param {a}:" not in doc]
+        assert not missing, f"{name}'s docstring lacks :param: for {missing}"
+
+
+def _models():
+    import mmcore_audio
+    import mmcore_image
+
+    from mmcore.settings.tables import GenerationTable, PluginsTable, ServeSettings, SpeculativeTable
+
+    return [PluginsTable, GenerationTable, SpeculativeTable, ServeSettings, mmcore_image.ImageSettings,
+            mmcore_audio.AudioTable]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", _models(), ids=lambda m: m.__name__)
+def test_config_page_names_every_key_of_every_settings_model(model):
+    text = (DOCS / "config.md").read_text()
+    missing = [name for name in model.model_fields if f"`{name}`" not in text]
+    assert not missing, f"docs/config.md does not document {model.__name__} keys {missing}"

@@ -23,7 +23,6 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mmcore import ConfigError, GenerationConfig, InvalidInputError, MultimodalRunner, PrefillContext
@@ -113,9 +112,10 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def _preprocess(runner: MultimodalRunner, pm: PluginManager, item: Any, settings: Any = None) -> torch.Tensor:
+def _preprocess(runner: MultimodalRunner, pm: PluginManager, item: Any, settings: Any = None) -> np.ndarray:
     ctx = PrefillContext(program=runner.program, tokenizer=runner.tokenizer, settings=settings or {})
-    prepared: torch.Tensor = pm.modality_registry().get("video").preprocess(item, ctx)  # type: ignore[union-attr]
+    prepared: np.ndarray = pm.modality_registry().get("video").preprocess(item, ctx)  # type: ignore[union-attr]
+    assert isinstance(prepared, np.ndarray)
     return prepared
 
 
@@ -149,7 +149,7 @@ def test_video_prefills_like_its_frames_as_image_segments(
             gif.seek(index)
             expected_frames.append(preprocessor(gif.copy()))  # [1, 3, 32, 32]
     prepared = _preprocess(runner, video_pm, video_plugin.VideoInput(gif_path))
-    assert torch.equal(prepared, torch.stack(expected_frames))
+    assert np.array_equal(prepared, np.stack(expected_frames))
 
     ids = runner.tokenizer.encode(PROMPT)
     segments = [("image", frame) for frame in expected_frames] + [("tokens", ids)]
@@ -171,13 +171,13 @@ def test_directory_array_and_frame_counts(
     array = np.stack([np.asarray(frame) for frame in frames])  # [T, H, W, 3] uint8
     from_dir = _preprocess(runner, video_pm, VideoInput(frame_dir))
     assert from_dir.shape == (4, 1, 3, 32, 32)
-    assert torch.equal(from_dir, _preprocess(runner, video_pm, VideoInput(array)))  # natural file order
-    assert torch.equal(_preprocess(runner, video_pm, VideoInput(array[SAMPLED])), from_dir)
+    assert np.array_equal(from_dir, _preprocess(runner, video_pm, VideoInput(array)))  # natural file order
+    assert np.array_equal(_preprocess(runner, video_pm, VideoInput(array[SAMPLED])), from_dir)
 
     assert _preprocess(runner, video_pm, VideoInput(array), {"frames": 2}).shape[0] == 2
     assert _preprocess(runner, video_pm, VideoInput(array, frames=3), {"frames": 2}).shape[0] == 3  # input wins
     everything = _preprocess(runner, video_pm, VideoInput(array, frames=50))  # fewer frames than asked: all
-    assert torch.equal(everything[SAMPLED], from_dir) and everything.shape[0] == N_FRAMES
+    assert np.array_equal(everything[SAMPLED], from_dir) and everything.shape[0] == N_FRAMES
     assert _preprocess(runner, video_pm, VideoInput(gif_path.read_bytes())).shape[0] == 4
     assert video_plugin.sample_indices(6, 4) == SAMPLED and video_plugin.sample_indices(2, 4) == [0, 1]
 

@@ -6,9 +6,11 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmcore.arrays import to_torch
 from mmcore.testing.models import Decoder, build_modules
 from mmcore.testing.specs import ProgramSpec
 
@@ -101,8 +103,10 @@ class EagerProgram:
         """Embeddings ``[1, T, D]`` of one multimodal segment."""
         if kind == "tokens":
             return self.token_embedding(torch.tensor([list(value)], dtype=torch.int64))
+        if isinstance(value, np.ndarray):  # what the plugins' preprocessing returns
+            value = to_torch(value)
         if not isinstance(value, Tensor):
-            raise TypeError(f"a {kind} segment needs a tensor, got {type(value).__name__}")
+            raise TypeError(f"a {kind} segment needs an array or tensor, got {type(value).__name__}")
         return self.vision_encoder(value) if kind == "image" else self.audio_encoder(value)
 
     def prefill(self, segments: Sequence[Segment]) -> tuple[Tensor, int]:

@@ -113,7 +113,8 @@ def test_duplicate_adapter_names_are_a_plugin_failure():
     pm.register(_Plugin("twin"), name="one")
     pm.register(_Plugin("twin"), name="two")
     assert pm.adapter_registry().names() == ["twin"]
-    assert [f.name for f in pm.failures] == ["two"] and "already registered by plugin 'one'" in pm.failures[0].error
+    # pluggy calls the later-registered plugin first, so "one" is the one that collides.
+    assert [f.name for f in pm.failures] == ["one"] and "already registered by plugin 'two'" in pm.failures[0].error
     with pytest.raises(PluginError, match="without"):
         pm.adapter_registry().add(object(), plugin="bad")  # type: ignore[arg-type]
 

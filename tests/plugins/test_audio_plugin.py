@@ -230,6 +230,13 @@ def test_settings_come_from_the_encoder_shape_and_overrides() -> None:
     assert np.array_equal(features, as_float.astype(BFLOAT16))
 
 
+def test_sampling_rate_is_the_setting_and_sample_rate_is_deprecated() -> None:
+    spec = TensorSpec(torch.float32, (1, 128, 3000))
+    assert AudioSettings.for_encoder(spec, {"sampling_rate": 24000}).sample_rate == 24000
+    with pytest.warns(DeprecationWarning, match="'sample_rate' is deprecated; use 'sampling_rate'"):
+        assert AudioSettings.for_encoder(spec, {"sample_rate": 32000}).sample_rate == 32000
+
+
 @pytest.mark.parametrize(
     ("shape", "overrides", "message"),
     [
@@ -240,6 +247,10 @@ def test_settings_come_from_the_encoder_shape_and_overrides() -> None:
         ((1, 128, 3000), {"resample_quality": "best"}, "resample_quality"),
         ((1, 128, 3000), {"chunk_length": 0.0001}, "chunk_length"),
         ((1, 1, 128, 3000), {}, "neither features"),
+        ((1, 128, 3000), {"truncate": "yes"}, r"audio\.truncate: .*valid boolean"),
+        ((1, 128, 3000), {"sampling_rate": "16k"}, r"audio\.sampling_rate: .*valid integer"),
+        ((1, 128, 3000), {"hop_lenght": 160}, r"unknown key audio\.hop_lenght; accepted: .*hop_length"),
+        ((1, 128, 3000), {"sampling_rate": 8000, "sample_rate": 8000}, "sampling_rate only"),
     ],
 )
 def test_bad_settings_raise_config_error(shape: tuple[int, ...], overrides: dict[str, Any], message: str) -> None:

@@ -320,10 +320,47 @@ def test_handler_reads_size_dtype_and_rank_from_the_encoder():
     assert handler.parse_cli("cat.png").source == Path("cat.png")
 
 
+def test_preprocessor_config_keys_are_accepted_as_is():
+    handler = ImageHandler()
+    clip = {  # openai/clip-vit-large-patch14's preprocessor_config.json, scaled to the 32x32 test encoder
+        "crop_size": {"height": 28, "width": 28},
+        "do_center_crop": True,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_processor_type": "CLIPImageProcessor",
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3,
+        "rescale_factor": 0.00392156862745098,
+        "size": {"shortest_edge": 30},
+    }
+    settings = handler.settings_for(_ctx(clip))
+    assert (settings.resize_mode, settings.shortest_edge, settings.size) == ("shortest_edge_crop", 30, (28, 28))
+    assert settings.resample == "bicubic" and settings.do_normalize
+    assert settings.image_mean == (0.48145466, 0.4578275, 0.40821073)
+    siglip = {"size": {"height": 24, "width": 16}, "do_rescale": False, "resample": 2}
+    settings = handler.settings_for(_ctx(siglip))
+    assert (settings.resize_mode, settings.size, settings.do_rescale) == ("stretch", (24, 16), False)
+    idefics = {"size": {"longest_edge": 64}, "max_image_size": {"longest_edge": 32}}
+    settings = handler.settings_for(_ctx(idefics))
+    assert (settings.pre_resize_longest_edge, settings.size) == (64, (32, 32))
+    assert handler.settings_for(_ctx({"do_rescale": False})).do_rescale is False
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"sise": 3}, "unknown image setting"),
+        ({"sise": 3}, r"unknown key image\.sise; accepted: .*'size'"),
+        ({"max_pixels": "big"}, r"image\.max_pixels: .*valid integer"),
+        ({"max_pixels": 0}, r"image\.max_pixels"),
+        ({"rescale_factor": "x"}, r"image\.rescale_factor: .*valid number"),
+        ({"rescale_factor": 0}, r"image\.rescale_factor"),
+        ({"do_rescale": "false"}, r"image\.do_rescale: .*valid boolean"),
+        ({"size": {"shortest": 3}}, r"image\.size: .*shortest_edge"),
+        ({"image_std": [0.5, 0, 0.5]}, r"image\.image_std: must be non-zero"),
+        ({"do_resize": False}, r"image\.do_resize: mmcore-image always resizes"),
         ({"size": (64, 64)}, "exceeds the vision encoder"),
         ({"resize_mode": "zoom"}, "resize_mode"),
         ({"resample": "cubic"}, "resample"),

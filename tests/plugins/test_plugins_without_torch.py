@@ -1,5 +1,6 @@
 """mmcore-image and mmcore-audio preprocess without torch: a subprocess where importing torch fails
-makes image and audio encoder inputs, and they equal the ones made here and transformers' processors."""
+(and which imports mmcore-text and mmcore-adapters too) makes image and audio encoder inputs, and
+they equal the ones made here and transformers' processors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import soundfile
 import soxr
 from mmcore_audio import AudioInput, AudioProcessor, AudioSettings
-from mmcore_image import ImagePreprocessor, PreprocessSettings
+from mmcore_image import ImagePreprocessor, PreprocessSettings, split_image
 from PIL import Image
 
 from mmcore.testing import photo_like
@@ -43,9 +44,11 @@ CHILD = textwrap.dedent(
 
     sys.meta_path.insert(0, NoTorch())
 
+    import mmcore_adapters
+    import mmcore_text
     import numpy as np
     from mmcore_audio import AudioHandler, AudioInput, AudioProcessor, AudioSettings
-    from mmcore_image import ImageHandler, ImageInput, ImagePreprocessor, PreprocessSettings
+    from mmcore_image import ImageHandler, ImageInput, ImagePreprocessor, PreprocessSettings, split_image
 
     from mmcore.arrays import BFLOAT16
     from mmcore.program import MethodSpec, TensorSpec
@@ -79,6 +82,7 @@ CHILD = textwrap.dedent(
         "whisper": AudioProcessor(whisper)(audio),  # [2, 128, 3000] float32
         "audio_tiny": AudioHandler().preprocess(audio, ctx("audio_encoder", "float32", (4, 16, 40), cut)),
         "audio_raw": AudioHandler().preprocess(audio, ctx("audio_encoder", "float32", (1, 1600), cut)),
+        "tiles": np.stack(split_image(image_path, longest_edge=128, tile=64).tiles),  # SmolVLM splitting
     }
     assert "torch" not in sys.modules, "torch was imported"
     for name, array in out.items():
@@ -122,6 +126,7 @@ def test_shapes_and_dtypes_without_torch(made_without_torch: dict[str, np.ndarra
     assert made["image_u8"].shape == (1, 3, 32, 24) and made["image_u8"].dtype == np.uint8
     assert made["whisper"].shape == (2, 128, 3000) and made["whisper"].dtype == np.float32
     assert made["audio_tiny"].shape == (4, 16, 40) and made["audio_raw"].shape == (1, 1600)
+    assert made["tiles"].shape == (5, 64, 64, 3)  # 640x480 -> 128x96 -> 128x128: 2x2 crops + the global image
 
 
 def test_arrays_equal_the_ones_made_with_torch_loaded(
@@ -130,6 +135,7 @@ def test_arrays_equal_the_ones_made_with_torch_loaded(
     image, wav = media
     assert np.array_equal(made_without_torch["clip"], ImagePreprocessor(CLIP)(image))
     assert np.array_equal(made_without_torch["whisper"], AudioProcessor(WHISPER)(AudioInput(wav)))
+    assert np.array_equal(made_without_torch["tiles"], np.stack(split_image(image, longest_edge=128, tile=64).tiles))
 
 
 def test_arrays_equal_transformers_processors(

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from mmcore import hookimpl
 from mmcore.registry import ModalityRegistrar
+from mmcore.settings import SettingsRegistrar
 from mmcore_video.frames import read_frames, sample_indices
 from mmcore_video.handler import VideoHandler
 from mmcore_video.inputs import VideoInput, VideoSource
-from mmcore_video.settings import DEFAULT_FRAMES, SETTING_KEYS, VideoSettings
+from mmcore_video.settings import DEFAULT_FRAMES, SETTING_KEYS, VideoSettings, VideoTable
 
 __all__ = [
     "DEFAULT_FRAMES",
@@ -21,6 +22,7 @@ __all__ = [
     "VideoHandler",
     "VideoInput",
     "VideoSettings",
+    "VideoTable",
     "VideoSource",
     "read_frames",
     "sample_indices",
@@ -33,3 +35,9 @@ __version__ = "0.1.0"
 def mmcore_register_modalities(registry: ModalityRegistrar) -> None:
     """Register the video handler (`VideoInput`)."""
     registry.add(VideoHandler())
+
+
+@hookimpl
+def mmcore_register_settings(registry: SettingsRegistrar) -> None:
+    """The `[video]` table's schema and validation."""
+    registry.add("video", VideoTable)

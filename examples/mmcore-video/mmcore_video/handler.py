@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
+import numpy.typing as npt
 from mmcore_image import VISION_ENCODER, ImagePreprocessor
 
 from mmcore.errors import ConfigError, InvalidInputError, ProgramError
@@ -16,7 +17,7 @@ from mmcore.program import Program
 from mmcore.registry import PrefillContext, SettingsKey
 from mmcore_video.frames import read_frames
 from mmcore_video.inputs import VideoInput, describe_video
-from mmcore_video.settings import SETTING_KEYS, VideoSettings, check_frames
+from mmcore_video.settings import VideoSettings
 
 __all__ = ["VideoHandler"]
 
@@ -26,15 +27,13 @@ _MAX_CACHED = 16
 class VideoHandler:
     """Samples frames from `VideoInput`s and runs each through the program's `vision_encoder`.
 
-    `preprocess` returns the sampled frames' encoder inputs stacked into one tensor
+    `preprocess` returns the sampled frames' encoder inputs stacked into one numpy array
     `[N, *encoder_input_shape]`, so the core's encoder cache can key a whole video by its pixels;
     `prefill` encodes frame by frame and concatenates the embeddings into `[1, N * rows, D]`.
     """
 
     name = "video"
     input_types: tuple[type, ...] = (VideoInput,)
-    #: Keys accepted in the `video` settings table: `frames` and mmcore-image's keys.
-    settings_keys = SETTING_KEYS
 
     def __init__(self) -> None:
         # Settings are parsed once per (program, settings), never per input.
@@ -42,39 +41,34 @@ class VideoHandler:
             weakref.WeakKeyDictionary()
         )
 
-    def check_settings(self, settings: Mapping[str, Any]) -> None:
-        """Validate what can be checked without a program (called by config loading)."""
-        if "frames" in settings:
-            check_frames(settings["frames"])
-
     def settings_for(self, ctx: PrefillContext) -> VideoSettings:
         """The video settings of `ctx`: its `video` table plus the vision encoder's input spec."""
         return self._prepared(ctx)[0]
 
-    def preprocess(self, item: VideoInput, ctx: PrefillContext) -> torch.Tensor:
+    def preprocess(self, item: VideoInput, ctx: PrefillContext) -> npt.NDArray[Any]:
         """The sampled frames as `vision_encoder` inputs, stacked: `[N, *encoder_input_shape]`."""
         what = f"input {ctx.index} (video {describe_video(item.source)})"
         settings, preprocessor = self._prepared(ctx)
         wanted = settings.frames if item.frames is None else item.frames
         frames = read_frames(item.source, wanted, what=what, max_pixels=settings.image.max_pixels)
-        return torch.stack([preprocessor(source, what=f"{what} {label}") for label, source in frames])
+        return np.stack([preprocessor(source, what=f"{what} {label}") for label, source in frames])
 
-    def prefill(self, prepared: torch.Tensor, ctx: PrefillContext) -> EmbeddingsInput:
+    def prefill(self, prepared: npt.NDArray[Any], ctx: PrefillContext) -> EmbeddingsInput:
         """Each frame through `vision_encoder`, the embeddings concatenated: `[1, N * rows, D]`."""
         encoder = ctx.program.method(VISION_ENCODER)
-        rows: list[torch.Tensor] = []
+        rows: list[npt.NDArray[Any]] = []
         for frame in prepared:  # [*encoder_input_shape]
             # clone_outputs=True: without it the output aliases the method's memory, which the next
             # frame's call overwrites.
             out = encoder.execute([frame], clone_outputs=True)[0]
-            if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[0] != 1:
-                got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            if not isinstance(out, np.ndarray) or out.ndim != 3 or out.shape[0] != 1:
+                got = list(out.shape) if isinstance(out, np.ndarray) else type(out).__name__
                 raise ProgramError(
                     f"input {ctx.index}: '{VISION_ENCODER}' returned {got} for a frame; "
                     "mmcore-video expects [1, rows, D]"
                 )
             rows.append(out)
-        return EmbeddingsInput(torch.cat(rows, dim=1))  # [1, N * rows, D]
+        return EmbeddingsInput(np.concatenate(rows, axis=1))  # [1, N * rows, D]
 
     def from_content(self, part: Mapping[str, Any]) -> VideoInput:
         """The input of a chat content part ``{"type": "video", "video": <path|bytes|array>, "frames": N}``."""

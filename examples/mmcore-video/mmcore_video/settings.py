@@ -6,25 +6,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mmcore_image import PreprocessSettings
-from mmcore_image.settings import SETTING_NAMES as IMAGE_SETTING_NAMES
+from mmcore_image import ImageSettings, PreprocessSettings
+from pydantic import Field
 
-from mmcore.errors import ConfigError
 from mmcore.program import TensorSpec
+from mmcore.settings import validate_table
 
-__all__ = ["DEFAULT_FRAMES", "SETTING_KEYS", "VideoSettings", "check_frames"]
+__all__ = ["DEFAULT_FRAMES", "SETTING_KEYS", "VideoSettings", "VideoTable"]
 
 #: Frames sampled from each video unless the settings or the input say otherwise.
 DEFAULT_FRAMES = 4
+
+
+class VideoTable(ImageSettings):
+    """The `[video]` table: `frames`, plus every `[image]` key for the frames' preprocessing.
+
+    Registered with `mmcore_register_settings`, so a config's table is validated when it is loaded
+    and `mmcore config schema` describes it.
+    """
+
+    frames: int = Field(default=DEFAULT_FRAMES, ge=1, description="frames sampled from each video")
+
+
 #: Keys of the `video` settings table: `frames` and every mmcore-image preprocessing key.
-SETTING_KEYS: frozenset[str] = frozenset({"frames"}) | IMAGE_SETTING_NAMES
-
-
-def check_frames(value: Any) -> int:
-    """`value` as a frame count; `ConfigError` unless it is a positive integer."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"video setting 'frames' must be a positive integer, got {value!r}")
-    return value
+SETTING_KEYS: frozenset[str] = frozenset(VideoTable.model_fields)
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,9 @@ class VideoSettings:
     def from_mapping(cls, settings: Mapping[str, Any], encoder: TensorSpec) -> VideoSettings:
         """Settings from the `video` table and the vision encoder's input spec.
 
-        Unknown keys raise `ConfigError`; the image keys are validated by mmcore-image.
+        The table is validated by `VideoTable` (`ConfigError` naming ``video.<key>``); the image keys
+        are then read by mmcore-image against the encoder's input.
         """
-        unknown = sorted(set(settings) - SETTING_KEYS)
-        if unknown:
-            raise ConfigError(f"unknown video setting(s) {unknown}; known settings: {sorted(SETTING_KEYS)}")
-        frames = check_frames(settings.get("frames", DEFAULT_FRAMES))
+        frames = validate_table(VideoTable, settings, "video").frames
         image_settings = {key: value for key, value in settings.items() if key != "frames"}
         return cls(frames=frames, image=PreprocessSettings.from_mapping(image_settings, encoder))

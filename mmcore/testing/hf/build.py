@@ -95,9 +95,10 @@ class HFModelDir:
         """Where :func:`export_hf_program` writes the XNNPACK program (may not exist yet)."""
         return self.pte_for("xnnpack")
 
-    def pte_for(self, recipe: str) -> Path:
+    def pte_for(self, recipe: str, max_length: int = 128) -> Path:
         """Where :func:`export_hf_program` writes the program of ``recipe`` (may not exist yet)."""
-        return self.path / ("model.pte" if recipe == "xnnpack" else f"model-{recipe}.pte")
+        name = "model" if recipe == "xnnpack" else f"model-{recipe}"
+        return self.path / (f"{name}.pte" if max_length == 128 else f"{name}-{max_length}.pte")
 
     @property
     def image_token_id(self) -> int | None:

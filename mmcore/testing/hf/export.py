@@ -26,15 +26,17 @@ MAX_LENGTH = 128
 _MAX_AUDIO_CHUNKS = 10
 
 
-def export_hf_program(family: FamilyName | str, cache_dir: Path | None = None, recipe: Recipe = "xnnpack") -> Path:
+def export_hf_program(
+    family: FamilyName | str, cache_dir: Path | None = None, recipe: Recipe = "xnnpack", max_length: int = MAX_LENGTH
+) -> Path:
     """The cached ``.pte`` of ``family`` exported by optimum-executorch, exported on first use (~20-30 s).
 
-    Uses ``main_export(task="multimodal-text-to-text", max_length=128)`` on the folder of
-    :func:`build_hf_model` and writes into it (``model.pte`` for XNNPACK, ``model-<recipe>.pte``
-    otherwise). Needs no network access.
+    Uses ``main_export(task="multimodal-text-to-text", max_length=max_length)`` (default 128) on the
+    folder of :func:`build_hf_model` and writes into it (``model.pte`` for XNNPACK, ``model-<recipe>.pte``
+    otherwise, ``-<max_length>`` added for another length). Needs no network access.
     """
     model_dir = build_hf_model(family, cache_dir)
-    target = model_dir.pte_for(recipe)
+    target = model_dir.pte_for(recipe, max_length)
     if target.is_file():
         return target
     with file_lock(model_dir.path / f".{target.name}.lock"):
@@ -42,12 +44,12 @@ def export_hf_program(family: FamilyName | str, cache_dir: Path | None = None, r
             return target
         logger.info("exporting tiny %s model with optimum-executorch (%s)", model_dir.family, recipe)
         start = time.perf_counter()
-        atomic_file(target, lambda tmp: _export(model_dir, recipe, tmp))
+        atomic_file(target, lambda tmp: _export(model_dir, recipe, tmp, max_length))
         logger.info("exported %s in %.1f s (%d bytes)", target, time.perf_counter() - start, target.stat().st_size)
     return target
 
 
-def _export(model_dir: HFModelDir, recipe: Recipe, out: Path) -> None:
+def _export(model_dir: HFModelDir, recipe: Recipe, out: Path, max_length: int) -> None:
     """Run optimum-executorch's export of ``model_dir`` and move its program to ``out``."""
     from optimum.exporters.executorch import main_export
 
@@ -59,7 +61,7 @@ def _export(model_dir: HFModelDir, recipe: Recipe, out: Path) -> None:
                 task="multimodal-text-to-text",
                 recipe=recipe,
                 output_dir=scratch,
-                max_length=MAX_LENGTH,
+                max_length=max_length,
             )
         shutil.move(str(Path(scratch) / "model.pte"), str(out))
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mmcore.testing.hf._bpe import train_bpe
 from mmcore.testing.hf._family import (
@@ -114,4 +116,26 @@ class Gemma3Family(Family):
         from mmcore.testing.hf._processing import chat_inputs
 
         # The exported decoder is causal throughout; token_type_ids would make HF attend bidirectionally in images.
-        return chat_inputs(folder, messages, drop=("token_type_ids",))
+        return chat_inputs(folder, messages, drop=("token_type_ids",), **_pan_and_scan_kwargs(folder))
+
+
+_PAN_AND_SCAN_KEYS = (
+    "do_pan_and_scan",
+    "pan_and_scan_min_crop_size",
+    "pan_and_scan_max_num_crops",
+    "pan_and_scan_min_ratio_to_activate",
+)
+
+
+def _pan_and_scan_kwargs(folder: Path) -> dict[str, Any]:
+    """The folder's pan-and-scan settings as processor-call arguments.
+
+    `Gemma3Processor` applies its own defaults (pan-and-scan off, 256-px crops) over the image
+    processor's saved settings, so a folder whose `preprocessor_config.json` turns pan-and-scan on
+    gets it from HF only when the settings are passed at call time, as users of HF do.
+    """
+    path = folder / "preprocessor_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if not config.get("do_pan_and_scan"):
+        return {}
+    return {key: config[key] for key in _PAN_AND_SCAN_KEYS if config.get(key) is not None}

@@ -73,7 +73,7 @@ def image_settings(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
 def audio_settings(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """mmcore-audio settings from a Whisper-style feature extractor config, over `defaults`."""
     settings = dict(defaults)
-    mapping = {"feature_size": "n_mels", "sampling_rate": "sample_rate", "hop_length": "hop_length", "n_fft": "n_fft"}
+    mapping = {"feature_size": "n_mels", "sampling_rate": "sampling_rate", "hop_length": "hop_length", "n_fft": "n_fft"}
     for key, name in mapping.items():
         if config.get(key) is not None:
             settings[name] = int(config[key])

@@ -87,7 +87,7 @@ class VoxtralAdapter(HFChatAdapter):
         )
 
     def modality_settings(self, source: ModelSource) -> dict[str, Any]:
-        defaults: dict[str, Any] = {"n_mels": 128, "sample_rate": 16000, "chunk_mode": "joint"}
+        defaults: dict[str, Any] = {"n_mels": 128, "sampling_rate": 16000, "chunk_mode": "joint"}
         return audio_settings(feature_extractor_config(source), defaults)
 
     def notes(self, source: ModelSource) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ class AudioHandler:
         """Embeddings `[1, N, D]` (a numpy array): the encoder run on up to `batch_size` windows per
         call, outputs joined along dim 1 (an output `[b, n, D]` counts as `[1, b*n, D]`)."""
         method = ctx.program.method(AUDIO_ENCODER)
-        prepared = np.asarray(prepared)
+        prepared = as_array(prepared)
         step = self.settings(ctx).batch_size if prepared.ndim == 3 else 1
         parts: list[np.ndarray[Any, Any]] = []
         for begin in range(0, prepared.shape[0], step):

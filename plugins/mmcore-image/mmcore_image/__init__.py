@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from mmcore import hookimpl
 from mmcore.registry import ModalityRegistrar
+from mmcore.settings import SettingsRegistrar
 from mmcore_image.decode import ALLOWED_FORMATS, decode_image, to_rgb
 from mmcore_image.handler import VISION_ENCODER, ImageHandler
 from mmcore_image.inputs import ImageInput, ImageSource
+from mmcore_image.pan_and_scan import PanAndScan, pan_and_scan, pan_and_scan_grid
 from mmcore_image.preprocess import ImagePreprocessor
-from mmcore_image.settings import DEFAULT_MAX_PIXELS, PreprocessSettings, Resample, ResizeMode
+from mmcore_image.settings import DEFAULT_MAX_PIXELS, ImageSettings, PreprocessSettings, Resample, ResizeMode
 from mmcore_image.tiles import ImageTiles, split_image, tile_grid
 
 __all__ = [
@@ -17,13 +19,17 @@ __all__ = [
     "VISION_ENCODER",
     "ImageHandler",
     "ImageInput",
+    "ImageSettings",
     "ImagePreprocessor",
     "ImageSource",
     "ImageTiles",
+    "PanAndScan",
     "PreprocessSettings",
     "Resample",
     "ResizeMode",
     "decode_image",
+    "pan_and_scan",
+    "pan_and_scan_grid",
     "split_image",
     "tile_grid",
     "to_rgb",
@@ -36,3 +42,9 @@ __version__ = "0.1.0"
 def mmcore_register_modalities(registry: ModalityRegistrar) -> None:
     """Register the image handler (`ImageInput`, `PIL.Image.Image`)."""
     registry.add(ImageHandler())
+
+
+@hookimpl
+def mmcore_register_settings(registry: SettingsRegistrar) -> None:
+    """The `[image]` table's schema and validation."""
+    registry.add("image", ImageSettings)

@@ -1,0 +1,143 @@
+"""Gemma 3 pan-and-scan (`do_pan_and_scan`) as the Hugging Face processor does it: the crops' pixels,
+the "Here is the original image … crops …" prompt, one encoder call per image and crop in prompt
+order, and greedy ids equal to HF `generate()` and the C++ runner, from raw images of odd sizes
+(landscape, portrait, too square or too small to crop)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optimum.exporters.executorch")
+
+import mmcore
+from mmcore.errors import AdapterError
+from mmcore.registry import PrefillContext
+from mmcore.testing import cpp_generate
+from mmcore.testing import until_stop as until
+from mmcore.testing.hf import HFModelDir, build_hf_model, export_hf_program, hf_generate, hf_inputs, processor_segments
+
+pytestmark = pytest.mark.hf
+
+PROMPT = "What is in it?"
+MAX_NEW_TOKENS = 8
+
+
+def _pan_and_scan_folder(tmp: Path, **settings: Any) -> HFModelDir:
+    """The tiny Gemma 3's folder with pan-and-scan on (`settings` override the processor's), its
+    program exported with a 256-position context (an image and two crops take 140)."""
+    base = build_hf_model("gemma3")
+    pte = export_hf_program("gemma3", recipe="portable", max_length=256)
+    folder = tmp / ("gemma3-pas-" + "-".join(f"{k}{v}" for k, v in sorted(settings.items())))
+    if not folder.exists():
+        shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("*.pte", ".*"))
+        shutil.copy(pte, folder / "model.pte")
+        for name in ("preprocessor_config.json", "processor_config.json"):
+            path = folder / name
+            if not path.exists():
+                continue
+            config = json.loads(path.read_text())
+            target = config.get("image_processor", config) if name == "processor_config.json" else config
+            if name == "processor_config.json" and "image_processor" not in config:
+                continue
+            target.update(
+                do_pan_and_scan=True,
+                pan_and_scan_min_crop_size=settings.get("min_crop_size", 16),
+                pan_and_scan_max_num_crops=settings.get("max_num_crops", 4),
+                pan_and_scan_min_ratio_to_activate=settings.get("min_ratio", 1.2),
+            )
+            path.write_text(json.dumps(config))
+    return HFModelDir.load(folder)
+
+
+def _image(tmp: Path, width: int, height: int, seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path = tmp / f"image-{width}x{height}-{seed}.png"
+    Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _messages(path: Path) -> tuple[list[Any], list[Any]]:
+    from PIL import Image
+
+    text = {"type": "text", "text": PROMPT}
+    ours = [{"role": "user", "content": [{"type": "image", "image": str(path)}, text]}]
+    theirs = [{"role": "user", "content": [{"type": "image", "image": Image.open(path).convert("RGB")}, text]}]
+    return ours, theirs
+
+
+def _pixels(model: mmcore.ChatModel, item: Any) -> Any:
+    handler = model.runner._plugins().modality_registry().get("image")
+    assert handler is not None
+    ctx = PrefillContext(model.runner.program, model.runner.tokenizer, model.runner.modality_settings["image"])
+    return np.asarray(handler.preprocess(item, ctx))
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "crops"),
+    [
+        (100, 40, 3),  # landscape 2.5:1 -> round half up: 3 crops
+        (150, 40, 4),  # 3.75:1 -> 4 crops, the most allowed
+        (41, 97, 2),  # portrait 2.4:1 -> 2 crops
+        (36, 120, 3),  # portrait 3.3:1 -> 3 crops of 36 x 40
+        (60, 55, 0),  # below the activation ratio
+        (30, 20, 0),  # crops would be narrower than the minimum crop size
+    ],
+)
+def test_crops_and_prompt_equal_the_processor(tmp_path, width, height, crops):
+    model_dir = _pan_and_scan_folder(tmp_path)
+    ours, theirs = _messages(_image(tmp_path, width, height, seed=width))
+    model = mmcore.open_model(model_dir.path / "model.pte")
+    reference = hf_inputs("gemma3", model_dir, theirs)
+    prompt = model.render(ours)
+
+    assert prompt.ids == reference.input_ids
+    assert len(prompt.media) == len(reference.media)
+    assert len(prompt.media) == crops + 1 if crops else len(prompt.media) == 1
+    for span, expected in zip(prompt.media, reference.media, strict=True):
+        assert span.length == model_dir.tokens_per_item
+        got = _pixels(model, span.item)
+        assert got.shape == (1, *expected.shape)
+        assert float(np.abs(got[0] - np.asarray(expected)).max()) <= 1e-6
+    text = model.runner.tokenizer.decode(prompt.ids, skip_special_tokens=False)
+    assert ("here are some crops" in text) == (crops > 0)
+
+
+@pytest.mark.parametrize(("width", "height"), [(150, 40), (41, 97), (60, 55)])
+def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, width, height):
+    model_dir = _pan_and_scan_folder(tmp_path)
+    ours, theirs = _messages(_image(tmp_path, width, height, seed=height))
+    pte = model_dir.path / "model.pte"
+    model = mmcore.open_model(pte)
+    reference = hf_inputs("gemma3", model_dir, theirs)
+    config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
+
+    calls: list[int] = []
+    encode = model.renderer.context.encoder
+    assert encode is not None
+
+    def counting(span: Any, *, where: str) -> Any:
+        calls.append(id(span.item))
+        return encode(span, where=where)
+
+    model.renderer.context = type(model.renderer.context)(model.renderer.context.registry, counting)
+    got = model.chat(ours, config).tokens
+    expected = hf_generate("gemma3", model_dir, reference, MAX_NEW_TOKENS)
+    segments = list(processor_segments(reference, model_dir))
+    cpp = cpp_generate(pte, model_dir.runner_tokenizer_dir, segments, MAX_NEW_TOKENS)
+    stop = model_dir.stop_token_id
+    assert until(got, stop) == until(expected, stop) == until(cpp, stop)
+    assert len(calls) == len(reference.media)  # one encoder call for the image and one per crop
+
+
+def test_invalid_pan_and_scan_settings_are_a_typed_error(tmp_path):
+    model_dir = _pan_and_scan_folder(tmp_path, max_num_crops=1)
+    with pytest.raises(AdapterError, match="pan_and_scan"):
+        mmcore.open_model(model_dir.path / "model.pte")
