@@ -114,7 +114,7 @@ class Sampler:
             scaled = np.where(scaled < kth, np.float32(-np.inf), scaled)
         probs = np.exp(_log_softmax(scaled).astype(np.float64))  # [V], float64 for the cumulative sums
         if self.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
+            order = _nucleus_order(probs, self.top_p)  # most likely first, ties by id
             sorted_probs = probs[order]
             # keep the smallest prefix whose mass reaches top_p (the crossing token included)
             outside = np.cumsum(sorted_probs) - sorted_probs >= self.top_p
@@ -144,6 +144,26 @@ class Sampler:
             seen = np.where(seen > 0, seen / self.repetition_penalty, seen * self.repetition_penalty)
         out[ids] = seen - self.frequency_penalty * counts - self.presence_penalty
         return out
+
+
+def _nucleus_order(probs: npt.NDArray[np.float64], top_p: float) -> npt.NDArray[np.intp]:
+    """Ids in descending probability (ties by ascending id), at least as far as the mass reaches
+    `top_p`: the prefix a full stable sort would give, found by partitioning a growing candidate
+    set instead of sorting the whole vocabulary. Ids of probability 0 (cut by top-k) are left out:
+    they are never drawn, and numpy's partition is slow on many equal values."""
+    ids = np.flatnonzero(probs > 0)  # ascending
+    live = probs[ids]
+    width = len(live)
+    k = 64
+    while k < width:
+        kth = np.partition(live, width - k)[width - k]
+        candidates = np.flatnonzero(live >= kth)  # ascending; every tie of the k-th value included
+        order = candidates[np.argsort(-live[candidates], kind="stable")]
+        if live[order].sum() >= top_p:
+            return ids[order]
+        k *= 8
+    full: npt.NDArray[np.intp] = ids[np.argsort(-live, kind="stable")]
+    return full
 
 
 def _log_softmax(row: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

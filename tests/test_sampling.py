@@ -86,3 +86,23 @@ def test_sampled_frequencies_follow_the_distribution():
         assert abs(sampler.last_logprob - np.log(kept[[0, 2, 3].index(token)])) < 1e-5
     counts = np.bincount(draws, minlength=len(probs))[[0, 2, 3]]
     assert np.all(np.abs(counts - n * kept) <= 4 * np.sqrt(n * kept * (1 - kept)) + 1)
+
+
+def test_top_p_samples_as_a_full_sort_would(monkeypatch):
+    """The partial (partition-based) nucleus gives the tokens a full stable sort gives, ties too."""
+    import mmcore.sampling
+
+    rng = np.random.default_rng(3)
+    cases = [
+        rng.standard_normal(5000).astype(np.float32) * 3,  # peaked: a small nucleus
+        np.zeros(3000, dtype=np.float32),  # all tied: the nucleus is most of the vocabulary
+        np.round(rng.standard_normal(4000), 1).astype(np.float32),  # many ties at the boundary
+    ]
+
+    def draw(logits: np.ndarray, top_p: float) -> list[tuple[int, float | None]]:
+        sampler = Sampler(temperature=0.7, top_p=top_p, seed=9, logprobs=True)
+        return [(sampler(logits), sampler.last_logprob) for _ in range(25)]
+
+    partial = [draw(logits, top_p) for logits in cases for top_p in (0.1, 0.5, 0.95)]
+    monkeypatch.setattr(mmcore.sampling, "_nucleus_order", lambda probs, top_p: np.argsort(-probs, kind="stable"))
+    assert partial == [draw(logits, top_p) for logits in cases for top_p in (0.1, 0.5, 0.95)]
