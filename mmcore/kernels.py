@@ -143,7 +143,10 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
 
 def torch_installed() -> bool:
     """Whether torch can be imported here (without importing it)."""
-    return importlib.util.find_spec("torch") is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a finder that refuses torch, or a half-imported module
+        return False
 
 
 def _missing_message(path: Path, missing: set[str] | frozenset[str]) -> str:
