@@ -209,8 +209,11 @@ int module_init(ModuleObject* self, PyObject* args, PyObject* kwargs) {
   const char* data_path = nullptr;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|z", const_cast<char**>(keywords), &path, &data_path)) return -1;
   delete self->module;
-  self->module = data_path ? new Module(path, std::string(data_path), Module::LoadMode::File)
-                           : new Module(path, Module::LoadMode::File);
+  // Mmap: constant data (the weights) stays in the file's pages, shared by every module of the same
+  // program (each `mmcore serve` slot) and, through the page cache, by worker processes (`mmcore batch`)
+  // instead of a private copy of the file per module.
+  self->module = data_path ? new Module(path, std::string(data_path), Module::LoadMode::Mmap)
+                           : new Module(path, Module::LoadMode::Mmap);
   Error error;
   Py_BEGIN_ALLOW_THREADS
   error = self->module->load(Program::Verification::InternalConsistency);

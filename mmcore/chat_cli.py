@@ -6,11 +6,13 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
 
 from mmcore.chat import Renderer
+from mmcore.cli import FINISH_REASONS
 from mmcore.config import GenerationConfig
 from mmcore.errors import MMCoreError
 from mmcore.runner import GenerationResult, MultimodalRunner
@@ -32,7 +34,10 @@ def run_chat(
             if line.strip():
                 print(json.dumps(answer_json_line(session, line, config)), flush=True)
         return 0
-    return _interactive(session, config, sys.stdin, sys.stdout)
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        with _line_editing() as read_line:
+            return _interactive(session, config, read_line, sys.stdout)
+    return _interactive(session, config, _plain_reader(sys.stdin, sys.stdout), sys.stdout)
 
 
 def answer_json_line(session: Session, line: str, config: GenerationConfig) -> dict[str, Any]:
@@ -47,7 +52,16 @@ def answer_json_line(session: Session, line: str, config: GenerationConfig) -> d
             session.reset()
             return {"ok": True}
         result = session.send(request, config)
-        return {"text": result.text, "tokens": result.tokens, "stats": _stats(result)}
+        answer: dict[str, Any] = {
+            "text": result.text,
+            "tokens": result.tokens,
+            "finish_reason": FINISH_REASONS[result.stop_reason],
+            "incomplete": result.incomplete,
+            "stats": _stats(result),
+        }
+        if result.logprobs is not None:
+            answer["logprobs"] = result.logprobs
+        return answer
     except (MMCoreError, json.JSONDecodeError, ValueError, TypeError) as exc:
         return {"error": {"type": type(exc).__name__, "message": str(exc)}}
 
@@ -68,19 +82,81 @@ _HELP = (
 )
 
 
-def _interactive(session: Session, config: GenerationConfig, stdin: TextIO, stdout: TextIO) -> int:
+#: `read_line(prompt)`: the next line without its newline, or None at the end of input.
+LineReader = Callable[[str], "str | None"]
+_PROMPT = "> "
+
+
+def history_file() -> Path:
+    """Where interactive `mmcore chat` keeps its input history (platformdirs' user state folder;
+    `$XDG_STATE_HOME/mmcore/chat_history` on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("mmcore", appauthor=False)) / "chat_history"
+
+
+@contextmanager
+def _line_editing() -> Iterator[LineReader]:
+    """`input()` with readline: line editing, and a history kept between runs (in `history_file`)."""
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - Python built without readline (Windows)
+        yield _plain_reader(sys.stdin, sys.stdout)
+        return
+    path = history_file()
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass  # no history yet
+    readline.set_history_length(1000)
+
+    def read_line(prompt: str) -> str | None:
+        try:
+            return input(prompt)
+        except EOFError:
+            return None
+
+    try:
+        yield read_line
+    finally:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+        except OSError:
+            pass  # a read-only home: the history is not kept
+
+
+def _plain_reader(stdin: TextIO, stdout: TextIO) -> LineReader:
+    """Lines from a pipe or file (no line editing)."""
+
+    def read_line(prompt: str) -> str | None:
+        stdout.write(prompt)
+        stdout.flush()
+        line = stdin.readline()
+        return line.rstrip("\n") if line else None
+
+    return read_line
+
+
+def _samples_hint(registry: Any) -> str:
+    """Where the demo model's sample files are, for the kinds a plugin handles."""
+    from mmcore.demo import sample_audio, sample_image
+
+    hints = [f"/{kind} {path}" for kind, path in (("image", sample_image()), ("audio", sample_audio()))
+             if registry.get(kind) is not None]  # fmt: skip
+    return f"sample files (the demo model's): {'  '.join(hints)}\n" if hints else ""
+
+
+def _interactive(session: Session, config: GenerationConfig, read_line: LineReader, stdout: TextIO) -> int:
     registry = session.runner._plugins().modality_registry()
     attachments: list[dict[str, Any]] = []
     last: GenerationResult | None = None
-    stdout.write(f"mmcore chat ({_HELP})\n")
+    stdout.write(f"mmcore chat ({_HELP})\n{_samples_hint(registry)}")
     while True:
-        stdout.write("> ")
-        stdout.flush()
-        line = stdin.readline()
-        if not line:
+        line = read_line(_PROMPT)
+        if line is None:
             stdout.write("\n")
             return 0
-        line = line.rstrip("\n")
         command, _, rest = line.partition(" ")
         if command in ("/image", "/audio"):
             kind = command[1:]

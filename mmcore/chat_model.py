@@ -29,7 +29,7 @@ from mmcore.generation_defaults import read_generation_defaults
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.program import Program
 from mmcore.runner import GenerationResult, MultimodalRunner, PieceCallback, TokenCallback
-from mmcore.session import ContextPolicy, Session
+from mmcore.session import ContextPolicy, Session, encoder_cache_counts, encoder_cache_delta
 from mmcore.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["ChatModel", "open_model", "build_chat_model", "AUTO"]
@@ -95,8 +95,11 @@ class ChatModel:
         if isinstance(self.renderer, PromptRenderer):  # the rendered prompt carries its own BOS
             config = config.replace(num_bos=0, num_eos=0)
         self.runner.reset()
+        counted = encoder_cache_counts(self.runner)  # the renderer encodes the media
         inputs = self.inputs(messages, add_generation_prompt=True)
-        return self.runner.generate(inputs, config, token_callback, piece_callback=piece_callback)
+        result = self.runner.generate(inputs, config, token_callback, piece_callback=piece_callback)
+        result.stats.extra.update(encoder_cache_delta(self.runner, counted))
+        return result
 
     def session(self, *, context_policy: ContextPolicy = "error", system: str | None = None) -> Session:
         """A multi-turn `Session` that renders with this model's adapter."""

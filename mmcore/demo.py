@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmcore.config import GenerationConfig
 from mmcore.errors import UnsupportedInputError
-from mmcore.inputs import TokensInput
-from mmcore.plugins import PluginManager
-from mmcore.runner import GenerationResult, MultimodalRunner
 
 if TYPE_CHECKING:
     from mmcore.chat_model import ChatModel
+    from mmcore.demo_model.export import ExportProgress
+    from mmcore.plugins import PluginManager
+    from mmcore.runner import GenerationResult, MultimodalRunner
 
 __all__ = [
     "DemoRequest",
@@ -27,6 +26,7 @@ __all__ = [
     "sample_audio",
     "is_built",
     "DEMO_CONFIG",
+    "SAMPLES_DIR",
 ]
 
 #: Greedy, until the model's EOS (answers are a few tokens).
@@ -35,14 +35,18 @@ DEMO_CONFIG = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=16)
 DEMO_SETTINGS = {"audio": {"truncate": True}}
 
 
+#: The folder of the shipped sample files (found without importing the demo model, which needs torch).
+SAMPLES_DIR = Path(__file__).resolve().parent / "demo_model" / "samples"
+
+
 def sample_image() -> Path:
     """The shipped sample photo (a red circle)."""
-    return Path(str(resources.files("mmcore.demo_model") / "samples" / "red_circle.jpg"))
+    return SAMPLES_DIR / "red_circle.jpg"
 
 
 def sample_audio() -> Path:
     """The shipped sample recording (a high tone, stereo, 44.1 kHz)."""
-    return Path(str(resources.files("mmcore.demo_model") / "samples" / "high_tone.wav"))
+    return SAMPLES_DIR / "high_tone.wav"
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,16 @@ def is_built() -> bool:
     return cached_demo_path().is_file()
 
 
-def demo_runner(plugin_manager: PluginManager | None = None) -> MultimodalRunner:
-    """A runner on the demo program (exported and cached on first use)."""
+def demo_runner(
+    plugin_manager: PluginManager | None = None, *, progress: ExportProgress | None = None
+) -> MultimodalRunner:
+    """A runner on the demo program (exported and cached on first use, calling `progress` after
+    each export step)."""
     from mmcore.demo_model import export_demo_program, tokenizer_dir
+    from mmcore.runner import MultimodalRunner
 
-    return MultimodalRunner(
-        export_demo_program(), tokenizer_dir(), plugin_manager=plugin_manager, modality_settings=DEMO_SETTINGS
-    )
+    program = export_demo_program(progress=progress)
+    return MultimodalRunner(program, tokenizer_dir(), plugin_manager=plugin_manager, modality_settings=DEMO_SETTINGS)
 
 
 def demo_chat_model(plugin_manager: PluginManager | None = None) -> ChatModel:
@@ -89,6 +96,7 @@ def demo_chat_model(plugin_manager: PluginManager | None = None) -> ChatModel:
 def demo_inputs(request: DemoRequest, plugin_manager: PluginManager) -> list[Any]:
     """The prompt the demo model was trained on: BOS, the media in order, then the question."""
     from mmcore.demo_model import AUDIO_QUESTION, BOTH_QUESTION, IMAGE_QUESTION
+    from mmcore.inputs import TokensInput
 
     registry = plugin_manager.modality_registry()
     inputs: list[Any] = [TokensInput([0])]

@@ -44,6 +44,7 @@ __all__ = [
     "ProgramNeeds",
     "prepare",
     "program_needs",
+    "quiet_stderr",
     "torch_installed",
 ]
 
@@ -211,7 +212,7 @@ def _start_threadpool(root: Path) -> None:
     library = root / "lib" / _THREADPOOL
     if not library.exists():
         return
-    with _quiet_stderr():
+    with quiet_stderr():
         handle = ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL)
         get_threadpool = getattr(handle, _GET_THREADPOOL, None)
         if get_threadpool is not None:
@@ -225,14 +226,14 @@ def _load(library: Path) -> None:
     key = str(library)
     if key in _loaded:
         return
-    with _quiet_stderr():
+    with quiet_stderr():
         ctypes.CDLL(key, mode=os.RTLD_GLOBAL)
     _loaded.add(key)
     logger.debug("loaded %s", library)
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """Silence native (file-descriptor 2) stderr output, unless mmcore's logger is at DEBUG."""
     if logging.getLogger("mmcore").isEnabledFor(logging.DEBUG):
         yield

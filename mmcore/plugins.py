@@ -107,7 +107,7 @@ class PluginManager:
         self._adapters: AdapterRegistry | None = None
         self._settings: dict[str, type[BaseModel]] | None = None
         self._settings_plugins: dict[str, str] = {}
-        if os.environ.get(_TRACE_ENV):
+        if os.environ.get(_TRACE_ENV, "") not in ("", "0"):
             self._pm.trace.root.setwriter(lambda message: logger.debug("%s", message.rstrip("\n")))
             self._pm.enable_tracing()
         # Historic: every plugin registered from now on gets the call on registration.

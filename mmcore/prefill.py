@@ -61,6 +61,10 @@ class MultimodalPrefiller:
         self.encoder_cache = encoder_cache
         self.cache_hits = 0  # encoder-cache hits of the last `prepare`
         self.cache_saved_s = 0.0
+        # Running totals (never reset): a turn that calls `prepare` several times (an adapter's
+        # renderer encodes each media item on its own) counts its hits as a difference of these.
+        self.total_cache_hits = 0
+        self.total_cache_saved_s = 0.0
         self.decoder = decoder
         self.registry = registry
         self.tokenizer = tokenizer
@@ -123,6 +127,8 @@ class MultimodalPrefiller:
         if hit is not None:
             self.cache_hits += 1
             self.cache_saved_s += cache.stats.saved_s - saved_before
+            self.total_cache_hits += 1
+            self.total_cache_saved_s += cache.stats.saved_s - saved_before
             return hit
         began = time.perf_counter()
         segment = handler.prefill(prepared, ctx)

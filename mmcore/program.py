@@ -11,12 +11,11 @@ converted at that edge. Its extension module is used directly: `executorch.runti
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import struct
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -392,27 +391,10 @@ def _runtime() -> Any:
         from executorch.extension.pybindings import _C
 
         # Creating the thread pool logs CPU probing details to stderr; create it quietly, once.
-        with _quiet_stderr():
+        with kernels.quiet_stderr():
             _C._threadpool_get_thread_count()
         _runtime_module = _C
     return _runtime_module
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence native (file-descriptor 2) stderr output, unless mmcore's logger is at DEBUG."""
-    if logger.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _tensor_spec(meta: Any, kind: str, index: int) -> TensorSpec | None:

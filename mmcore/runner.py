@@ -300,19 +300,16 @@ class _RunnerBase(IRunner):
         self._ids += [NO_TOKEN] * (start_pos - len(self._ids))
         self._ids += ids
 
-    def _speculation_for(self, config: GenerationConfig, first: int) -> Any:
-        """The call's `Speculation` (None when off; why it is off goes to `stats.extra`)."""
+    def _speculation_for(self, config: GenerationConfig, first: int, mask: TokenMask | None) -> Any:
+        """The call's `Speculation` (None when off; why it is off goes to `stats.extra`); `mask`: the
+        constrained answer's, after `first`."""
         if config.speculative is None or not config.speculative.enabled:
-            return None
-        if config.response_format is not None:
-            # Drafts are not checked against the constraint's mask yet: decode one token at a time.
-            self.stats.extra["speculative_off"] = "response_format constrains decoding"
             return None
         if self._speculation is None:
             self._speculation = RunnerSpeculation(self.program, self._step_decoder, self.metadata.max_context_len)
         history = [*self._ids[: self.pos], first]
         history += [NO_TOKEN] * (self.pos + 1 - len(history))
-        return self._speculation.for_call(config, history, self.stats.extra)
+        return self._speculation.for_call(config, history, self.stats.extra, mask)
 
     def _decode(
         self,
@@ -346,7 +343,7 @@ class _RunnerBase(IRunner):
         tokens = [first]
         stop_now = on_token(first) or (not config.ignore_eos and first in eos_ids)
         if not stop_now and budget > 1:
-            speculation = self._speculation_for(config, first)
+            speculation = self._speculation_for(config, first, sampler.mask)
             tokens += self._generator.generate(
                 first, self.pos, budget - 1, sampler, ignore_eos=config.ignore_eos, on_token=on_token,
                 speculation=speculation,

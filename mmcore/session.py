@@ -28,7 +28,6 @@ _Key = int | tuple[str, int]  # a token id, or (embeddings digest, row)
 class _Rendered:
     segments: list[Segment]
     keys: list[_Key]
-    encoder_cache_hits: int = 0
 
 
 class Session:
@@ -113,6 +112,7 @@ class Session:
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         config = config if config is not None else self.runner.generation_config
+        counted = encoder_cache_counts(self.runner)  # the renderer may encode media too
         messages = list(self.messages)
         if message is not None:
             messages.append({"role": "user", "content": message} if isinstance(message, str) else dict(message))
@@ -151,7 +151,7 @@ class Session:
             new_prompt_tokens=len(rendered.keys) - reuse,
             reused_prompt_tokens=reuse,
             dropped_messages=dropped,
-            encoder_cache_hits=rendered.encoder_cache_hits,
+            **encoder_cache_delta(runner, counted),
         )
         return result
 
@@ -171,7 +171,7 @@ class Session:
             else:
                 digest = _digest(segment.embeddings)
                 keys.extend((digest, row) for row in range(len(segment)))
-        return _Rendered(segments, keys, runner.prefiller.cache_hits)
+        return _Rendered(segments, keys)
 
     def _drop_oldest(self, messages: list[Message]) -> bool:
         """Remove the oldest user turn and its answer (system messages stay); False if none left."""
@@ -182,6 +182,19 @@ class Session:
                     del messages[i]
                 return True
         return False
+
+
+def encoder_cache_counts(runner: MultimodalRunner) -> tuple[int, float]:
+    """The runner's running encoder-cache totals (hits, seconds saved); loads the runner."""
+    runner.load()
+    return runner.prefiller.total_cache_hits, runner.prefiller.total_cache_saved_s
+
+
+def encoder_cache_delta(runner: MultimodalRunner, before: tuple[int, float]) -> dict[str, Any]:
+    """`encoder_cache_hits` / `encoder_cache_saved_s` of everything since `before` (one turn:
+    its rendering and its prefill), for `stats.extra`."""
+    hits, saved = encoder_cache_counts(runner)
+    return {"encoder_cache_hits": hits - before[0], "encoder_cache_saved_s": saved - before[1]}
 
 
 def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:

@@ -19,7 +19,7 @@ PROMPTS = ("the cat sees", "a dog likes the red ball", "my friend walks past", "
 
 
 def chat_line(custom_id: str, content: Any, *, max_tokens: int = 6, **sampling: Any) -> dict[str, Any]:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0, **sampling}  # fmt: skip
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
 

@@ -199,6 +199,51 @@ def test_bad_lines_and_bad_media_are_recorded_as_errors(tmp_path, pte, tokenizer
     assert "media directory" in answers["outside"]["error"]["message"]
 
 
+def test_bodies_are_what_a_live_mmcore_serve_returns(tmp_path, pte, tokenizer_dir):
+    """The same requests, in the same order, to `mmcore batch` and to a live `mmcore serve`: equal
+    bodies (ids and timestamps aside), errors included; batch adds only the token ids."""
+    import httpx
+
+    from mmcore.testing.live import LiveServer
+
+    uri, png = png_data_uri((30, 200, 30))
+    (tmp_path / "photo.png").write_bytes(png)
+    lines = [
+        chat_line("greedy", "the cat sees", max_tokens=8),
+        chat_line("follow-up", "the cat sees the dog", max_tokens=8, stop=["zz"]),
+        chat_line("sampled", "a dog likes", temperature=0.8, top_p=0.9, seed=3, logprobs=True),
+        chat_line("image-path", [image_part("photo.png"), {"type": "text", "text": "what"}]),
+        chat_line("image-uri", [image_part(uri), {"type": "text", "text": "what"}]),
+        {"custom_id": "completion", "method": "POST", "url": "/v1/completions",
+         "body": {"prompt": "the dog", "max_tokens": 5, "temperature": 0, "echo": True}},
+        chat_line("missing-media", [image_part("nowhere.png")]),
+        chat_line("bad-field", "x", n=2),
+        chat_line("wrong-model", "x", model="gpt-4o"),
+    ]  # fmt: skip
+    requests = write_lines(tmp_path / "requests.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    assert main(["batch", str(pte), str(requests), "-o", str(out), "--tokenizer", str(tokenizer_dir), "--quiet"]) == 0
+    answers = read_output(out)
+    with LiveServer([str(pte), "--tokenizer", str(tokenizer_dir), "--media-dir", str(tmp_path)]) as server:
+        served = [httpx.post(server.url + line["url"], json=line["body"], timeout=120) for line in lines]
+
+    def same(body: dict) -> dict:
+        return {k: v for k, v in body.items() if k not in ("id", "created", "mmcore")}
+
+    for line, reply in zip(lines, served, strict=True):
+        ours = answers[line["custom_id"]]
+        assert ours["response"]["status_code"] == reply.status_code, (line["custom_id"], reply.text)
+        assert same(ours["response"]["body"]) == same(reply.json()), line["custom_id"]
+        if reply.status_code == 200:
+            assert ours["error"] is None
+            assert ours["response"]["body"]["id"].startswith(("chatcmpl-", "cmpl-"))
+            assert len(ours["response"]["body"]["mmcore"]["token_ids"]) == reply.json()["usage"]["completion_tokens"]
+        else:
+            assert ours["error"]["message"] == reply.json()["error"]["message"]
+    assert {line["custom_id"] for line in lines if answers[line["custom_id"]]["error"]} == {
+        "missing-media", "bad-field", "wrong-model"}  # fmt: skip
+
+
 # -- stopping and resuming -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def long_job(tmp_path_factory, options):

@@ -63,3 +63,49 @@ def test_demo_command_answers_about_the_shipped_samples():
     out = json.loads(proc.stdout)
     assert out["text"] == "a red circle and a high tone"
     assert out["tokens"][-1] == 1 and out["stats"]["generated_tokens"] == len(out["tokens"]) - 1
+
+
+@pytest.mark.slow
+def test_first_use_export_shows_progress_and_no_library_warnings(tmp_path):
+    """In a fresh cache (`MMCORE_CACHE_DIR`), `mmcore demo` exports with a progress bar on the
+    terminal, says when it is done, shows no torch/ExecuTorch warnings and leaves no lock file."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    env = {**os.environ, "MMCORE_CACHE_DIR": str(tmp_path / "cache")}
+    master, slave = pty.openpty()  # stderr is a terminal, as for a user
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # of 100 columns
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmcore", "demo", "--json"], stdout=subprocess.PIPE, stderr=slave, env=env
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    stdout, _ = proc.communicate(timeout=900)
+    reader.join(10)
+    os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, terminal[-3000:]
+    assert json.loads(stdout)["text"] == "a red circle and a high tone"
+    assert "exporting the demo model" in terminal
+    assert "exported text_decoder" in terminal and "8/8" in terminal, terminal[-3000:]  # the bar's steps
+    assert "demo model ready in" in terminal
+    assert "Warning" not in terminal and "warnings.warn" not in terminal, terminal
+    demo_dir = tmp_path / "cache" / "demo"
+    assert [p.suffix for p in demo_dir.iterdir()] == [".pte"]  # no lock or temporary file left

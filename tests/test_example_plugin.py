@@ -1,9 +1,10 @@
 """The example third-party plugin `examples/mmcore-video`, installed with pip like any plugin.
 
-The session fixture runs `pip install --no-deps --no-build-isolation -e examples/mmcore-video`
-(no network: no dependencies, and the build uses the installed setuptools) unless that checkout is
-already installed, and leaves it installed. A video of N sampled frames must prefill exactly like
-N image segments in a row.
+The session fixture copies the example to a temporary directory, `pip install --no-deps
+--no-build-isolation --target`s it into another temporary directory (no network: no dependencies,
+and the build uses the installed setuptools), puts that directory first on `sys.path` (and on
+`PYTHONPATH` for subprocesses) and removes all of it afterwards: the environment running the tests
+is never changed. A video of N sampled frames must prefill exactly like N image segments in a row.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import importlib
 import importlib.util
 import json
 import os
-import site
+import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
@@ -38,32 +40,71 @@ SAMPLED = [0, 2, 3, 5]
 PROMPT = "what happens"
 
 
-def _installed_from_example() -> bool:
-    """True when the `mmcore-video` distribution is an editable install of this checkout."""
-    try:
-        direct_url = metadata.distribution("mmcore-video").read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        return False
-    if not direct_url:
-        return False
-    url = urlparse(json.loads(direct_url).get("url", ""))
-    return url.scheme == "file" and Path(unquote(url.path)).resolve() == EXAMPLE
+def _site_listing() -> list[str]:
+    """What the running interpreter's site-packages holds (names only)."""
+    return sorted(os.listdir(sysconfig.get_paths()["purelib"]))
 
 
 @pytest.fixture(scope="session")
-def video_plugin() -> Any:
-    """The installed example plugin's module (pip-installing it first when needed)."""
-    if not _installed_from_example():
-        missing = [name for name in ("pip", "setuptools") if importlib.util.find_spec(name) is None]
-        if missing:
-            pytest.skip(f"cannot install examples/mmcore-video offline: {', '.join(missing)} not installed")
-        command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", str(EXAMPLE)]
+def video_target() -> Iterator[Path]:
+    """A temporary directory the example is pip-installed into (removed after the session)."""
+    missing = [name for name in ("pip", "setuptools") if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"cannot install examples/mmcore-video offline: {', '.join(missing)} not installed")
+    root = Path(tempfile.mkdtemp(prefix="mmcore-video-test-"))
+    try:
+        # Build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+        source = shutil.copytree(EXAMPLE, root / "src", ignore=shutil.ignore_patterns("build", "*.egg-info"))
+        target = root / "site"
+        command = [
+            sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-compile",
+            "--disable-pip-version-check", "--target", str(target), str(source),
+        ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-        # The editable install adds a .pth import hook, which Python reads only at start-up.
+        yield target
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def site_before() -> list[str]:
+    return _site_listing()
+
+
+@pytest.fixture(scope="session")
+def video_plugin(site_before: list[str], video_target: Path) -> Iterator[Any]:
+    """The example plugin's module, imported from the temporary install (first on `sys.path`);
+    afterwards `sys.path` and `sys.modules` are as before."""
+    names = [name for name in sys.modules if name == "mmcore_video" or name.startswith("mmcore_video.")]
+    hidden = {name: sys.modules.pop(name) for name in names}
+    sys.path.insert(0, str(video_target))
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module("mmcore_video")
+        assert Path(module.__file__ or "").is_relative_to(video_target), module.__file__
+        yield module
+    finally:
+        sys.path.remove(str(video_target))
+        for name in [name for name in sys.modules if name == "mmcore_video" or name.startswith("mmcore_video.")]:
+            del sys.modules[name]
+        sys.modules.update(hidden)
         importlib.invalidate_caches()
-        site.addsitedir(sysconfig.get_paths()["purelib"])
-    return importlib.import_module("mmcore_video")
+
+
+def _env_with_plugin(target: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MMCORE_PLUGINS", "MMCORE_BLOCK_PLUGINS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(target), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def test_the_install_stays_in_its_temporary_directory(
+    video_plugin: Any, video_target: Path, site_before: list[str]
+) -> None:
+    assert (video_target / "mmcore_video" / "__init__.py").is_file()
+    assert [p.name for p in video_target.glob("mmcore_video-*.dist-info")] == ["mmcore_video-0.1.0.dist-info"]
+    assert _site_listing() == site_before  # nothing was installed into the running environment
+    assert not list(EXAMPLE.glob("*.egg-info")) and not (EXAMPLE / "build").exists()  # nor built in the checkout
 
 
 @pytest.fixture
@@ -119,14 +160,17 @@ def _preprocess(runner: MultimodalRunner, pm: PluginManager, item: Any, settings
     return prepared
 
 
-def test_installed_example_is_found_through_its_entry_point(video_plugin: Any, clean_plugin_env: None) -> None:
+def test_installed_example_is_found_through_its_entry_point(
+    video_plugin: Any, video_target: Path, clean_plugin_env: None
+) -> None:
     pm = PluginManager()
     infos = {info.name: info for info in pm.plugin_infos()}
     assert "video" in infos, f"plugins found: {sorted(infos)}; failures: {pm.failures}"
     info = infos["video"]
     assert (info.distribution, info.version) == ("mmcore-video", "0.1.0")
+    assert Path(str(metadata.distribution("mmcore-video").locate_file("mmcore_video"))).is_relative_to(video_target)
     assert info.modalities == ["video"] and info.input_types == ["VideoInput"]
-    assert info.hooks == ["mmcore_register_modalities"]
+    assert info.hooks == ["mmcore_register_modalities", "mmcore_register_settings"]
     assert not [f for f in pm.failures if f.name == "video"]
 
 
@@ -244,9 +288,14 @@ def test_chat_content_parts(video_plugin: Any, video_pm: PluginManager, gif_path
 
 
 def test_cli_run_with_video(
-    video_plugin: Any, video_pm: PluginManager, vision: tuple[Any, Path], tokenizer_dir: Path, gif_path: Path
+    video_plugin: Any,
+    video_target: Path,
+    video_pm: PluginManager,
+    vision: tuple[Any, Path],
+    tokenizer_dir: Path,
+    gif_path: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("MMCORE_PLUGINS", "MMCORE_BLOCK_PLUGINS")}
+    env = _env_with_plugin(video_target)
     command = [
         sys.executable, "-m", "mmcore", "run", str(vision[1]), "--tokenizer", str(tokenizer_dir),
         "--video", str(gif_path), "--text", PROMPT, "--max-new-tokens", str(GREEDY.max_new_tokens), "--json",

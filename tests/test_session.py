@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 import torch
 
+import mmcore
 from mmcore import (
     ContextOverflowError,
     EmbeddingsInput,
@@ -18,7 +20,15 @@ from mmcore import (
 from mmcore.chat import PlainRenderer
 from mmcore.runner import MultimodalRunner
 from mmcore.session import Session
-from mmcore.testing import VisionEncoderSpec, failing_decoder_call
+from mmcore.testing import (
+    DecoderSpec,
+    ProgramSpec,
+    VisionEncoderSpec,
+    build_program,
+    build_tokenizer,
+    failing_decoder_call,
+    tokenizer_vocab_size,
+)
 
 GREEDY = GenerationConfig(echo=False, temperature=0.0, max_new_tokens=8)
 
@@ -192,3 +202,51 @@ def test_fault_injection_at_every_stage_leaves_the_session_consistent(make_runne
     reference = Session(make_runner())
     reference.send("the quick brown fox", GREEDY)
     assert session.send(turn, GREEDY).tokens == reference.send(turn, GREEDY).tokens
+
+
+def _adapter_session(tmp_path):
+    """A session rendered by an adapter (ExecuTorch LLaVA's), whose renderer encodes each image itself."""
+    from PIL import Image
+
+    tokenizer = build_tokenizer()
+    decoder = DecoderSpec.tiny(tokenizer_vocab_size(tokenizer))
+    spec = ProgramSpec(decoder=dataclasses.replace(decoder, max_context_len=512, max_seq_len=256),
+                       vision=VisionEncoderSpec(dtype="uint8", rank=3))  # fmt: skip
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(photo)
+    model = mmcore.open_model(build_program(spec), tokenizer=tokenizer, adapter="executorch-llava")
+    turn = {"role": "user", "content": [{"type": "image", "image": str(photo)}, {"type": "text", "text": "what is it"}]}
+    return model, turn
+
+
+@pytest.mark.parametrize("path", ["plain", "adapter"])
+def test_encoder_cache_hits_on_every_path(make_runner, handler, tmp_path, path):
+    if path == "plain":
+        session, turn, model = Session(make_runner()), TURN1, None
+    else:
+        model, turn = _adapter_session(tmp_path)
+        session = model.session()
+    cache = session.runner.encoder_cache
+    assert cache is not None
+
+    def hits(result) -> int:
+        extra = result.stats.extra
+        assert (extra["encoder_cache_saved_s"] > 0) == (extra["encoder_cache_hits"] > 0)
+        return int(extra["encoder_cache_hits"])
+
+    def counted(send) -> tuple[int, int]:
+        """The turn's reported hits and the hits the cache itself counted meanwhile."""
+        before = cache.stats.hits
+        reported = hits(send())
+        return reported, cache.stats.hits - before
+
+    config = GREEDY.replace(num_bos=1) if path == "plain" else GREEDY
+    assert counted(lambda: session.send(turn, config)) == (0, 0)  # first turn: encoded
+    assert counted(lambda: session.send("and the colour", config)) == (1, 1)  # later turn: history image
+    session.reset()
+    assert counted(lambda: session.send(turn, config)) == (1, 1)  # after reset
+    session.send("tell me more", config)
+    session.truncate(2)
+    assert counted(lambda: session.send("something else", config)) == (1, 1)  # after an edit
+    if model is not None:  # a whole conversation from scratch
+        assert counted(lambda: model.chat([turn], config)) == (1, 1)

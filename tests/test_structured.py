@@ -225,6 +225,15 @@ BAD_FORMATS = [
         "Unsatisfiable",
     ),
     ({"type": "json_schema", "json_schema": {"schema": {"enum": []}}}, "Unsatisfiable"),
+    (
+        _json_schema({"type": "object", "properties": {}, "required": ["x"], "additionalProperties": False}),
+        "required property 'x' is unsatisfiable",
+    ),
+    (_json_schema({"allOf": [{"type": "string"}, {"type": "integer"}]}), "incompatible types"),
+    (_json_schema({"type": "string", "pattern": "(?=a)b"}), "look-around"),
+    (_json_schema({"$ref": "#/$defs/nope"}), "'/$defs/nope' does not exist"),
+    (_json_schema({"type": "string", "format": "weird"}), "Unknown format: weird"),
+    ({"type": "regex", "regex": "(?=a)b"}, "look-around"),
     ({"type": "json_schema", "json_schema": {"name": "x"}}, "needs a 'json_schema' dict holding 'schema'"),
     ({"type": "json_schema", "json_schema": {"schema": "{not json"}}, "not valid JSON"),
     ({"type": "regex", "regex": "a(b"}, "unclosed group"),
@@ -260,7 +269,7 @@ def test_a_format_this_vocabulary_cannot_start_fails_before_decoding(runner):
 
 
 def test_streaming_and_async_streaming_carry_the_constrained_answer(runner):
-    config = _config(_json_schema(COMPACT_PERSON), temperature=0.7, seed=11)
+    config = _config(_json_schema(COMPACT_PERSON), temperature=0.7, seed=12)
     expected = runner.generate(PROMPT, config)
     runner.reset()
     pieces = list(runner.stream(PROMPT, config))
@@ -294,3 +303,16 @@ def test_compiled_formats_are_cached_per_runner(runner):
     runner.reset()
     runner.generate(PROMPT, config)
     assert runner._constraints.last_compile_s == 0.0
+
+
+def test_properties_come_in_the_schemas_order(runner):
+    # OpenAI emits keys in the schema's order (apps rely on it, e.g. reasoning before the answer).
+    schema = {
+        "type": "object",
+        "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "boolean"}, "mid": {"enum": ["x", "y"]}},
+        "required": ["zeta", "alpha", "mid"],
+        "additionalProperties": False,
+        "x-guidance": {"whitespace_flexible": False},
+    }
+    result = runner.generate(PROMPT, _config(_json_schema(schema), temperature=1.0, seed=0))
+    assert list(json.loads(result.text)) == ["zeta", "alpha", "mid"]

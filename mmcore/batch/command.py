@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from mmcore.assemble import parse_assignments
+from mmcore.errors import ConfigError
 
 __all__ = ["add_batch_parser", "run_batch_command"]
 
@@ -31,6 +33,7 @@ def add_batch_parser(sub: Any) -> argparse.ArgumentParser:
     batch.add_argument("--workers", type=int, default=1, help="worker processes or Ray actors (default 1)")
     batch.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                        help="run on Ray: no value starts a local Ray; 'auto' or an address joins one")  # fmt: skip
+    batch.add_argument("--model-id", help="the model id bodies may name as 'model' (default: the program's file stem)")
     batch.add_argument("--media-dir", help="folder that media paths in bodies are relative to (default: INPUT's)")
     batch.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     batch.add_argument("--summary-json", action="store_true", help="print the summary as one JSON object on stdout")
@@ -46,6 +49,9 @@ def run_batch_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    missing = [name for name in ("pydantic", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:  # the bodies come from the server's ChatService
+        raise ConfigError(f"mmcore batch needs {', '.join(missing)}; install them: pip install 'mmcore[serve]'")
     options = ModelOptions(
         program=str(Path(args.program).resolve()),
         config=str(Path(args.config).resolve()) if args.config else None,
@@ -54,6 +60,7 @@ def run_batch_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
         data_path=str(Path(args.data_path).resolve()) if args.data_path else None,
         settings=parse_assignments(args.set, parser.error),
         media_dir=str(Path(args.media_dir or Path(args.input).parent).resolve()),
+        served_model_id=args.model_id,
     )
     engine: Engine
     if args.ray is not None:

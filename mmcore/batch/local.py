@@ -63,6 +63,17 @@ def assign_workers(keys: Sequence[str | None], n_workers: int) -> list[deque[int
     return [deque(sorted(plan)) for plan in plans]
 
 
+def _preload() -> list[str]:
+    """What the forkserver imports before forking workers, so its pages are shared copy-on-write
+    rather than imported again by each worker: mmcore's batch worker and the installed plugins
+    (a plugin that fails to import is skipped there and reported by the worker's plugin manager)."""
+    from importlib.metadata import entry_points
+
+    from mmcore.plugins import ENTRY_POINT_GROUP
+
+    return ["mmcore.batch.worker", *dict.fromkeys(ep.module for ep in entry_points(group=ENTRY_POINT_GROUP))]
+
+
 def _exit_with_job() -> None:
     """End this process as soon as the job's process is gone, even killed by SIGKILL (its end of
     the sentinel pipe closes), whatever this process is doing."""
@@ -77,13 +88,13 @@ def _exit_with_job() -> None:
     threading.Thread(target=watch, name="mmcore-batch-watch", daemon=True).start()
 
 
-def _worker_main(options: ModelOptions, name: str, tasks: Any, results: Any, stop: Any) -> None:
+def _worker_main(options: ModelOptions, name: str, threads: int, tasks: Any, results: Any, stop: Any) -> None:
     """A pool process: load the model, then answer tasks until the `None` sentinel."""
     _exit_with_job()
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C reaches the whole group; the job decides
         signal.signal(signum, signal.SIG_IGN)
     try:
-        worker = BatchWorker(options, name)
+        worker = BatchWorker(options, name, threads=threads)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the job
         results.put(("failed", name, f"{type(exc).__name__}: {exc}"))
         return
@@ -114,13 +125,14 @@ class ProcessPoolEngine:
         keys = [prefix_key(index.read(cid).body) for cid in todo]
         shares = assign_workers(keys, self.workers)
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["mmcore.batch.worker"])  # workers fork from a process that imported mmcore
+        ctx.set_forkserver_preload(_preload())  # workers fork from a process that imported mmcore and the plugins
         results = ctx.Queue()
         cancel = ctx.Event()
         names = [f"worker-{i}" for i in range(self.workers)]
         queues = [ctx.Queue() for _ in names]
-        procs = [ctx.Process(target=_worker_main, args=(self.options, name, q, results, cancel), name=name, daemon=True)
-                 for name, q in zip(names, queues, strict=True)]  # fmt: skip
+        threads = max(1, (os.cpu_count() or 1) // self.workers)  # the cores split among the workers
+        procs = [ctx.Process(target=_worker_main, args=(self.options, name, threads, q, results, cancel), name=name,
+                             daemon=True) for name, q in zip(names, queues, strict=True)]  # fmt: skip
         for proc in procs:
             proc.start()
         inflight: list[deque[int]] = [deque() for _ in names]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import signal
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -36,10 +37,10 @@ def _ray() -> Any:
 class RayWorker:
     """The actor class of the pool: one `BatchWorker` per actor, a batch of lines in, answers out."""
 
-    def __init__(self, options: ModelOptions) -> None:
+    def __init__(self, options: ModelOptions, threads: int) -> None:
         import os
 
-        self.worker = BatchWorker(options, f"ray-{os.getpid()}")
+        self.worker = BatchWorker(options, f"ray-{os.getpid()}", threads=threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
@@ -78,6 +79,10 @@ class RayEngine:
         ray = _ray()
         started = self._connect(ray)
         self._quiet(ray)
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if self.workers * self.num_cpus_per_worker > cpus:  # an autoscaling cluster may still grow
+            logger.warning("%d actors of %g CPU each need more CPUs than the Ray cluster has now (%g); "
+                           "the pool waits for them", self.workers, self.num_cpus_per_worker, cpus)  # fmt: skip
         try:
             rows: list[dict[str, Any]] = []
             for custom_id in todo:
@@ -85,9 +90,11 @@ class RayEngine:
                 rows.append({"custom_id": custom_id, "line": index.raw_line(custom_id).decode("utf-8"),
                              "line_number": request.line_number, "key": prefix_key(request.body) or ""})  # fmt: skip
             rows.sort(key=lambda r: str(r["key"]))  # one prefix's requests share batches, hence an actor's cache
-            dataset = ray.data.from_items(rows).map_batches(
+            # One block per actor call, so the pool shares the work (one block would go to one actor).
+            blocks = max(1, -(-len(rows) // _BATCH_SIZE))
+            dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
                 RayWorker,
-                fn_constructor_args=(self.options,),
+                fn_constructor_args=(self.options, max(1, int(self.num_cpus_per_worker))),
                 compute=ray.data.ActorPoolStrategy(size=self.workers),
                 batch_size=_BATCH_SIZE,
                 num_cpus=self.num_cpus_per_worker,
@@ -102,17 +109,23 @@ class RayEngine:
                 ray.shutdown()
 
     def _connect(self, ray: Any) -> bool:
-        """Connect to Ray; True when this call started (and so must stop) it."""
+        """Connect to Ray; True when this call started (and so must stop) it. The job's SIGINT and
+        SIGTERM handlers (a clean stop) survive: `ray.init` replaces SIGTERM's with an exit."""
         if ray.is_initialized():
             return False
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            if self.address is None:
-                ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
-            else:
-                ray.init(address=self.address, logging_level=logging.WARNING, configure_logging=False)
+            # "local" always starts a new instance (never one found through RAY_ADDRESS or `ray start`).
+            ray.init(address=self.address or "local", include_dashboard=False if self.address is None else None,
+                     logging_level=logging.WARNING, configure_logging=False)  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address!r}"
             raise RayUnavailableError(f"cannot start or reach {where}: {exc}") from exc
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(signum, handler)
         return True
 
     @staticmethod

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
+import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from mmcore.batch.jsonl import BatchRequest, error_line, response_line
-from mmcore.batch.service import respond
+from mmcore.batch.service import open_service, respond
 from mmcore.chat_model import AUTO, ChatModel, build_chat_model
 
-__all__ = ["Answer", "BatchWorker", "ModelOptions", "derive_seed", "prefix_key"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["Answer", "BatchWorker", "ModelOptions", "derive_seed", "limit_threads", "prefix_key"]
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,13 @@ class ModelOptions:
     data_path: str | None = None
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     media_dir: str = "."
+    served_model_id: str | None = None
 
     @property
     def model_id(self) -> str:
-        return Path(self.program).stem if self.program else "mmcore"
+        """The id request bodies may name as `model` (as `mmcore serve --model-id`; default: the
+        program's file stem)."""
+        return self.served_model_id or (Path(self.program).stem if self.program else "mmcore")
 
     def open(self) -> ChatModel:
         """The model, loaded (its program memory-mapped by ExecuTorch)."""
@@ -99,15 +101,36 @@ def prefix_key(body: Any) -> str | None:
     return hashlib.blake2b(json.dumps(shared, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
+def limit_threads(threads: int) -> None:
+    """Run this process's kernels on at most `threads` threads: N workers on C cores get C // N
+    each, not C each (which would oversubscribe the cores N times)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    runtime = sys.modules.get("executorch.extension.pybindings._C")  # loaded with the model
+    if runtime is not None and runtime._threadpool_get_thread_count() > threads:
+        sys.stderr.flush()
+        saved = os.dup(2)  # the runtime logs the reset on the stderr file descriptor: silence it
+        try:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                runtime._unsafe_reset_threadpool(threads)  # safe here: nothing runs on the pool yet
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 class BatchWorker:
     """Loads the model once and answers requests one at a time; a request that fails gets an
     error line and the worker goes on."""
 
-    def __init__(self, options: ModelOptions, name: str = "worker-0") -> None:
+    def __init__(self, options: ModelOptions, name: str = "worker-0", *, threads: int | None = None) -> None:
         self.options = options
         self.name = name
         self.model = options.open()
-        self.media_dir = Path(options.media_dir)
+        if threads is not None:
+            limit_threads(threads)
+        self.service = open_service(self.model, model_id=options.model_id, media_dir=options.media_dir)
 
     def answer(self, request: BatchRequest) -> Answer:
         start = time.perf_counter()
@@ -127,12 +150,5 @@ class BatchWorker:
         body = dict(request.body)
         if body.get("seed") is None:
             body["seed"] = derive_seed(request.custom_id)
-        try:
-            reply = respond(self.model, request.url, body, media_dir=self.media_dir, model_id=self.options.model_id)
-        except Exception as exc:  # one request's failure is recorded, the job goes on
-            logger.exception("request %s failed", request.custom_id)
-            return error_line(request.custom_id, "internal_error", f"{type(exc).__name__}: {exc}", status_code=500)
-        out = dict(reply.body)
-        if reply.status_code < 400:
-            out["mmcore"] = {"token_ids": reply.token_ids}
-        return response_line(request.custom_id, reply.status_code, out)
+        reply = respond(self.service, request.url, body)  # a failure is an error line; the job goes on
+        return response_line(request.custom_id, reply.status_code, reply.body)

@@ -7,11 +7,12 @@ Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, ``PO
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 #: The header that pins a conversation to a slot (as the body's ``session_id``).
 SESSION_HEADER = "X-Session-ID"
 _OPEN_PATHS = ("/health", "/")
+#: The status logged for a request whose client went away before its answer (nginx's convention).
+CLIENT_CLOSED = 499
 #: The chat page's files need no key (its API calls do).
 _OPEN_PREFIXES = ("/static/",)
 
@@ -53,6 +56,8 @@ def create_app(service: ChatService, *, api_key: str | None = None, max_body_byt
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        if exc.status >= 500:
+            _log_failure(f"{request.method} {request.url.path}", exc)
         return _error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -91,7 +96,7 @@ def create_app(service: ChatService, *, api_key: str | None = None, max_body_byt
         session_id = request.headers.get(SESSION_HEADER)
         if body.get("stream"):
             return await _sse(service.astream_chat_completion(body, session_id=session_id))
-        return JSONResponse(await service.achat_completion(body, session_id=session_id))
+        return await _unless_disconnected(request, service.achat_completion(body, session_id=session_id))
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Response:
@@ -99,7 +104,7 @@ def create_app(service: ChatService, *, api_key: str | None = None, max_body_byt
         session_id = request.headers.get(SESSION_HEADER)
         if body.get("stream"):
             return await _sse(service.astream_completion(body, session_id=session_id))
-        return JSONResponse(await service.acompletion(body, session_id=session_id))
+        return await _unless_disconnected(request, service.acompletion(body, session_id=session_id))
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -149,6 +154,12 @@ class _Guard:
             self.service.metrics.count(endpoint, status[0])
 
 
+def _log_failure(what: str, exc: BaseException) -> None:
+    """Log a server-side failure with its traceback (the client's answer carries none)."""
+    cause = exc.__cause__ if isinstance(exc, APIError) and exc.__cause__ is not None else exc
+    logger.error("%s failed: %s", what, exc, exc_info=(type(cause), cause, cause.__traceback__))
+
+
 def _error_response(exc: APIError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
@@ -177,6 +188,30 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, dict[str, Any]]) -> Response:
+    """`work`'s body as JSON, or, when the client goes away first, `work` cancelled (its generation
+    stops within one decode step and its slot is freed) and a 499 nobody reads."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, APIError):
+            await task
+        logger.info("client left %s before its answer; generation stopped", request.url.path)
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(task.result())
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body is read already: `receive` waits for that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
     """An SSE response of `chunks`; the first is awaited here so a failing request gets its HTTP error."""
     try:
@@ -190,10 +225,11 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
                 yield json.dumps(first, ensure_ascii=False)
             async for chunk in chunks:
                 yield json.dumps(chunk, ensure_ascii=False)
-        except Exception as exc:
-            if not isinstance(exc, APIError):
-                logger.exception("stream failed")
-            yield json.dumps(api_error_from(exc).body())
+        except Exception as exc:  # noqa: BLE001 - any failure becomes the stream's last event
+            error = api_error_from(exc)
+            if error.status >= 500:
+                _log_failure("a stream", exc)
+            yield json.dumps(error.body())
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
         yield "[DONE]"

@@ -37,6 +37,7 @@ from mmcore.config import GenerationConfig
 from mmcore.content import MediaPolicy, normalize_messages
 from mmcore.errors import MMCoreError
 from mmcore.runner import GenerationResult, Piece
+from mmcore.serve.constrained import forced_tools, request_format, tool_call_format
 from mmcore.serve.errors import APIError, api_error_from, from_validation_error
 from mmcore.serve.metrics import Metrics
 from mmcore.serve.protocol import (
@@ -155,10 +156,12 @@ class ChatService:
         card = ModelCard(id=self.model_id, max_model_len=self.model.runner.metadata.max_context_len)
         return ModelList(data=[card]).model_dump()
 
-    def chat_completion(self, body: Body, *, session_id: str | None = None) -> dict[str, Any]:
-        """A ``chat.completion`` body (blocks until a slot is free and the answer is complete)."""
+    def chat_completion(self, body: Body, *, session_id: str | None = None, token_ids: bool = False) -> dict[str, Any]:
+        """A ``chat.completion`` body (blocks until a slot is free and the answer is complete).
+        `token_ids`: add the generated ids as ``body["mmcore"]["token_ids"]`` (what `mmcore batch` writes)."""
         job = self.prepare_chat(body, session_id=session_id)
-        return self._chat_body(job, self._run_blocking(job))
+        outcome = self._run_blocking(job)
+        return _with_token_ids(self._chat_body(job, outcome), outcome, token_ids)
 
     def stream_chat_completion(self, body: Body, *, session_id: str | None = None) -> Iterator[dict[str, Any]]:
         """``chat.completion.chunk`` bodies: the role first, content deltas, the finish reason, then
@@ -177,10 +180,12 @@ class ChatService:
         job = self.prepare_chat(body, session_id=session_id)
         return self._stream_async(job, _ChatChunks(self, job))
 
-    def completion(self, body: Body, *, session_id: str | None = None) -> dict[str, Any]:
-        """A ``text_completion`` body for a plain prompt (no chat template)."""
+    def completion(self, body: Body, *, session_id: str | None = None, token_ids: bool = False) -> dict[str, Any]:
+        """A ``text_completion`` body for a plain prompt (no chat template); `token_ids` as in
+        `chat_completion`."""
         job = self.prepare_completion(body, session_id=session_id)
-        return self._completion_body(job, self._run_blocking(job))
+        outcome = self._run_blocking(job)
+        return _with_token_ids(self._completion_body(job, outcome), outcome, token_ids)
 
     def stream_completion(self, body: Body, *, session_id: str | None = None) -> Iterator[dict[str, Any]]:
         """``text_completion`` chunks of a streamed plain-prompt completion."""
@@ -209,10 +214,14 @@ class ChatService:
         if request.logprobs and request.top_logprobs:
             raise APIError(400, "top_logprobs is not supported (only the sampled token's logprob); omit it",
                            param="top_logprobs", code="unsupported_parameter")  # fmt: skip
-        if request.response_format and request.response_format.get("type", "text") != "text":
-            raise APIError(400, f"response_format {request.response_format.get('type')!r} is not supported; "
-                           "omit it or use 'text'", param="response_format", code="unsupported_parameter")  # fmt: skip
+        fmt = request_format(request.response_format)
         tools = self._tools(request)
+        if tools is not None and (forced := forced_tools(request.tools or [], request.tool_choice)) is not None:
+            if fmt is not None:
+                raise APIError(400, "response_format cannot be combined with a forced tool_choice (the call's "
+                               "format is the constraint); drop one", param="tool_choice")  # fmt: skip
+            fmt = tool_call_format(forced, tools, self.model.runner.tokenizer,
+                                   parallel=request.parallel_tool_calls is not False)  # fmt: skip
         template_kwargs = dict(request.chat_template_kwargs or {})
         if tools is not None:
             template_kwargs["tools"] = request.tools
@@ -223,6 +232,11 @@ class ChatService:
                            code="unsupported_parameter")  # fmt: skip
         messages = normalize_messages([_message(m) for m in request.messages], self.media)
         config = self._config(request, request.resolved_max_tokens(), bool(request.logprobs))
+        if fmt is not None:
+            try:
+                config = config.replace(response_format=fmt)
+            except MMCoreError as exc:
+                raise APIError(400, str(exc), param="response_format", code="invalid_response_format") from None
         return _Job(
             kind="chat",
             id=new_id("chatcmpl"),
@@ -273,6 +287,8 @@ class ChatService:
                            code="unsupported_parameter")  # fmt: skip
 
     def _tools(self, request: ChatCompletionRequest) -> ToolParser | None:
+        if not request.tools and request.tool_choice not in (None, "auto", "none"):
+            raise APIError(400, f"tool_choice {request.tool_choice!r} needs tools", param="tool_choice")
         if not request.tools or request.tool_choice == "none":
             return None
         for number, tool in enumerate(request.tools):
@@ -280,10 +296,7 @@ class ChatService:
             if tool.get("type") != "function" or not isinstance(function, Mapping) or not function.get("name"):
                 raise APIError(400, f"tools[{number}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
                                param=f"tools.{number}")  # fmt: skip
-        if request.tool_choice not in (None, "auto"):
-            raise APIError(400, f"tool_choice {request.tool_choice!r} is not supported (calls cannot be forced "
-                           "without constrained decoding); use 'auto' or 'none'", param="tool_choice",
-                           code="unsupported_parameter")  # fmt: skip
+        forced_tools(request.tools, request.tool_choice)  # a bad tool_choice is a 400 here
         return self.tool_parser
 
     def _config(
@@ -293,7 +306,7 @@ class ChatService:
         base = self.model.runner.generation_config
         changes: dict[str, Any] = {"echo": False, "logprobs": logprobs}
         for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
-                     "repetition_penalty"):  # fmt: skip
+                     "repetition_penalty", "ignore_eos"):  # fmt: skip
             value = getattr(request, name)
             if value is not None:
                 changes[name] = value
@@ -336,7 +349,7 @@ class ChatService:
         if first and len(result.tokens) > 1:
             per_token = (time.perf_counter() - first[0]) / (len(result.tokens) - 1)
         self.metrics.finished(prompt=prompt, cached=reused, generated=len(result.tokens), ttft_s=ttft,
-                              per_token_s=per_token)  # fmt: skip
+                              per_token_s=per_token, speculative=result.stats.extra.get("speculative"))  # fmt: skip
         return outcome
 
     def _run_blocking(self, job: _Job) -> _Outcome:
@@ -591,6 +604,13 @@ def _drive(
         yield from chunks.finish(outcome)
     finally:
         stop()
+
+
+def _with_token_ids(body: dict[str, Any], outcome: _Outcome, token_ids: bool) -> dict[str, Any]:
+    """mmcore's extension field: the generated token ids beside the OpenAI body."""
+    if token_ids:
+        body["mmcore"] = {"token_ids": list(outcome.result.tokens)}
+    return body
 
 
 def _unwrap(value: _Outcome | BaseException) -> _Outcome:

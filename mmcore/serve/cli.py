@@ -6,19 +6,23 @@ import argparse
 import dataclasses
 import importlib.util
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from mmcore.assemble import RunnerConfig, load_config, parse_assignments, with_overrides
 from mmcore.chat_model import AUTO, ChatModel, open_model
+from mmcore.config import GenerationConfig
 from mmcore.content import MediaPolicy
 from mmcore.errors import ConfigError
+from mmcore.generation_defaults import read_generation_defaults
 from mmcore.plugins import PluginManager
 from mmcore.serve.config import ServeSettings, serve_table
 
-__all__ = ["add_serve_parser", "run_serve", "serve_forever"]
+__all__ = ["add_serve_parser", "listening_socket", "run_serve", "serve_forever"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,10 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true",
                        help="serve the built-in demo model (exported on first use, as `mmcore demo` does)")  # fmt: skip
     serve.add_argument("--tool-parser", choices=["hermes", "mistral"], help="tool-call format (default: the family's)")
+    serve.add_argument("--speculative", choices=["ngram", "draft", "off"],
+                       help="speculative decoding for every request: prompt lookup, a draft model, or off")  # fmt: skip
+    serve.add_argument("--draft-model", help="the draft .pte for --speculative draft (same tokenizer)")
+    serve.add_argument("--num-draft-tokens", type=int, help="most draft tokens verified per decoder call")
     return serve
 
 
@@ -63,8 +71,19 @@ def run_serve(args: argparse.Namespace, pm: PluginManager, parser: argparse.Argu
         settings = settings.replace(model_id=settings.model_id or "mmcore-demo")
     else:
         model = open_model(_runner_config(args, pm, parser), plugin_manager=pm)
+    _apply_speculative(model, args)
     serve_forever(model, settings)
     return 0
+
+
+def _apply_speculative(model: ChatModel, args: argparse.Namespace) -> None:
+    """The speculative flags on top of the config's `[generation.speculative]` (the requests' base)."""
+    from mmcore.speculative.settings import speculative_overrides
+
+    base = model.runner.generation_config
+    speculative = speculative_overrides(base.speculative, args.speculative, args.draft_model, args.num_draft_tokens)
+    if speculative is not base.speculative:
+        model.runner.generation_config = base.replace(speculative=speculative)
 
 
 def _demo_model(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> ChatModel:
@@ -80,12 +99,20 @@ def _demo_model(args: argparse.Namespace, pm: PluginManager, parser: argparse.Ar
 def _runner_config(args: argparse.Namespace, pm: PluginManager, parser: argparse.ArgumentParser) -> RunnerConfig:
     if not (args.config or args.program):
         parser.error("give the program: mmcore serve PROGRAM ... (or `program = ...` in a --config file)")
-    config = load_config(args.config or {"program": args.program}, plugin_manager=pm)
+    source = args.config or {"program": args.program}
     settings = parse_assignments(args.set, parser.error)
-    config = with_overrides(
-        config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
-        plugin_manager=pm,
-    )  # fmt: skip
+
+    def configured(base: GenerationConfig | None) -> RunnerConfig:
+        config = load_config(source, plugin_manager=pm, generation_base=base)
+        return with_overrides(
+            config, program=args.program if args.config else None, tokenizer=args.tokenizer, modalities=settings,
+            plugin_manager=pm,
+        )  # fmt: skip
+
+    config = configured(None)
+    defaults = read_generation_defaults(config.program.parent)
+    if defaults is not None:  # the model's generation_config.json under the config's [generation] keys
+        config = configured(defaults.apply(GenerationConfig()))
     changes: dict[str, Any] = {}
     if args.data_path:
         changes["data_path"] = Path(args.data_path)
@@ -111,10 +138,47 @@ def serve_forever(model: ChatModel, settings: ServeSettings) -> None:
         prefix_cache=settings.prefix_cache, media=media, tool_parser=settings.tool_parser,
     )  # fmt: skip
     app = create_app(service, api_key=settings.api_key, max_body_bytes=int(settings.max_body_mb * 1024 * 1024))
-    sock = socket.create_server((settings.host, settings.port), reuse_port=False)
+    sock = listening_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = _uvicorn_server()(config)
     print(f"mmcore: serving {service.model_id!r} ({settings.parallel} slot(s)); listening on http://{host}:{port}",
           file=sys.stderr, flush=True)  # fmt: skip
     server.run(sockets=[sock])
+    print("mmcore: server stopped", file=sys.stderr, flush=True)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on `host`:`port` (0: a free port).
+
+    Made with ``proto=IPPROTO_TCP`` on purpose: asyncio turns Nagle's algorithm off (TCP_NODELAY) only
+    on sockets whose `proto` says TCP, and `socket.create_server` leaves it 0, so every answer sent in
+    two writes (headers, then body) waited ~40 ms for the client's delayed ACK.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _uvicorn_server() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        """uvicorn's server, but a SIGINT/SIGTERM ends in a graceful shutdown and exit 0: uvicorn
+        re-raises the signal after shutting down (a KeyboardInterrupt, or death by SIGTERM)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C: stop waiting for in-flight requests
+            self.should_exit = True
+
+    return Server

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from mmcore.errors import (
     ConfigError,
+    ConstraintError,
     ContextOverflowError,
     InvalidInputError,
     MediaNotFoundError,
@@ -17,6 +19,10 @@ from mmcore.errors import (
 from mmcore.serve.protocol import ErrorBody, ErrorEnvelope
 
 __all__ = ["APIError", "api_error_from", "from_validation_error"]
+
+#: ``<_io.BytesIO object at 0x7f...>`` in a library's message: an address means nothing to a client
+#: (and differs between two identical requests), so answers name the type only.
+_OBJECT_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
 
 
 class APIError(Exception):
@@ -31,6 +37,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
     ) -> None:
+        message = _OBJECT_REPR.sub(r"<\1>", message)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -66,6 +73,8 @@ def api_error_from(exc: BaseException) -> APIError:
         return APIError(404, str(exc), param="messages", code="media_not_found")
     if isinstance(exc, UnsupportedInputError | InvalidInputError):
         return APIError(400, str(exc), param="messages", code="invalid_content")
+    if isinstance(exc, ConstraintError):  # found against the model's vocabulary, before decoding
+        return APIError(400, str(exc), param="response_format", code="invalid_response_format")
     if isinstance(exc, ConfigError):
         return APIError(400, str(exc), code="invalid_parameter")
     if isinstance(exc, MMCoreError):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -35,6 +36,12 @@ class Metrics:
             "mmcore_time_per_output_token_seconds", "Mean time between generated tokens, per request",
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.draft_proposed = Counter(
+            "mmcore_draft_tokens_proposed", "Speculative draft tokens verified by the model", registry=r
+        )
+        self.draft_accepted = Counter(
+            "mmcore_draft_tokens_accepted", "Speculative draft tokens the model agreed with", registry=r
+        )
         self.queue_depth = Gauge("mmcore_queue_depth", "Requests waiting for a slot", registry=r)
         self.busy_slots = Gauge("mmcore_busy_slots", "Slots serving a request", registry=r)
 
@@ -47,9 +54,13 @@ class Metrics:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
 
     def finished(
-        self, *, prompt: int, cached: int, generated: int, ttft_s: float | None, per_token_s: float | None
-    ) -> None:
-        """Record one finished generation."""
+        self, *, prompt: int, cached: int, generated: int, ttft_s: float | None, per_token_s: float | None,
+        speculative: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """Record one finished generation (`speculative`: its `stats.extra["speculative"]`, if any)."""
+        if speculative:
+            self.draft_proposed.inc(int(speculative.get("draft_tokens_proposed", 0)))
+            self.draft_accepted.inc(int(speculative.get("draft_tokens_accepted", 0)))
         self.prompt_tokens.inc(prompt)
         self.cached_tokens.inc(cached)
         self.generated_tokens.inc(generated)

@@ -109,6 +109,8 @@ class _Sampling(_Request):
     user: str | None = None
     #: mmcore extension: pin the conversation to one slot (also the ``X-Session-ID`` header).
     session_id: str | None = Field(default=None, max_length=256)
+    #: extension (as vLLM and llama-server have it): keep generating past end-of-sequence tokens.
+    ignore_eos: bool | None = None
 
 
 class ChatCompletionRequest(_Sampling):

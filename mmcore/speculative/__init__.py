@@ -18,14 +18,13 @@ from mmcore.speculative.verify import SamplingParams, accept_greedy, accept_samp
 
 if TYPE_CHECKING:
     from mmcore.speculative.draft import DraftModel, DraftModelDrafter
-    from mmcore.speculative.loop import Drafter, DraftFilter, Speculation, SpeculationCounts, Verifier
+    from mmcore.speculative.loop import Drafter, Speculation, SpeculationCounts, Verifier
     from mmcore.speculative.support import RunnerSpeculation, speculation_unsupported
 
 __all__ = [
     "METHODS",
     "NO_TOKEN",
     "CallCosts",
-    "DraftFilter",
     "DraftModel",
     "DraftModelDrafter",
     "DraftPolicy",

@@ -15,12 +15,9 @@ from mmcore.speculative.verify import SamplingParams, accept_greedy, accept_samp
 
 if TYPE_CHECKING:
     from mmcore.generate import GreedyLoop
+    from mmcore.structured import TokenMask
 
-__all__ = ["DraftFilter", "Drafter", "Speculation", "SpeculationCounts", "Verifier"]
-
-#: Cuts drafts before the first token the sampling step would forbid (e.g. a grammar mask), so a
-#: forbidden draft is rejected without a decoder call. Identity when None.
-DraftFilter = Callable[[list[int]], list[int]]
+__all__ = ["Drafter", "Speculation", "SpeculationCounts", "Verifier"]
 
 
 class Drafter(Protocol):
@@ -68,6 +65,7 @@ class SpeculationCounts:
     method: str
     proposed: int = 0
     accepted: int = 0
+    forbidden: int = 0  # drafts a constraint's mask cut before the decoder call
     decoder_calls: int = 0
     emitted: int = 0
     plain_tokens: int = 0  # decoded by the native greedy loop while switched off
@@ -82,6 +80,7 @@ class SpeculationCounts:
             "draft_tokens_proposed": self.proposed,
             "draft_tokens_accepted": self.accepted,
             "acceptance_rate": self.accepted / self.proposed if self.proposed else 0.0,
+            "draft_tokens_forbidden": self.forbidden,
             "decoder_calls": calls + self.plain_tokens,
             "verification_calls": calls,
             "tokens_per_verification_call": (self.emitted / calls) if calls else 0.0,
@@ -100,6 +99,11 @@ class Speculation:
     Greedy (`sampling` None): a call emits the accepted drafts and the target's own next token, so
     the ids are those of plain greedy decoding. Sampled: the rejection rule keeps the output
     distributed as the target's, with `rng` (seeded) the only source of randomness.
+
+    Constrained (`mask`, the answer's `TokenMask` after the current token): drafts are cut at the
+    first token the mask forbids before the decoder call (`TokenMask.accepted_prefix`), each
+    verification row is masked as the plain path masks its logits, and the mask follows the
+    emitted tokens (rolled back over rejected drafts).
     """
 
     def __init__(
@@ -113,7 +117,7 @@ class Speculation:
         counts: SpeculationCounts,
         sampling: SamplingParams | None = None,
         rng: np.random.Generator | None = None,
-        filter_drafts: DraftFilter | None = None,
+        mask: TokenMask | None = None,
     ) -> None:
         self.drafter = drafter
         self.verifier = verifier
@@ -124,8 +128,8 @@ class Speculation:
         self.counts = counts
         self.sampling = sampling
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.filter_drafts = filter_drafts
-        counts.native_verification = verifier.native and sampling is None
+        self.mask = mask
+        counts.native_verification = verifier.native and sampling is None and mask is None
 
     def run(
         self,
@@ -140,7 +144,7 @@ class Speculation:
         """Tokens after `token` (fed at `start_pos`): at most `max_steps`, ending after an id in
         `eos_ids`, when `on_token(id)` returns True or `stop_requested()` turns True."""
         emitted: list[int] = []
-        history, counts, policy = self.history, self.counts, self.policy
+        history, counts, policy, mask = self.history, self.counts, self.policy, self.mask
 
         def emit(new: int) -> bool:
             emitted.append(new)
@@ -155,8 +159,9 @@ class Speculation:
             if k == 0 and policy.pause > 0 and greedy_loop is not None and self.sampling is None:
                 # Switched off: decode plainly below Python for the pause.
                 ended: list[bool] = []
-                after_plain = _plain_callback(emit, stop_requested, ended)
-                plain = greedy_loop(token, pos, min(policy.pause, remaining), eos_ids, after_plain)
+                after_plain = _plain_callback(emit, stop_requested, ended, mask)
+                bitmask = None if mask is None else mask.bitmask
+                plain = greedy_loop(token, pos, min(policy.pause, remaining), eos_ids, after_plain, bitmask)
                 policy.plain_tokens(len(plain))
                 counts.plain_tokens += len(plain)
                 if not plain or ended:
@@ -164,31 +169,51 @@ class Speculation:
                 pos, token = pos + len(plain), plain[-1]
                 continue
             drafts = self.drafter.propose(history, k)[:k] if k > 0 else []
-            if self.filter_drafts is not None and drafts:
-                drafts = self.filter_drafts(drafts)
+            proposed = len(drafts)
+            # Constrained: drafts past the first forbidden one are rejected here, without a decoder
+            # call; `allowed` [len(drafts) + 1, V] holds each verification row's mask.
+            allowed, forbidden = None, None
+            if mask is not None:
+                drafts, allowed, forbidden = _walk(mask, drafts)
+                counts.forbidden += proposed - len(drafts)
             ids = [token, *drafts]
             # Verify: one call at positions pos..pos+k; row j judges draft j + 1.
-            if self.sampling is None:
+            if self.sampling is None and allowed is None:
                 row_argmax, n, seconds = self.verifier.greedy(ids, pos)
+                new = [*drafts[:n], row_argmax[n]]
+            elif self.sampling is None:
+                logits, seconds = self.verifier.rows(ids, pos)  # [k + 1, V]
+                row_argmax = _masked(logits, allowed).argmax(axis=-1).tolist()
+                n = accept_greedy(drafts, row_argmax)
                 new = [*drafts[:n], row_argmax[n]]
             else:
                 logits, seconds = self.verifier.rows(ids, pos)  # [k + 1, V]
-                target = probabilities(logits, self.sampling)
-                n, after = accept_sampled(drafts, target, self._draft_probs(len(drafts), target.shape[1]), self.rng)
+                target = probabilities(_masked(logits, allowed), self.sampling)
+                # A forbidden draft stays for the rule, which rejects it at its row (p = 0 there) and
+                # draws from the residual, so the output keeps the target's distribution.
+                judged = drafts if forbidden is None else [*drafts, forbidden]
+                q = self._draft_probs(len(judged), target.shape[1])
+                n, after = accept_sampled(judged, target, q, self.rng)
                 new = [*drafts[:n], after]
+            if mask is not None:
+                mask.rollback(len(drafts) - n)  # the mask now follows the accepted drafts
             policy.costs.record(len(ids), seconds)
-            policy.update(len(drafts), n)
+            policy.update(proposed, n)
             self.drafter.accept(n)
             counts.decoder_calls += 1
-            counts.proposed += len(drafts)
+            counts.proposed += proposed
             counts.accepted += n
             # Emit the accepted drafts and the target's next token; rejected rows need no undo
             # (later calls overwrite them, and attention masks by position until then).
             stopped = False
-            for new_token in new:
+            for index, new_token in enumerate(new):
                 counts.emitted += 1
+                if mask is not None and index == n:
+                    mask.advance(new_token)  # the target's own token (drafts were advanced by _walk)
                 if emit(new_token):
                     stopped = True
+                    if mask is not None and index < n:
+                        mask.rollback(n - 1 - index)  # accepted drafts after a stop are not emitted
                     break
             if stopped:
                 break
@@ -206,12 +231,39 @@ class Speculation:
         return probs
 
 
+def _walk(mask: TokenMask, drafts: list[int]) -> tuple[list[int], np.ndarray, int | None]:
+    """(the drafts the mask allows in order, cut after an EOS; each verification row's allowed ids
+    `[len + 1, V]`; the first forbidden draft or None), with `mask` advanced over the kept drafts."""
+    count = mask.accepted_prefix(drafts)
+    forbidden = drafts[count] if count < len(drafts) else None
+    kept: list[int] = []
+    rows = [mask.allowed()]  # row 0: after the current token
+    for draft in drafts[:count]:
+        mask.advance(draft)
+        kept.append(draft)
+        rows.append(mask.allowed())  # after an EOS a stale copy: that row's token is never emitted
+        if draft in mask.eos_ids:
+            forbidden = None  # drafts after an EOS are never reached
+            break
+    return kept, np.stack(rows), forbidden
+
+
+def _masked(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """`logits` `[T, V]` with the ids each row's mask forbids at -inf (unchanged without a mask)."""
+    if allowed is None:
+        return logits
+    return np.where(allowed[:, : logits.shape[1]], logits, np.float32(-np.inf))
+
+
 def _plain_callback(
-    emit: Callable[[int], bool], stop_requested: Callable[[], bool], ended: list[bool]
+    emit: Callable[[int], bool], stop_requested: Callable[[], bool], ended: list[bool], mask: TokenMask | None
 ) -> Callable[[int], bool]:
-    """The native loop's per-token callback: emit, and note in `ended` that generation should end."""
+    """The native loop's per-token callback: advance the mask, emit, and note in `ended` that
+    generation should end."""
 
     def after(new: int) -> bool:
+        if mask is not None:
+            mask.advance(new)
         if emit(new) or stop_requested():
             ended.append(True)
         return bool(ended)

@@ -10,13 +10,14 @@ import numpy as np
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
 from mmcore.program import Program
 from mmcore.speculative.draft import DraftModel, DraftModelDrafter
-from mmcore.speculative.loop import Drafter, DraftFilter, Speculation, SpeculationCounts, Verifier
+from mmcore.speculative.loop import Drafter, Speculation, SpeculationCounts, Verifier
 from mmcore.speculative.ngram import NgramDrafter
 from mmcore.speculative.policy import CallCosts, DraftPolicy
 from mmcore.speculative.verify import SamplingParams
 
 if TYPE_CHECKING:
     from mmcore.config import GenerationConfig
+    from mmcore.structured import TokenMask
 
 __all__ = ["SLIDING_WINDOW", "RunnerSpeculation", "speculation_unsupported"]
 
@@ -62,11 +63,12 @@ class RunnerSpeculation:
         self.costs = CallCosts()
         self._verifier: Verifier | None = None
         self._drafts: dict[Path, DraftModel] = {}
-        #: Set by constrained decoding to cut drafts at the first forbidden token (see `DraftFilter`).
-        self.filter_drafts: DraftFilter | None = None
 
-    def for_call(self, config: GenerationConfig, history: list[int], extra: dict[str, Any]) -> Speculation | None:
-        """The speculation of one generate call, or None (the reason goes to `extra["speculative"]`)."""
+    def for_call(
+        self, config: GenerationConfig, history: list[int], extra: dict[str, Any], mask: TokenMask | None = None
+    ) -> Speculation | None:
+        """The speculation of one generate call, or None (the reason goes to `extra["speculative"]`);
+        `mask`: the constrained answer's mask (drafts it forbids are rejected without a decoder call)."""
         settings = config.speculative
         if settings is None or not settings.enabled:
             return None
@@ -104,7 +106,7 @@ class RunnerSpeculation:
             counts=counts,
             sampling=sampling,
             rng=rng,
-            filter_drafts=self.filter_drafts,
+            mask=mask,
         )
 
     def report(self, speculation: Speculation, extra: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ class ResponseFormat:
                 f"response_format json_schema.schema must be a JSON Schema object, got {type(schema).__name__}"
             )
         try:
-            text = json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
+            text = json.dumps(schema, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ConstraintError(f"response_format json_schema.schema is not JSON-serializable: {exc}") from None
         return cls("json_schema", text, name)

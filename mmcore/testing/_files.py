@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mmcore.cache import cache_dir
+
 try:  # POSIX only; elsewhere builds are still atomic, merely not serialised.
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -21,23 +23,46 @@ CACHE_ENV_VAR = "MMCORE_TESTING_CACHE"
 
 
 def default_cache_dir() -> Path:
-    """``$MMCORE_TESTING_CACHE`` if set, else ``~/.cache/mmcore/testing``."""
+    """``$MMCORE_TESTING_CACHE`` if set, else ``testing`` in mmcore's cache directory
+    (:func:`mmcore.cache.cache_dir`: ``$MMCORE_CACHE_DIR``, else ``~/.cache/mmcore`` on Linux)."""
     env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env) if env else Path.home() / ".cache" / "mmcore" / "testing"
+    return Path(env) if env else cache_dir() / "testing"
 
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
+    """Hold an exclusive advisory lock on ``path`` for the block; the file exists only meanwhile.
+
+    The holder deletes the file before releasing it. A waiter that then gets the lock on the
+    deleted file sees that ``path`` is gone or is another file, and locks again, so two processes
+    never both hold the lock and no lock file is left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    if fcntl is None:  # pragma: no cover - Windows: not serialised (writes are still atomic)
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            yield
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the file was removed by the previous holder: lock the new one
+    try:
+        yield
+    finally:
+        try:
+            path.unlink(missing_ok=True)
         finally:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def _temp_name(target: Path) -> Path:

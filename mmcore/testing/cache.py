@@ -43,7 +43,7 @@ def cached_data_path(spec: ProgramSpec, cache_dir: Path | None = None) -> Path |
 def build_program(spec: ProgramSpec, cache_dir: Path | None = None) -> Path:
     """Path of the ``.pte`` for ``spec``, exporting it on first use (seconds) and reusing it afterwards.
 
-    ``cache_dir`` defaults to ``$MMCORE_TESTING_CACHE`` or ``~/.cache/mmcore/testing``. Writes are
+    ``cache_dir`` defaults to ``$MMCORE_TESTING_CACHE`` or ``testing`` in mmcore's cache directory. Writes are
     atomic and serialised by a file lock, so parallel or interrupted runs never see a partial file.
     """
     root = cache_dir if cache_dir is not None else default_cache_dir()

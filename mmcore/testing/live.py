@@ -67,8 +67,9 @@ def browser_binaries() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def headless_chromium(width: int = 1100, height: int = 850) -> Any:
-    """A Selenium WebDriver on a headless Chromium; RuntimeError when there is no browser."""
+def headless_chromium(width: int = 1100, height: int = 850, arguments: Sequence[str] = ()) -> Any:
+    """A Selenium WebDriver on a headless Chromium (with extra command-line `arguments`, e.g. a fake
+    microphone); RuntimeError when there is no browser."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -79,6 +80,7 @@ def headless_chromium(width: int = 1100, height: int = 850) -> Any:
         )
     options = webdriver.ChromeOptions()
     options.binary_location = binaries[0]
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}",
+                     *arguments):  # fmt: skip
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(binaries[1]), options=options)

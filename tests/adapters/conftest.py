@@ -42,3 +42,23 @@ def et_llava_pte(tiny_decoder: Any) -> Path:
     """ExecuTorch-LLaVA-style program: uint8 [3, H, W] image, start-position decoder, 512 positions (256 per call)."""
     decoder = dataclasses.replace(tiny_decoder, max_context_len=512, max_seq_len=256)
     return build_program(ProgramSpec(decoder=decoder, vision=VisionEncoderSpec(dtype="uint8", rank=3)))
+
+
+@pytest.fixture
+def encoder_calls() -> Any:
+    """`encoder_calls(model)`: from then on, every media item `model`'s renderer encodes is appended
+    (by identity) to the returned list."""
+
+    def attach(model: Any) -> list[int]:
+        calls: list[int] = []
+        encode = model.renderer.context.encoder
+        assert encode is not None
+
+        def counting(span: Any, *, where: str) -> Any:
+            calls.append(id(span.item))
+            return encode(span, where=where)
+
+        model.renderer.context = type(model.renderer.context)(model.renderer.context.registry, counting)
+        return calls
+
+    return attach

@@ -111,7 +111,7 @@ def test_crops_and_prompt_equal_the_processor(tmp_path, width, height, crops):
 
 
 @pytest.mark.parametrize(("width", "height"), [(150, 40), (41, 97), (60, 55)])
-def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, width, height):
+def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, encoder_calls, width, height):
     model_dir = _pan_and_scan_folder(tmp_path)
     ours, theirs = _messages(_image(tmp_path, width, height, seed=height))
     pte = model_dir.path / "model.pte"
@@ -119,15 +119,7 @@ def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, width, height
     reference = hf_inputs("gemma3", model_dir, theirs)
     config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
 
-    calls: list[int] = []
-    encode = model.renderer.context.encoder
-    assert encode is not None
-
-    def counting(span: Any, *, where: str) -> Any:
-        calls.append(id(span.item))
-        return encode(span, where=where)
-
-    model.renderer.context = type(model.renderer.context)(model.renderer.context.registry, counting)
+    calls = encoder_calls(model)
     got = model.chat(ours, config).tokens
     expected = hf_generate("gemma3", model_dir, reference, MAX_NEW_TOKENS)
     segments = list(processor_segments(reference, model_dir))

@@ -110,7 +110,7 @@ def test_tiles_and_prompt_equal_the_processor(tmp_path, width, height, longest_e
 
 
 @pytest.mark.parametrize(("width", "height", "longest_edge"), [(151, 50, 128), (45, 131, 128), (63, 41, 64)])
-def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, width, height, longest_edge):
+def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, encoder_calls, width, height, longest_edge):
     model_dir = _split_folder(tmp_path, longest_edge)
     ours, theirs = _messages(_image(tmp_path, width, height, seed=height))
     pte = model_dir.path / "model.pte"
@@ -118,15 +118,7 @@ def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, width, height
     reference = hf_inputs("smolvlm", model_dir, theirs)
     config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
 
-    calls: list[int] = []
-    encode = model.renderer.context.encoder
-    assert encode is not None
-
-    def counting(span: Any, *, where: str) -> Any:
-        calls.append(id(span.item))
-        return encode(span, where=where)
-
-    model.renderer.context = type(model.renderer.context)(model.renderer.context.registry, counting)
+    calls = encoder_calls(model)
     got = model.chat(ours, config).tokens
     expected = hf_generate("smolvlm", model_dir, reference, MAX_NEW_TOKENS)
     segments = list(processor_segments(reference, model_dir))
