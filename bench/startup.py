@@ -21,12 +21,11 @@ tests/test_minimal_install.py builds). The binding script always runs here (it n
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,16 +60,36 @@ print(len(pieces))
 """
 
 
-def measure(command: Sequence[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one whole process."""
+# Runs the processes from a small interpreter: a child forked from this (torch-importing) process
+# would count this process's memory in its peak RSS before it execs.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+results = []
+for command in json.loads(sys.argv[1]):
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # from "/", so that `python -m mmcore` imports the installed mmcore, not a checkout in the cwd
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
+    stderr = process.stderr.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    stderr = process.stderr.read().decode() if process.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+        sys.exit(" ".join(command) + " failed:\\n" + stderr[-2000:])
+    results.append((wall, usage.ru_maxrss / 1024))
+print(json.dumps(results))
+"""
+
+
+def measure(commands: Sequence[Sequence[str]]) -> list[tuple[float, float]]:
+    """Wall seconds and peak RSS (MB) of each whole process, run one after the other."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps([list(c) for c in commands])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    return [(wall, rss) for wall, rss in json.loads(done.stdout)]
 
 
 def prepare(folder: Path) -> dict[str, Path]:
@@ -173,11 +192,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = cases(prepare(Path(tmp)), pythons)
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
-        for command in rows.values():  # warm the page cache once
-            measure(command)
+        measure(list(rows.values()))  # warm the page cache once
         for _ in range(args.repeats):
-            for name, command in rows.items():  # interleaved
-                results[name].append(measure(command))
+            for name, sample in zip(rows, measure(list(rows.values())), strict=True):  # interleaved
+                results[name].append(sample)
     print(f"| process ({args.repeats} runs, medians) | wall s | peak RSS MB |")
     print("|---|---|---|")
     for name, samples in results.items():

@@ -11,6 +11,7 @@ __all__ = [
     "InvalidProgramError",
     "MissingMethodError",
     "MissingKernelError",
+    "RuntimeUnavailableError",
     "MissingMetadataError",
     "ExecutionError",
     "TokenizerError",
@@ -48,6 +49,11 @@ class MissingMethodError(ProgramError):
 
 class MissingKernelError(ProgramError):
     """The program uses operators no loadable kernel library registers (the message names them and the fix)."""
+
+
+class RuntimeUnavailableError(MMCoreError):
+    """No way to run programs here: mmcore's native extension is unusable and torch (which ExecuTorch's
+    Python bindings need) is not installed."""
 
 
 class MissingMetadataError(ProgramError):

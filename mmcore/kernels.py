@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmcore.errors import InvalidProgramError, MissingKernelError
+from mmcore.errors import InvalidProgramError, MissingKernelError, RuntimeUnavailableError
 
 __all__ = [
     "BACKEND_LIBRARIES",
@@ -144,7 +144,10 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
 
 def torch_installed() -> bool:
     """Whether torch can be imported here (without importing it)."""
-    return importlib.util.find_spec("torch") is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a finder that refuses torch, or a half-imported module
+        return False
 
 
 def _missing_message(path: Path, missing: set[str] | frozenset[str]) -> str:
@@ -169,6 +172,13 @@ def _registered_operators() -> set[str]:
     module = native.extension()
     if module is not None:
         return set(module.registered_operators())
+    if not torch_installed():
+        why = native.status().reason or "it is switched off (MMCORE_NATIVE=0)"
+        raise RuntimeUnavailableError(
+            f"mmcore cannot run programs here: its native extension is not usable ({why}) and the "
+            "fallback, ExecuTorch's Python bindings, needs torch: fix the extension (reinstall mmcore in "
+            "this environment with a C++ compiler) or pip install 'mmcore[torch]'"
+        )
     import torch  # noqa: F401 - the bindings link libtorch
     from executorch.extension.pybindings import _C
 

@@ -28,7 +28,7 @@ from mmcore.testing.cache import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("mmcore-text", "mmcore-image", "mmcore-audio", "mmcore-adapters")
-IGNORED = shutil.ignore_patterns("*.so", "*.build.json", "build", "__pycache__", "*.egg-info", ".git*", "*.pt")
+IGNORED = shutil.ignore_patterns("*.so", "*.build.json", "build", "__pycache__", "*.egg-info", ".git*")
 
 pytestmark = pytest.mark.slow
 
