@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mmcore.speculative.ngram import NO_TOKEN, NgramDrafter
-from mmcore.speculative.policy import CallCosts, DraftPolicy
 from mmcore.speculative.settings import METHODS, SpeculativeConfig, parse_speculative
-from mmcore.speculative.verify import SamplingParams, accept_greedy, accept_sampled, probabilities
 
 if TYPE_CHECKING:
     from mmcore.speculative.draft import DraftModel, DraftModelDrafter
     from mmcore.speculative.loop import Drafter, Speculation, SpeculationCounts, Verifier
+    from mmcore.speculative.ngram import NO_TOKEN, NgramDrafter
+    from mmcore.speculative.policy import CallCosts, DraftPolicy
     from mmcore.speculative.support import RunnerSpeculation, speculation_unsupported
+    from mmcore.speculative.verify import SamplingParams, accept_greedy, accept_sampled, probabilities
 
 __all__ = [
     "METHODS",
@@ -43,8 +43,17 @@ __all__ = [
     "speculation_unsupported",
 ]
 
-# Parts that load programs are imported on first use, so `mmcore.config` can import the settings cheaply.
+# Everything but the settings is imported on first use, so `mmcore.config` (and with it the command's
+# start-up, `mmcore --help`) imports the settings without numpy or the program layer.
 _LAZY = {
+    "NO_TOKEN": "ngram",
+    "NgramDrafter": "ngram",
+    "CallCosts": "policy",
+    "DraftPolicy": "policy",
+    "SamplingParams": "verify",
+    "accept_greedy": "verify",
+    "accept_sampled": "verify",
+    "probabilities": "verify",
     "DraftModel": "draft",
     "DraftModelDrafter": "draft",
     "DraftFilter": "loop",

@@ -6,9 +6,16 @@ A `ResponseFormat` (from `GenerationConfig(response_format=...)`) is compiled by
 token. The masks come from llguidance (see docs/structured-output.md for why).
 """
 
-from mmcore.structured.constraint import Constraint, ConstraintCompiler, check_response_format
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from mmcore.structured.formats import ResponseFormat, parse_response_format
-from mmcore.structured.mask import TokenMask
+
+if TYPE_CHECKING:
+    from mmcore.structured.constraint import Constraint, ConstraintCompiler, check_response_format
+    from mmcore.structured.mask import TokenMask
 
 __all__ = [
     "Constraint",
@@ -18,3 +25,19 @@ __all__ = [
     "check_response_format",
     "parse_response_format",
 ]
+
+# The formats are imported eagerly (`mmcore.config` needs them); the mask machinery (numpy, the
+# constraint library) on first use, so the command's start-up does not load it.
+_LAZY = {
+    "Constraint": "constraint",
+    "ConstraintCompiler": "constraint",
+    "check_response_format": "constraint",
+    "TokenMask": "mask",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmcore.structured' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mmcore.structured.{module}"), name)
