@@ -299,6 +299,9 @@ def test_edit_last_message_with_a_system_prompt_answers_as_the_api(
     open_page(
         browser, vision_server, **{"system-prompt": "be brief", "temperature": "0", "max-tokens": str(MAX_TOKENS)}
     )
+    context = client(vision_server).models.list().data[0].max_model_len  # type: ignore[attr-defined]
+    info = browser.find_element(By.ID, "model-info").text
+    assert info == f"{model_id(vision_server)} · context {context} tokens"
     message_box(browser).send_keys("the cat sees", Keys.ENTER)
     wait_for_answer(browser, 1)
     edit = browser.find_element(By.ID, "edit-last")
