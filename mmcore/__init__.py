@@ -6,9 +6,9 @@ start-up (`mmcore --help`, `mmcore plugins`) load neither the runtime nor its de
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmcore._lazy import lazy_getattr
 from mmcore.errors import (
     AdapterError,
     AmbiguousAdapterError,
@@ -79,14 +79,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use (and keep it, so later lookups are plain attributes)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmcore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("mmcore", _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -10,8 +10,9 @@ they are imported only when these names are used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmcore._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from mmcore.serve.app import create_app
@@ -29,7 +30,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'mmcore.serve' has no attribute {name!r}")
+__getattr__ = lazy_getattr("mmcore.serve", _HOMES)

@@ -9,8 +9,9 @@ cost of a (k + 1)-row call does not pay for the expected accepted tokens. See do
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmcore._lazy import lazy_getattr
 from mmcore.speculative.settings import METHODS, SpeculativeConfig, parse_speculative
 
 if TYPE_CHECKING:
@@ -66,10 +67,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmcore.speculative' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"mmcore.speculative.{module}"), name)
+__getattr__ = lazy_getattr("mmcore.speculative", _LAZY)

@@ -8,9 +8,9 @@ token. The masks come from llguidance (see docs/structured-output.md for why).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmcore._lazy import lazy_getattr
 from mmcore.structured.formats import ResponseFormat, parse_response_format
 
 if TYPE_CHECKING:
@@ -36,8 +36,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmcore.structured' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mmcore.structured.{module}"), name)
+__getattr__ = lazy_getattr("mmcore.structured", _LAZY)
