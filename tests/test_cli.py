@@ -334,7 +334,7 @@ def test_the_public_api_is_imported_on_first_use():
     )  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     report = json.loads(proc.stdout)
-    assert report["light"] == ["mmcore._lazy", "mmcore.errors", "mmcore.hookspecs"]  # `import mmcore` loads nothing else
+    assert report["light"] == ["mmcore._lazy", "mmcore.errors", "mmcore.hookspecs"]  # nothing else
     assert report["same"] and report["dir"] == []
     import mmcore
 
