@@ -5,8 +5,6 @@ order, and greedy ids equal to HF `generate()` and the C++ runner, from raw imag
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +13,13 @@ import pytest
 
 pytest.importorskip("optimum.exporters.executorch")
 
+from hf_variants import image_messages, preprocessed, variant_folder
+
 import mmcore
 from mmcore.errors import AdapterError
-from mmcore.registry import PrefillContext
 from mmcore.testing import cpp_generate
 from mmcore.testing import until_stop as until
-from mmcore.testing.hf import HFModelDir, build_hf_model, export_hf_program, hf_generate, hf_inputs, processor_segments
+from mmcore.testing.hf import HFModelDir, hf_generate, hf_inputs, processor_segments
 
 pytestmark = pytest.mark.hf
 
@@ -31,28 +30,17 @@ MAX_NEW_TOKENS = 8
 def _pan_and_scan_folder(tmp: Path, **settings: Any) -> HFModelDir:
     """The tiny Gemma 3's folder with pan-and-scan on (`settings` override the processor's), its
     program exported with a 256-position context (an image and two crops take 140)."""
-    base = build_hf_model("gemma3")
-    pte = export_hf_program("gemma3", recipe="portable", max_length=256)
-    folder = tmp / ("gemma3-pas-" + "-".join(f"{k}{v}" for k, v in sorted(settings.items())))
-    if not folder.exists():
-        shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("*.pte", ".*"))
-        shutil.copy(pte, folder / "model.pte")
-        for name in ("preprocessor_config.json", "processor_config.json"):
-            path = folder / name
-            if not path.exists():
-                continue
-            config = json.loads(path.read_text())
-            target = config.get("image_processor", config) if name == "processor_config.json" else config
-            if name == "processor_config.json" and "image_processor" not in config:
-                continue
-            target.update(
-                do_pan_and_scan=True,
-                pan_and_scan_min_crop_size=settings.get("min_crop_size", 16),
-                pan_and_scan_max_num_crops=settings.get("max_num_crops", 4),
-                pan_and_scan_min_ratio_to_activate=settings.get("min_ratio", 1.2),
-            )
-            path.write_text(json.dumps(config))
-    return HFModelDir.load(folder)
+
+    def update(config: dict[str, Any]) -> None:
+        config.update(
+            do_pan_and_scan=True,
+            pan_and_scan_min_crop_size=settings.get("min_crop_size", 16),
+            pan_and_scan_max_num_crops=settings.get("max_num_crops", 4),
+            pan_and_scan_min_ratio_to_activate=settings.get("min_ratio", 1.2),
+        )
+
+    name = "gemma3-pas-" + "-".join(f"{k}{v}" for k, v in sorted(settings.items()))
+    return variant_folder("gemma3", tmp / name, update, max_length=256)
 
 
 def _image(tmp: Path, width: int, height: int, seed: int) -> Path:
@@ -62,22 +50,6 @@ def _image(tmp: Path, width: int, height: int, seed: int) -> Path:
     path = tmp / f"image-{width}x{height}-{seed}.png"
     Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(path)
     return path
-
-
-def _messages(path: Path) -> tuple[list[Any], list[Any]]:
-    from PIL import Image
-
-    text = {"type": "text", "text": PROMPT}
-    ours = [{"role": "user", "content": [{"type": "image", "image": str(path)}, text]}]
-    theirs = [{"role": "user", "content": [{"type": "image", "image": Image.open(path).convert("RGB")}, text]}]
-    return ours, theirs
-
-
-def _pixels(model: mmcore.ChatModel, item: Any) -> Any:
-    handler = model.runner._plugins().modality_registry().get("image")
-    assert handler is not None
-    ctx = PrefillContext(model.runner.program, model.runner.tokenizer, model.runner.modality_settings["image"])
-    return np.asarray(handler.preprocess(item, ctx))
 
 
 @pytest.mark.parametrize(
@@ -93,7 +65,7 @@ def _pixels(model: mmcore.ChatModel, item: Any) -> Any:
 )
 def test_crops_and_prompt_equal_the_processor(tmp_path, width, height, crops):
     model_dir = _pan_and_scan_folder(tmp_path)
-    ours, theirs = _messages(_image(tmp_path, width, height, seed=width))
+    ours, theirs = image_messages(_image(tmp_path, width, height, seed=width), PROMPT)
     model = mmcore.open_model(model_dir.path / "model.pte")
     reference = hf_inputs("gemma3", model_dir, theirs)
     prompt = model.render(ours)
@@ -103,7 +75,7 @@ def test_crops_and_prompt_equal_the_processor(tmp_path, width, height, crops):
     assert len(prompt.media) == crops + 1 if crops else len(prompt.media) == 1
     for span, expected in zip(prompt.media, reference.media, strict=True):
         assert span.length == model_dir.tokens_per_item
-        got = _pixels(model, span.item)
+        got = preprocessed(model, span.item)
         assert got.shape == (1, *expected.shape)
         assert float(np.abs(got[0] - np.asarray(expected)).max()) <= 1e-6
     text = model.runner.tokenizer.decode(prompt.ids, skip_special_tokens=False)
@@ -113,7 +85,7 @@ def test_crops_and_prompt_equal_the_processor(tmp_path, width, height, crops):
 @pytest.mark.parametrize(("width", "height"), [(150, 40), (41, 97), (60, 55)])
 def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, encoder_calls, width, height):
     model_dir = _pan_and_scan_folder(tmp_path)
-    ours, theirs = _messages(_image(tmp_path, width, height, seed=height))
+    ours, theirs = image_messages(_image(tmp_path, width, height, seed=height), PROMPT)
     pte = model_dir.path / "model.pte"
     model = mmcore.open_model(pte)
     reference = hf_inputs("gemma3", model_dir, theirs)

@@ -5,8 +5,6 @@ sizes (portrait, landscape, and small enough not to split)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +13,13 @@ import pytest
 
 pytest.importorskip("optimum.exporters.executorch")
 
+from hf_variants import image_messages, preprocessed, variant_folder
+
 import mmcore
 from mmcore.errors import ContextOverflowError
-from mmcore.registry import PrefillContext
 from mmcore.testing import cpp_generate
 from mmcore.testing import until_stop as until
-from mmcore.testing.hf import HFModelDir, build_hf_model, export_hf_program, hf_generate, hf_inputs, processor_segments
+from mmcore.testing.hf import HFModelDir, hf_generate, hf_inputs, processor_segments
 
 pytestmark = pytest.mark.hf
 
@@ -30,17 +29,11 @@ MAX_NEW_TOKENS = 12
 
 def _split_folder(tmp: Path, longest_edge: int) -> HFModelDir:
     """The tiny SmolVLM's folder with splitting on: longest edge `longest_edge`, 64-px tiles."""
-    base = build_hf_model("smolvlm")
-    pte = export_hf_program("smolvlm", recipe="portable")
-    folder = tmp / f"smolvlm-split-{longest_edge}"
-    if not folder.exists():
-        shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("*.pte", ".*"))
-        shutil.copy(pte, folder / "model.pte")
-        config_path = folder / "preprocessor_config.json"
-        config = json.loads(config_path.read_text())
+
+    def update(config: dict[str, Any]) -> None:
         config.update(do_image_splitting=True, size={"longest_edge": longest_edge}, max_image_size={"longest_edge": 64})
-        config_path.write_text(json.dumps(config))
-    return HFModelDir.load(folder)
+
+    return variant_folder("smolvlm", tmp / f"smolvlm-split-{longest_edge}", update)
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +53,6 @@ def _image(tmp: Path, width: int, height: int, seed: int) -> Path:
     return path
 
 
-def _messages(path: Path) -> tuple[list[Any], list[Any]]:
-    from PIL import Image
-
-    text = {"type": "text", "text": PROMPT}
-    ours = [{"role": "user", "content": [{"type": "image", "image": str(path)}, text]}]
-    theirs = [{"role": "user", "content": [{"type": "image", "image": Image.open(path).convert("RGB")}, text]}]
-    return ours, theirs
-
-
-def _tile_pixels(model: mmcore.ChatModel, item: Any) -> Any:
-    handler = model.runner._plugins().modality_registry().get("image")
-    assert handler is not None
-    ctx = PrefillContext(model.runner.program, model.runner.tokenizer, model.runner.modality_settings["image"])
-    return handler.preprocess(item, ctx)
-
-
 @pytest.mark.parametrize(
     ("width", "height", "longest_edge", "grid"),
     [
@@ -89,7 +66,7 @@ def _tile_pixels(model: mmcore.ChatModel, item: Any) -> Any:
 )
 def test_tiles_and_prompt_equal_the_processor(tmp_path, width, height, longest_edge, grid):
     model_dir = _split_folder(tmp_path, longest_edge)
-    ours, theirs = _messages(_image(tmp_path, width, height, seed=width))
+    ours, theirs = image_messages(_image(tmp_path, width, height, seed=width), PROMPT)
     model = mmcore.open_model(model_dir.path / "model.pte")
     reference = hf_inputs("smolvlm", model_dir, theirs)
     prompt = model.render(ours)
@@ -99,7 +76,7 @@ def test_tiles_and_prompt_equal_the_processor(tmp_path, width, height, longest_e
     assert len(prompt.media) == rows * cols + 1 == len(reference.media)
     for span, expected in zip(prompt.media, reference.media, strict=True):
         assert span.length == model_dir.tokens_per_item
-        got = _tile_pixels(model, span.item)
+        got = preprocessed(model, span.item)
         assert got.shape == (1, *expected.shape)
         assert isinstance(got, np.ndarray) and float(np.abs(got[0] - np.asarray(expected)).max()) <= 1e-6
     text = model.runner.tokenizer.decode(prompt.ids, skip_special_tokens=False)
@@ -112,7 +89,7 @@ def test_tiles_and_prompt_equal_the_processor(tmp_path, width, height, longest_e
 @pytest.mark.parametrize(("width", "height", "longest_edge"), [(151, 50, 128), (45, 131, 128), (63, 41, 64)])
 def test_greedy_ids_equal_hf_generate_and_the_cpp_runner(tmp_path, encoder_calls, width, height, longest_edge):
     model_dir = _split_folder(tmp_path, longest_edge)
-    ours, theirs = _messages(_image(tmp_path, width, height, seed=height))
+    ours, theirs = image_messages(_image(tmp_path, width, height, seed=height), PROMPT)
     pte = model_dir.path / "model.pte"
     model = mmcore.open_model(pte)
     reference = hf_inputs("smolvlm", model_dir, theirs)
@@ -141,5 +118,5 @@ def test_more_tiles_than_the_context_holds_is_a_typed_error(split_dir, tmp_path)
         model.chat([{"role": "user", "content": content}], config)
     assert model.runner.pos == 0
     small = _image(tmp_path, 151, 50, seed=2)
-    ok = model.chat(_messages(small)[0], config)
+    ok = model.chat(image_messages(small, PROMPT)[0], config)
     assert len(ok.tokens) == 4
