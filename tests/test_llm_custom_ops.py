@@ -84,7 +84,10 @@ def llama_program(request: pytest.FixtureRequest, vocab_size: int) -> Path:
 
 
 def test_export_llm_program_on_mmcores_kernels_matches_cpp_runner(llama_program, tokenizer_dir, cpp):
+    from mmcore import kernels
+
     report = json.loads(_subprocess(RUN_TEXT, str(llama_program), str(tokenizer_dir), PROMPT).stdout)
+    kernels.prepare(llama_program)  # the kernel libraries the reference needs here (llama:: are ExecuTorch's)
     reference = cpp.text(llama_program)
 
     assert report["first"] == cpp.generate(reference, PROMPT, 8, num_bos=1)
