@@ -9,11 +9,15 @@ wheel, only the libraries that provide what is missing:
 |---------------------------|--------------------------------------------------------|-------------|
 | `aten::*` operators       | `lib/libexecutorch_kernels_optimized.so`               | no          |
 | `quantized_decomposed::*` | `lib/libexecutorch_kernels_quantized.so`               | no          |
-| `llama::custom_sdpa.out`, `llama::sdpa_with_kv_cache.out`, `llama::update_cache.out`, `llama::update_cache_with_indices.out` | mmcore's own kernels (`mmcore/_llm_ops.cpp`, in the native extension) | no |
-| other `llama::*` (`custom_quantized_sdpa`, ...), or any `llama::*` on the bindings path | `extension/llm/custom_ops/libcustom_ops_aot_lib.so` | yes |
+| `llama::` in `OWN_KERNELS`| mmcore's own kernels (`_llm_ops.cpp`, native extension)| no          |
+| other `llama::*`          | `extension/llm/custom_ops/libcustom_ops_aot_lib.so`    | yes         |
 | `XnnpackBackend` etc.     | `lib/libexecutorch_backend_<name>.so`                  | no          |
 
-mmcore's `llama::` kernels register under the exact kernel keys (dtype and dim order of each tensor
+`OWN_KERNELS` are `llama::custom_sdpa.out`, `llama::sdpa_with_kv_cache.out`, `llama::update_cache.out`
+and `llama::update_cache_with_indices.out` (export_llm's and optimum-executorch's custom SDPA and
+KV-cache ops); on the bindings path (no native extension) they too come from ExecuTorch's library,
+as do `custom_quantized_sdpa` (quantized KV cache) and the rest of ExecuTorch's `llama::` ops.
+mmcore's kernels register under the exact kernel keys (dtype and dim order of each tensor
 argument) the program's calls use, read from the program; ExecuTorch's library registers its kernels
 under the fallback key. The two never collide (ExecuTorch aborts the process on a duplicate name and
 key), so ExecuTorch's library may be loaded before or after; when it is loaded first, mmcore leaves

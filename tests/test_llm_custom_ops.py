@@ -43,7 +43,8 @@ first = runner.generate(prompt, greedy).tokens
 second = runner.generate(" and then", greedy.replace(max_new_tokens=4, num_bos=0)).tokens
 maps = open("/proc/self/maps").read()
 print(json.dumps({"first": first, "second": second, "torch_imported": "torch" in sys.modules,
-                  "executorch_custom_ops_loaded": "libcustom_ops_aot_lib" in maps, "libtorch_loaded": "libtorch" in maps}))
+                  "executorch_custom_ops_loaded": "libcustom_ops_aot_lib" in maps,
+                  "libtorch_loaded": "libtorch" in maps}))
 """
 
 # mmcore in a fresh process: run a program's forward on .npy inputs, save the outputs.
@@ -184,8 +185,8 @@ class _OpModule(torch.nn.Module):
             return self.k_cache.float() + 0
         q, k, v = (x.to(dtype) for x in inputs[:3])
         if c.op == "sdpa_with_kv_cache":
-            out = llama.sdpa_with_kv_cache(q, k, v, self.k_cache, self.v_cache, c.start_pos, c.seq, None, 0.0, c.causal, c.scale)
-            return out.float()
+            caches = (self.k_cache, self.v_cache)
+            return llama.sdpa_with_kv_cache(q, k, v, *caches, c.start_pos, c.seq, None, 0.0, c.causal, c.scale).float()
         mask = inputs[3] if c.mask else None
         return llama.custom_sdpa(q, k, v, c.start_pos, mask, 0.0, c.causal, c.scale).float()
 
@@ -212,9 +213,8 @@ def _op_inputs(case: OpCase) -> list[torch.Tensor]:
 def _op_program(case: OpCase) -> Path:
     from importlib.metadata import version
 
-    from executorch.exir import EdgeCompileConfig, to_edge
-
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401 - torch.ops.llama and its meta kernels
+    from executorch.exir import EdgeCompileConfig, to_edge
 
     key = f"{case.name}-torch{torch.__version__}-et{version('executorch')}"
     target = default_cache_dir() / "llm-ops" / key.replace("/", "_")
