@@ -213,14 +213,15 @@ def main() -> None:
             wall = statistics.median(s[0] for s in ours) / statistics.median(s[0] for s in theirs)
             rss = statistics.median(s[1] for s in ours) / statistics.median(s[1] for s in theirs)
             print(f"{kind} ({label}): wall {wall:.2f}x, peak memory {rss:.2f}x the binding script")
-    def wall(row: str) -> float:
+
+    def median_wall(row: str) -> float:
         return statistics.median(s[0] for s in results[row])
 
     for label in pythons:
-        plain = wall(f"text: mmcore run ({label})")
-        same = wall(f"export_llm no_custom_ops: mmcore run ({label})")
+        plain = median_wall(f"text: mmcore run ({label})")
+        same = median_wall(f"export_llm no_custom_ops: mmcore run ({label})")
         for name in ("custom_ops", "quantized"):
-            other = wall(f"export_llm {name}: mmcore run ({label})")
+            other = median_wall(f"export_llm {name}: mmcore run ({label})")
             print(
                 f"export_llm {name} ({label}): {other / same:.2f}x the decoder without custom ops, "
                 f"{other / plain:.2f}x the plain text program (mmcore run wall)"
