@@ -145,8 +145,12 @@ def _kernels(program: Program) -> str:
     from mmcore import kernels
 
     needs = kernels.program_needs(program.path)
+    llama = {op for op in needs.operators if op.startswith("llama::")}
+    own = program.native and kernels.own_kernels_enabled() and llama <= kernels.OWN_KERNELS
     used = [
-        f"{lib.name}{' (links torch)' if lib.needs_torch else ''}"
+        "mmcore's LLM custom-op kernels"
+        if lib.needs_torch and own
+        else f"{lib.name}{' (links torch)' if lib.needs_torch else ''}"
         for lib in kernels.LIBRARIES
         if any(op.startswith(lib.namespaces) for op in needs.operators)
     ]

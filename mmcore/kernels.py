@@ -54,6 +54,7 @@ __all__ = [
     "OWN_KERNELS",
     "LIBRARIES",
     "KernelLibrary",
+    "own_kernels_enabled",
     "ProgramNeeds",
     "prepare",
     "program_needs",
@@ -176,11 +177,16 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
     return needs
 
 
+def own_kernels_enabled() -> bool:
+    """Whether mmcore registers its own `llama::` kernels (not with `MMCORE_LLM_KERNELS=executorch`)."""
+    return os.environ.get("MMCORE_LLM_KERNELS", "mmcore") != "executorch"
+
+
 def _register_own_kernels(needs: ProgramNeeds) -> None:
     """Register mmcore's `llama::` kernels for the keys a program's calls use (native path only)."""
     from mmcore import native
 
-    if os.environ.get("MMCORE_LLM_KERNELS", "mmcore") == "executorch":
+    if not own_kernels_enabled():
         return
     module = native.extension()
     if module is None:

@@ -5,6 +5,7 @@ from an empty kernel registry happen in a fresh process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +38,14 @@ print(json.dumps({
 """
 
 
-def run_fresh(pte: Path, tokenizer_dir: Path, torch_mode: str = "torch") -> tuple[dict, str]:
+def run_fresh(pte: Path, tokenizer_dir: Path, torch_mode: str = "torch", **env: str) -> tuple[dict, str]:
     done = subprocess.run(
         [sys.executable, "-c", RUN, str(pte), str(tokenizer_dir), torch_mode, PROMPT],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
+        env={**os.environ, **env},
     )
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
@@ -111,8 +113,17 @@ def test_quantized_program_needs_only_torch_free_kernels(quantized_program, toke
 
 
 @pytest.mark.slow
-def test_custom_ops_without_torch_raise_missing_kernel_error(custom_op_program, tokenizer_dir):
-    report, stderr = run_fresh(custom_op_program, tokenizer_dir, "no-torch")
+def test_custom_op_program_runs_without_torch_on_mmcores_kernels(custom_op_program, tokenizer_dir):
+    with_executorchs, _ = run_fresh(custom_op_program, tokenizer_dir, MMCORE_LLM_KERNELS="executorch")
+    without, stderr = run_fresh(custom_op_program, tokenizer_dir, "no-torch")
+    assert without["error"] is None
+    assert without["tokens"] == with_executorchs["tokens"] and len(without["tokens"]) == 8
+    assert "Missing operator" not in stderr
+
+
+@pytest.mark.slow
+def test_custom_ops_without_torch_and_own_kernels_raise_missing_kernel_error(custom_op_program, tokenizer_dir):
+    report, stderr = run_fresh(custom_op_program, tokenizer_dir, "no-torch", MMCORE_LLM_KERNELS="executorch")
     assert report["tokens"] == []
     assert "llama::custom_sdpa.out" in report["error"]
     assert "pip install 'mmcore[torch]'" in report["error"]
@@ -131,6 +142,6 @@ def test_inspect_names_the_kernel_libraries(custom_op_program, tokenizer_dir, ca
 
     assert main(["inspect", str(custom_op_program), "--tokenizer", str(tokenizer_dir), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert "LLM custom ops (links torch)" in report["kernels"]
+    assert "mmcore's LLM custom-op kernels" in report["kernels"]
     assert "XnnpackBackend" in report["kernels"]
     assert report["execution"].startswith("native (mmcore._native, built for executorch 1.5.1)")

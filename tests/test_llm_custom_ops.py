@@ -244,22 +244,3 @@ def test_llama_op_on_mmcores_kernel_matches_executorch(case: OpCase, tmp_path: P
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, **tolerance)
     assert np.isfinite(ours).all()
-
-
-def test_program_with_an_op_mmcore_lacks_names_it_and_the_package(tmp_path: Path) -> None:
-    """Without torch (hidden from the subprocess) and with mmcore's kernels switched off, a typed error."""
-    case = OpCase("custom_sdpa")
-    pte = _op_program(case)
-    script = """
-import sys
-sys.modules["torch"] = None  # torch not installed
-from mmcore import kernels
-from mmcore.errors import MissingKernelError
-try:
-    kernels.prepare(sys.argv[1])
-except MissingKernelError as exc:
-    print(exc)
-"""
-    env = {**os.environ, "MMCORE_LLM_KERNELS": "executorch"}
-    message = _subprocess(script, str(pte), env=env).stdout
-    assert "llama::custom_sdpa.out" in message and "pip install 'mmcore[torch]'" in message
