@@ -134,14 +134,19 @@ bool attention(KernelRuntimeContext& ctx, const char* op, const Tensor& q, const
   const int64_t reps = H / Hkv;
   const int64_t k_row = Hkv * D;  // elements per cache position
   const ScalarType type = q.scalar_type();
-  std::vector<float> qf = to_float(q, static_cast<size_t>(B * S * H * D));
-  std::vector<float> kf(static_cast<size_t>(keys * k_row)), vf(kf.size());
+  // fp32 tensors are read in place; half-precision ones are widened to float once per call.
+  const bool in_place = type == ScalarType::Float;
+  std::vector<float> qf = in_place ? std::vector<float>() : to_float(q, static_cast<size_t>(B * S * H * D));
+  std::vector<float> kf(in_place ? 0 : static_cast<size_t>(keys * k_row)), vf(kf.size());
   std::vector<float> scores(static_cast<size_t>(keys)), acc(static_cast<size_t>(D));
   void* out_data = out.mutable_data_ptr();
   const void* k_data = k.const_data_ptr();
   const void* v_data = v.const_data_ptr();
+  const float* q_all = in_place ? q.const_data_ptr<float>() : qf.data();
   for (int64_t b = 0; b < B; ++b) {
     const size_t base = static_cast<size_t>(b * L * k_row);
+    const float* k_rows = in_place ? k.const_data_ptr<float>() + base : kf.data();
+    const float* v_rows = in_place ? v.const_data_ptr<float>() + base : vf.data();
     for (size_t i = 0; i < kf.size(); ++i) {
       kf[i] = load(k_data, type, base + i);
       vf[i] = load(v_data, type, base + i);
@@ -149,11 +154,11 @@ bool attention(KernelRuntimeContext& ctx, const char* op, const Tensor& q, const
     for (int64_t s = 0; s < S; ++s) {
       const int64_t visible = is_causal ? std::min(start_pos + s + 1, keys) : keys;
       for (int64_t h = 0; h < H; ++h) {
-        const float* qv = qf.data() + ((b * S + s) * H + h) * D;
+        const float* qv = q_all + ((b * S + s) * H + h) * D;
         const int64_t hk = h / reps;
         float max = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < visible; ++j) {
-          const float* kv = kf.data() + j * k_row + hk * D;
+          const float* kv = k_rows + j * k_row + hk * D;
           float dot = 0.0f;
           for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
           float score = mask ? dot * scaling + mask[s * mask_stride + j] : dot * scaling;
@@ -169,7 +174,7 @@ bool attention(KernelRuntimeContext& ctx, const char* op, const Tensor& q, const
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (int64_t j = 0; j < visible; ++j) {
           const float p = scores[static_cast<size_t>(j)];
-          const float* vv = vf.data() + j * k_row + hk * D;
+          const float* vv = v_rows + j * k_row + hk * D;
           for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += p * vv[d];
         }
         const float reciprocal = 1.0f / sum;
