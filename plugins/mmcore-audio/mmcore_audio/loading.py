@@ -12,7 +12,7 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
-from mmcore.arrays import BFLOAT16, as_array, is_tensor
+from mmcore.arrays import as_array, is_bfloat16, is_tensor
 from mmcore.errors import InvalidInputError
 from mmcore_audio.inputs import AudioInput
 
@@ -160,7 +160,7 @@ def _from_array(source: Any, sample_rate: float | None, where: str) -> Waveform:
 
 def _as_numpy(source: Any) -> np.ndarray[Any, Any]:
     array = as_array(source)  # torch tensors converted, sharing memory
-    return array.astype(np.float32) if array.dtype in (BFLOAT16, np.float16) else array
+    return array.astype(np.float32) if is_bfloat16(array.dtype) or array.dtype == np.float16 else array
 
 
 def _as_float(samples: np.ndarray[Any, Any], where: str) -> FloatArray:

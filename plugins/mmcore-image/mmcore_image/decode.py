@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from mmcore.arrays import BFLOAT16, as_array, is_tensor
+from mmcore.arrays import as_array, is_bfloat16, is_tensor
 from mmcore.errors import InvalidInputError
 
 __all__ = ["ALLOWED_FORMATS", "decode_image", "to_rgb"]
@@ -158,7 +158,7 @@ def _stream(source: Any, what: str) -> io.BytesIO | Path:
 def _from_array(source: Any, what: str, max_pixels: int) -> Image.Image:
     from_tensor = not isinstance(source, np.ndarray)  # torch tensors are CHW by convention
     array = as_array(source)
-    if array.dtype in (BFLOAT16, np.float16):
+    if is_bfloat16(array.dtype) or array.dtype == np.float16:
         array = array.astype(np.float32)
     shape = list(array.shape)
     if array.ndim == 4 and array.shape[0] == 1:
