@@ -7,6 +7,8 @@ show whatever colour hides under transparent pixels).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import os
 import struct
@@ -26,6 +28,11 @@ __all__ = ["ALLOWED_FORMATS", "decode_image", "to_rgb"]
 #: Encoded formats Pillow may open; others (EPS needs Ghostscript, ...) are refused.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "PPM", "TGA", "ICO")
 
+# The Pillow plugin module of each allowed format (PIL.<name>ImagePlugin).
+_FORMAT_PLUGINS = {
+    "JPEG": "Jpeg", "PNG": "Png", "WEBP": "WebP", "AVIF": "Avif", "GIF": "Gif", "BMP": "Bmp", "TIFF": "Tiff",
+    "PPM": "Ppm", "TGA": "Tga", "ICO": "Ico",
+}  # fmt: skip
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -92,8 +99,21 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     return image.convert("RGB")
 
 
+@functools.cache
+def _register_allowed_formats() -> None:
+    """Import the Pillow plugins of `ALLOWED_FORMATS` only. `Image.open(formats=...)` imports all of
+    Pillow's ~45 plugins (`Image.init()`) the first time it tries a format not registered yet,
+    which costs more than decoding a small image."""
+    for name in ALLOWED_FORMATS:
+        try:
+            importlib.import_module(f"PIL.{_FORMAT_PLUGINS[name]}ImagePlugin")
+        except ImportError:  # this Pillow lacks the format: Image.open falls back to Image.init()
+            continue
+
+
 def _open(source: Any, what: str, max_pixels: int, draft_size: DraftSize | None, exif_orientation: bool) -> Image.Image:
     stream = _stream(source, what)
+    _register_allowed_formats()
     try:
         image = Image.open(stream, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
