@@ -1,8 +1,8 @@
 """optimum-executorch multimodal exports as people ship them: ExecuTorch's LLM custom ops
 (`use_custom_sdpa`, `use_custom_kv_cache`, Gemma 3's sliding-window ring buffer included) and
-quantization (`qlinear="8da4w"` with 4-bit or 8-bit `qembedding`). Greedy ids from a raw image file
+quantization (`qlinear="8da4w"` with 4-bit or 8-bit `qembedding`), and half precision. Greedy ids from a raw image file
 through the adapters equal ExecuTorch's C++ runner fed the processor's tensors, and HF `generate()`
-where quantization leaves the numbers alone."""
+where neither quantization nor half precision changes the numbers."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from hf_variants import image_messages
 
 import mmcore
 from mmcore import kernels
+from mmcore.program import Program
 from mmcore.testing import cpp_generate, until_stop
 from mmcore.testing.hf import (
     ExportOptions,
@@ -49,6 +50,7 @@ QUANTIZED_4BIT_EMBEDDINGS = ExportOptions(
     qembedding="4w",
     qembedding_group_size=32,
 )
+HALF = ExportOptions(custom_sdpa=True, custom_kv_cache=True, dtype="float16")
 #: name: (family, options, the ops the program must call, whether HF generate() gives the same ids)
 VARIANTS: dict[str, tuple[str, ExportOptions, set[str], bool]] = {
     "gemma3-custom-ops": ("gemma3", CUSTOM, {"llama::custom_sdpa.out", "llama::update_cache_with_indices.out"}, True),
@@ -59,6 +61,7 @@ VARIANTS: dict[str, tuple[str, ExportOptions, set[str], bool]] = {
         False,
     ),
     "llava-custom-ops": ("llava", CUSTOM, {"llama::custom_sdpa.out", "llama::update_cache.out"}, True),
+    "llava-fp16-custom-ops": ("llava", HALF, {"llama::custom_sdpa.out", "llama::update_cache.out"}, False),
     "llava-8da4w-4bit-embeddings": (
         "llava",
         QUANTIZED_4BIT_EMBEDDINGS,
@@ -92,6 +95,10 @@ def test_programs_call_the_custom_and_quantized_kernels(variant):
     needs = kernels.program_needs(pte)
     assert ops <= needs.operators
     assert needs.backends == {"XnnpackBackend"}
+    if options.dtype:  # the decoder takes and returns half-precision tensors
+        decoder = Program(pte).method_spec("text_decoder")
+        assert decoder.inputs[0] is not None and decoder.outputs[0] is not None
+        assert str(decoder.inputs[0].dtype) == str(decoder.outputs[0].dtype) == options.dtype
     if options.qlinear:  # 4-bit linears (inside the XNNPACK delegate) shrink the program
         plain = export_hf_folder(model_dir, "xnnpack", options=CUSTOM)
         assert pte.stat().st_size < 0.6 * plain.stat().st_size

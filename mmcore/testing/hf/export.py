@@ -36,6 +36,7 @@ class ExportOptions:
     optimum's linear configs (``"8da4w"``, ``"8da8w"``, ``"4w"``, ``"8w"``, or a primary and fallback
     such as ``"8da4w,8da8w"``); XNNPACK's 4-bit linears need ``qlinear_group_size`` to divide the
     input width and be a multiple of 32. ``qembedding`` is ``"4w"`` or ``"8w"`` (group size 0 = per row).
+    ``dtype`` is the weights' and activations' dtype (``"float16"``, ``"bfloat16"``; default float32).
     """
 
     custom_sdpa: bool = False
@@ -44,6 +45,7 @@ class ExportOptions:
     qlinear_group_size: int | None = None
     qembedding: str | None = None
     qembedding_group_size: int | None = None
+    dtype: str | None = None
 
     def suffix(self) -> str:
         """The part of the program's file name naming the options (empty for the defaults)."""
@@ -52,6 +54,8 @@ class ExportOptions:
             parts.append(f"l{self.qlinear.replace(',', '+')}g{self.qlinear_group_size or 'd'}")
         if self.qembedding:
             parts.append(f"e{self.qembedding}g{self.qembedding_group_size or 0}")
+        if self.dtype:
+            parts.append(self.dtype)
         return "-".join(p for p in parts if p)
 
     def keywords(self) -> dict[str, Any]:
