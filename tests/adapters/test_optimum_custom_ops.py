@@ -51,6 +51,7 @@ QUANTIZED_4BIT_EMBEDDINGS = ExportOptions(
     qembedding_group_size=32,
 )
 HALF = ExportOptions(custom_sdpa=True, custom_kv_cache=True, dtype="float16")
+BFLOAT = ExportOptions(custom_sdpa=True, custom_kv_cache=True, dtype="bfloat16")
 #: name: (family, options, the ops the program must call, whether HF generate() gives the same ids)
 VARIANTS: dict[str, tuple[str, ExportOptions, set[str], bool]] = {
     "gemma3-custom-ops": ("gemma3", CUSTOM, {"llama::custom_sdpa.out", "llama::update_cache_with_indices.out"}, True),
@@ -58,6 +59,12 @@ VARIANTS: dict[str, tuple[str, ExportOptions, set[str], bool]] = {
         "gemma3",
         QUANTIZED_8BIT_EMBEDDINGS,
         {"llama::custom_sdpa.out", "llama::update_cache_with_indices.out", "quantized_decomposed::embedding_byte.out"},
+        False,
+    ),
+    "gemma3-bf16-custom-ops": (
+        "gemma3",
+        BFLOAT,
+        {"llama::custom_sdpa.out", "llama::update_cache_with_indices.out"},
         False,
     ),
     "llava-custom-ops": ("llava", CUSTOM, {"llama::custom_sdpa.out", "llama::update_cache.out"}, True),
