@@ -129,3 +129,21 @@ def test_tiles_beyond_the_context_are_refused_before_any_encoding(folders, tmp_p
     assert "\n" not in str(error.value) and "--image-size" in str(error.value)
     assert calls == [], "no tile may be encoded"
     assert model.runner.pos == position  # the runner is unchanged
+
+
+def test_a_sliding_session_drops_old_turns_whose_tiles_no_longer_fit(folders, tmp_path, encoder_calls):
+    model = mmcore.open_model(_pte(folders["smolvlm"]))
+    plan = model.plan_image(151, 50)
+    assert plan.fits == 1  # a second such image needs a shorter history
+    picture = image_messages(_image(tmp_path, 151, 50), PROMPT)[0][0]
+    config = mmcore.GenerationConfig(temperature=0.0, max_new_tokens=2)
+    strict, sliding = model.session(), model.session(context_policy="sliding")
+    for session in (strict, sliding):
+        session.send(picture, config)
+    calls = encoder_calls(model)
+    with pytest.raises(ContextOverflowError, match="placeholder tokens"):
+        strict.send(picture, config)
+    assert calls == []
+    result = sliding.send(picture, config)
+    assert result.stats.extra["dropped_messages"] == 1  # the first turn and its answer
+    assert len(calls) == plan.encoder_calls  # only the new turn's image is encoded
