@@ -86,7 +86,14 @@ class ChatModel:
         placeholder and prompt tokens, how many fit the context), without encoding anything."""
         from mmcore.image_plan import plan_image
 
-        return plan_image(self.renderer, width, height, context=self.runner.metadata.max_context_len)
+        return plan_image(
+            self.renderer,
+            width,
+            height,
+            context=self.runner.metadata.max_context_len,
+            tokens_per_image=self.profile.tokens_per_item.get("image"),
+            max_images=self.profile.max_items.get("image"),
+        )
 
     def inputs(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[Any]:
         """The ordered runner inputs of a conversation (media already encoded and checked)."""

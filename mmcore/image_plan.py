@@ -28,7 +28,7 @@ class ImagePlan:
         spans: placeholder tokens per encoder call, in prompt order (None where the program takes
             embeddings between text segments without a fixed count).
         fits: how many such images fit the context after a one-turn prompt with room for one
-            generated token (None when the context is unknown).
+            generated token, at most the adapter's limit (None when the context is unknown).
     """
 
     width: int
@@ -66,14 +66,30 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def plan_image(renderer: object, width: int, height: int, *, context: int | None) -> ImagePlan:
+def plan_image(
+    renderer: object,
+    width: int,
+    height: int,
+    *,
+    context: int | None,
+    tokens_per_image: int | None = None,
+    max_images: int | None = None,
+) -> ImagePlan:
     """Render a one-turn chat holding a blank ``width`` x ``height`` image with `renderer` (the
     adapter's, bound to no encoder) and count what the image takes; `context` is the program's
-    context length."""
-    if not isinstance(renderer, PromptRenderer):
-        raise AdapterError("this adapter renders parts in order without a token prompt; it has no image plan")
+    context length, `max_images` the adapter's limit per conversation. A renderer without a token
+    prompt (parts in order) encodes each image whole: one call of `tokens_per_image` rows."""
     if width <= 0 or height <= 0:
         raise InvalidInputError(f"image size {width}x{height}: both sides must be positive")
+    if not isinstance(renderer, PromptRenderer):
+        if tokens_per_image is None:
+            raise AdapterError(
+                "this adapter feeds each image whole (one encoder call) and does not declare how many "
+                "positions the encoder's output takes; run one image to see it (`--stats`)"
+            )
+        fits = None if context is None else (context - 1) // tokens_per_image
+        fits = fits if max_images is None or fits is None else min(fits, max_images)
+        return ImagePlan(width, height, 1, tokens_per_image, tokens_per_image, (tokens_per_image,), fits)
     blank = np.zeros((height, width, 3), dtype=np.uint8)
     text = {"type": "text", "text": "?"}
     with_image: list[Message] = [{"role": "user", "content": [{"type": "image", "image": blank}, text]}]
@@ -83,4 +99,5 @@ def plan_image(renderer: object, width: int, height: int, *, context: int | None
     base = len(renderer.render_prompt(without))
     added = len(prompt) - base
     fits = None if context is None or added <= 0 else max(0, (context - 1 - base) // added)
+    fits = fits if max_images is None or fits is None else min(fits, max_images)
     return ImagePlan(width, height, len(spans), sum(n or 0 for n in spans), added, spans, fits)

@@ -107,18 +107,22 @@ def _adapter_report(
         out["items_that_fit"] = {kind: (context - 1) // n for kind, n in profile.tokens_per_item.items() if n > 0}
     if image_sizes:
         renderer = profile.make_renderer(RendererContext(pm.modality_registry()))
-        out["image_plans"] = _image_plans(renderer, image_sizes, context)
+        limits = (profile.tokens_per_item.get("image"), profile.max_items.get("image"))
+        out["image_plans"] = _image_plans(renderer, image_sizes, context, *limits)
     return out
 
 
-def _image_plans(renderer: Any, sizes: Sequence[tuple[int, int]], context: Any) -> list[dict[str, Any]]:
+def _image_plans(
+    renderer: Any, sizes: Sequence[tuple[int, int]], context: Any, per_image: int | None, max_images: int | None
+) -> list[dict[str, Any]]:
     """An `ImagePlan` per size (or its problem)."""
     from mmcore.image_plan import plan_image
 
     plans: list[dict[str, Any]] = []
+    known = context if isinstance(context, int) else None
     for width, height in sizes:
         try:
-            plan = plan_image(renderer, width, height, context=context if isinstance(context, int) else None)
+            plan = plan_image(renderer, width, height, context=known, tokens_per_image=per_image, max_images=max_images)
         except MMCoreError as exc:
             plans.append({"width": width, "height": height, "error": f"{type(exc).__name__}: {exc}"})
         else:
