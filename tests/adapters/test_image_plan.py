@@ -147,3 +147,12 @@ def test_a_sliding_session_drops_old_turns_whose_tiles_no_longer_fit(folders, tm
     result = sliding.send(picture, config)
     assert result.stats.extra["dropped_messages"] == 1  # the first turn and its answer
     assert len(calls) == plan.encoder_calls  # only the new turn's image is encoded
+
+
+def test_mmcore_run_with_too_many_tiles_is_one_error_line(folders, tmp_path, capsys):
+    pte = _pte(folders["smolvlm"])
+    picture = _image(tmp_path, 100, 60)
+    assert main(["run", str(pte), "--image", str(picture), "--text", "?", "--max-new-tokens", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmcore: error:") and "\n" not in err
+    assert "5 image encoder calls with 80 placeholder tokens" in err and "--image-size WxH" in err
