@@ -464,12 +464,13 @@ def check_prompt_fits(prompt: RenderedPrompt, max_positions: int | None, *, prog
     for span in prompt.media:
         calls, tokens = counts.setdefault(span.kind, [0, 0])
         counts[span.kind] = [calls + 1, tokens + (span.length or 0)]
-    media = "".join(
-        f", {calls} {kind} encoder call{'s' if calls != 1 else ''} with {tokens} placeholder tokens"
+    media = ", ".join(
+        f"{calls} {kind} encoder call{'s' if calls != 1 else ''} with {tokens} placeholder tokens"
         for kind, (calls, tokens) in counts.items()
     )
+    taken = f" ({media})" if media else ""
     raise ContextOverflowError(
-        f"{program}: the prompt needs {len(prompt)} positions{media}, but the program's context holds "
+        f"{program}: the prompt needs {len(prompt)} positions{taken} but the program's context holds "
         f"{max_positions} (leaving none to generate); send fewer or smaller media items, or export with a "
         "longer max_length (`mmcore inspect PROGRAM --image-size WxH` shows what one image takes)"
     )
