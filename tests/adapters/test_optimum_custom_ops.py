@@ -1,13 +1,15 @@
 """optimum-executorch multimodal exports as people ship them: ExecuTorch's LLM custom ops
-(`use_custom_sdpa`, `use_custom_kv_cache`, Gemma 3's sliding-window ring buffer included) and
-quantization (`qlinear="8da4w"` with 4-bit or 8-bit `qembedding`), and half precision. Greedy ids from a raw image file
-through the adapters equal ExecuTorch's C++ runner fed the processor's tensors, and HF `generate()`
-where neither quantization nor half precision changes the numbers."""
+(`use_custom_sdpa`, `use_custom_kv_cache`, Gemma 3's sliding-window ring buffer included),
+quantization (`qlinear="8da4w"` with 4-bit or 8-bit `qembedding`) and half precision, for Gemma 3 and
+LLaVA (and quantized SmolVLM and Voxtral). Greedy ids from a raw image or WAV file through the
+adapters equal ExecuTorch's C++ runner fed the processor's tensors, and HF `generate()` where neither
+quantization nor half precision changes the numbers."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +71,18 @@ VARIANTS: dict[str, tuple[str, ExportOptions, set[str], bool]] = {
     ),
     "llava-custom-ops": ("llava", CUSTOM, {"llama::custom_sdpa.out", "llama::update_cache.out"}, True),
     "llava-fp16-custom-ops": ("llava", HALF, {"llama::custom_sdpa.out", "llama::update_cache.out"}, False),
+    "smolvlm-8da4w-8bit-embeddings": (
+        "smolvlm",
+        QUANTIZED_8BIT_EMBEDDINGS,
+        {"llama::custom_sdpa.out", "llama::update_cache.out", "quantized_decomposed::embedding_byte.out"},
+        False,
+    ),
+    "voxtral-8da4w-8bit-embeddings": (
+        "voxtral",
+        QUANTIZED_8BIT_EMBEDDINGS,
+        {"llama::custom_sdpa.out", "llama::update_cache.out", "quantized_decomposed::embedding_byte.out"},
+        False,
+    ),
     "llava-8da4w-4bit-embeddings": (
         "llava",
         QUANTIZED_4BIT_EMBEDDINGS,
@@ -98,7 +112,7 @@ def variant(request: pytest.FixtureRequest) -> tuple[str, HFModelDir, Path]:
 
 def test_programs_call_the_custom_and_quantized_kernels(variant):
     name, model_dir, pte = variant
-    _, options, ops, _ = VARIANTS[name]
+    family, options, ops, _ = VARIANTS[name]
     needs = kernels.program_needs(pte)
     assert ops <= needs.operators
     assert needs.backends == {"XnnpackBackend"}
@@ -106,15 +120,29 @@ def test_programs_call_the_custom_and_quantized_kernels(variant):
         decoder = Program(pte).method_spec("text_decoder")
         assert decoder.inputs[0] is not None and decoder.outputs[0] is not None
         assert str(decoder.inputs[0].dtype) == str(decoder.outputs[0].dtype) == options.dtype
-    if options.qlinear:  # 4-bit linears (inside the XNNPACK delegate) shrink the program
-        plain = export_hf_folder(model_dir, "xnnpack", options=CUSTOM)
+    unquantized = [n for n, (f, o, _, _) in VARIANTS.items() if f == family and o == CUSTOM]
+    if options.qlinear and unquantized:  # 4-bit linears (inside the XNNPACK delegate) shrink the program
+        plain = export_hf_folder(model_dir, "xnnpack", options=CUSTOM)  # the module's other variant
         assert pte.stat().st_size < 0.6 * plain.stat().st_size
 
 
-def test_greedy_ids_equal_the_cpp_runner_and_hf_generate(variant, png_100x60, capfd):
+def _audio_messages(wav: Path) -> tuple[list[Any], list[Any]]:
+    """A user turn with the WAV file (mmcore) and its soxr-HQ 16-kHz mono mix-down (HF, as `load_audio`)."""
+    import numpy as np
+    import soundfile
+    import soxr
+
+    samples, rate = soundfile.read(wav, dtype="float32")
+    mono = soxr.resample(samples.mean(axis=1), rate, 16_000, quality="HQ").astype(np.float32)
+    text = {"type": "text", "text": PROMPT}
+    ours = [{"role": "user", "content": [{"type": "audio", "audio": str(wav)}, text]}]
+    return ours, [{"role": "user", "content": [{"type": "audio", "audio": mono}, text]}]
+
+
+def test_greedy_ids_equal_the_cpp_runner_and_hf_generate(variant, png_100x60, stereo_wav, capfd):
     name, model_dir, pte = variant
     family, _, _, same_as_hf = VARIANTS[name]
-    ours, theirs = image_messages(png_100x60, PROMPT)
+    ours, theirs = image_messages(png_100x60, PROMPT) if model_dir.modality == "vision" else _audio_messages(stereo_wav)
     reference = hf_inputs(family, model_dir, theirs)
     config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=MAX_NEW_TOKENS, ignore_eos=True)
 
