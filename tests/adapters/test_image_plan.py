@@ -98,7 +98,9 @@ def test_plan_equals_the_prompts_built_for_a_real_image(folders, tmp_path, famil
 def test_inspect_prints_the_plan_of_each_size(folders, capsys):
     pte = _pte(folders["smolvlm"])
     assert main(["inspect", str(pte), "--image-size", "100x60", "--image-size", "151x50", "--json"]) == 0
-    plans = json.loads(capsys.readouterr().out)["adapter"]["image_plans"]
+    report = json.loads(capsys.readouterr().out)
+    assert report["metadata"]["modality"] == "vision"  # optimum's string constants are read
+    plans = report["adapter"]["image_plans"]
     model = mmcore.open_model(pte)
     assert [{k: v for k, v in p.items() if k != "summary"} for p in plans] == [
         model.plan_image(100, 60).to_json(),
