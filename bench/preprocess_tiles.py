@@ -45,6 +45,8 @@ SMOLVLM = PreprocessSettings(
 )
 GEMMA3 = PreprocessSettings(size=(896, 896), resample="bilinear", do_normalize=True, image_mean=HALF, image_std=HALF)
 PAN_AND_SCAN = PanAndScan(min_crop_size=256, max_num_crops=4, min_ratio_to_activate=1.2)
+#: Largest difference still called exact (float32 rounding of the same normalisation).
+EXACT = 1e-6
 
 
 def _ours() -> dict[str, Callable[[Any], np.ndarray[Any, Any]]]:
@@ -107,6 +109,8 @@ def run(repeats: int) -> list[dict[str, Any]]:
             if mine_out.shape != their_out.shape:
                 raise SystemExit(f"{target}, {form}: mmcore gives {mine_out.shape}, transformers {their_out.shape}")
             diff = float(np.abs(mine_out - their_out).max())
+            if diff > EXACT:
+                raise SystemExit(f"{target}, {form}: mmcore's pixels differ from transformers' by up to {diff}")
             mine: list[float] = []
             other: list[float] = []
             for _ in range(repeats):  # interleaved, so load changes hit both sides
