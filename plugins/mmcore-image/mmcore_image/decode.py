@@ -73,6 +73,15 @@ def decode_image(
     return to_rgb(image, background)
 
 
+def rgb_pixels(source: Any, *, what: str, max_pixels: int) -> np.ndarray[Any, Any] | None:
+    """`source` itself when it already is RGB pixels (a uint8 numpy array `[H, W, 3]`, as tiles and
+    crops are), checked like a decoded image; None for anything `decode_image` must convert."""
+    if not (isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3 and source.shape[2] == 3):
+        return None
+    _check_pixels((source.shape[1], source.shape[0]), max_pixels, what)
+    return np.ascontiguousarray(source)
+
+
 def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """`image` in RGB mode.
 
