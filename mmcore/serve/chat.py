@@ -60,6 +60,7 @@ from mmcore.serve.protocol import (
     ResponseMessage,
     TokenLogprob,
     ToolCall,
+    TopLogprob,
     Usage,
     new_id,
 )
@@ -75,6 +76,8 @@ Body = Mapping[str, Any] | BaseModel
 FinishReason = Literal["stop", "length"]
 _FINISH: dict[str, FinishReason] = {"eos": "stop", "stop_string": "stop", "stopped": "stop", "length": "length"}
 _DONE = object()
+_MAX_TOKEN_TEXTS = 1 << 18
+_NO_CHANCE = -9999.0
 
 
 @dataclass
@@ -149,6 +152,7 @@ class ChatService:
         self.metrics.watch(lambda: self.pool.queue_depth, lambda: self.pool.busy)
         self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mmcore-serve")
         self._renderer_takes_kwargs = _takes_template_kwargs(model.renderer)
+        self._texts: dict[int, str] = {}  # token id -> its text, for logprobs
 
     # -- public API ------------------------------------------------------------------------------
     def models(self) -> dict[str, Any]:
@@ -211,9 +215,9 @@ class ChatService:
         """Validate a chat request (raises `APIError`) into a job."""
         request = _parse(ChatCompletionRequest, body)
         self._check_common(request)
-        if request.logprobs and request.top_logprobs:
-            raise APIError(400, "top_logprobs is not supported (only the sampled token's logprob); omit it",
-                           param="top_logprobs", code="unsupported_parameter")  # fmt: skip
+        if request.top_logprobs and not request.logprobs:
+            raise APIError(400, f"top_logprobs={request.top_logprobs} needs logprobs: true; send both",
+                           param="top_logprobs", code="invalid_parameter")  # fmt: skip
         fmt = request_format(request.response_format)
         tools = self._tools(request)
         if tools is not None and (forced := forced_tools(request.tools or [], request.tool_choice)) is not None:
@@ -231,7 +235,8 @@ class ChatService:
                            "without one (give the adapter a chat_template option)", param=what,
                            code="unsupported_parameter")  # fmt: skip
         messages = normalize_messages([_message(m) for m in request.messages], self.media)
-        config = self._config(request, request.resolved_max_tokens(), bool(request.logprobs))
+        top = (request.top_logprobs or 0) if request.logprobs else 0
+        config = self._config(request, request.resolved_max_tokens(), bool(request.logprobs), top)
         if fmt is not None:
             try:
                 config = config.replace(response_format=fmt)
@@ -258,12 +263,9 @@ class ChatService:
                            code="unsupported_parameter")  # fmt: skip
         if request.best_of not in (None, 1):
             raise APIError(400, "best_of must be 1", param="best_of", code="unsupported_parameter")
-        if request.logprobs:
-            raise APIError(400, "logprobs > 0 (top alternatives) is not supported; use logprobs=0 or omit it",
-                           param="logprobs", code="unsupported_parameter")  # fmt: skip
         part, echo = _prompt_part(request.prompt, self.model)
         messages = [{"role": "user", "content": [part]}]
-        config = self._config(request, request.max_tokens, request.logprobs == 0)
+        config = self._config(request, request.max_tokens, request.logprobs is not None, request.logprobs or 0)
         return _Job(
             kind="text",
             id=new_id("cmpl"),
@@ -300,11 +302,11 @@ class ChatService:
         return self.tool_parser
 
     def _config(
-        self, request: ChatCompletionRequest | CompletionRequest, max_tokens: int | None, logprobs: bool
+        self, request: ChatCompletionRequest | CompletionRequest, max_tokens: int | None, logprobs: bool, top: int
     ) -> GenerationConfig:
         """The model's generation defaults with the request's fields applied."""
         base = self.model.runner.generation_config
-        changes: dict[str, Any] = {"echo": False, "logprobs": logprobs}
+        changes: dict[str, Any] = {"echo": False, "logprobs": logprobs, "top_logprobs": top}
         for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
                      "repetition_penalty", "ignore_eos"):  # fmt: skip
             value = getattr(request, name)
@@ -462,7 +464,8 @@ class ChatService:
             or None,
         )
         finish = "tool_calls" if calls else _FINISH[result.stop_reason]
-        choice = Choice(message=message, finish_reason=finish, logprobs=self._logprobs(result.tokens, result.logprobs))  # type: ignore[arg-type]
+        logprobs = self._logprobs(result.tokens, result.logprobs, result.top_logprobs)
+        choice = Choice(message=message, finish_reason=finish, logprobs=logprobs)  # type: ignore[arg-type]
         response = ChatCompletionResponse(
             id=job.id, created=job.created, model=self.model_id, choices=[choice], usage=outcome.usage
         )
@@ -472,9 +475,7 @@ class ChatService:
         result = outcome.result
         logprobs = None
         if result.logprobs is not None:
-            tokens = [self._token_text(t) for t in result.tokens]
-            logprobs = {"tokens": tokens, "token_logprobs": list(result.logprobs), "top_logprobs": None,
-                        "text_offset": _offsets(tokens, len(job.echo))}  # fmt: skip
+            logprobs = self._text_logprobs(result.tokens, result.logprobs, result.top_logprobs, len(job.echo))
         choice = CompletionChoice(
             text=job.echo + result.text, finish_reason=_FINISH[result.stop_reason], logprobs=logprobs
         )  # type: ignore[arg-type]
@@ -483,17 +484,50 @@ class ChatService:
         )
         return _dump(response)
 
-    def _logprobs(self, tokens: Sequence[int], logprobs: Sequence[float] | None) -> ChoiceLogprobs | None:
+    def _logprobs(
+        self,
+        tokens: Sequence[int],
+        logprobs: Sequence[float] | None,
+        tops: Sequence[Sequence[tuple[int, float]]] | None = None,
+    ) -> ChoiceLogprobs | None:
+        """A chat choice's ``logprobs`` (``content``: token, logprob, bytes, top_logprobs per token)."""
         if logprobs is None:
             return None
         items = []
-        for token, logprob in zip(tokens, logprobs, strict=False):
+        for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=False)):
             text = self._token_text(token)
-            items.append(TokenLogprob(token=text, logprob=logprob, bytes=list(text.encode("utf-8"))))
+            alternatives = []
+            if tops is not None:
+                for other, value in tops[i]:
+                    other_text = self._token_text(other)
+                    alternatives.append(TopLogprob(token=other_text, logprob=_finite(value),
+                                                   bytes=list(other_text.encode("utf-8"))))  # fmt: skip
+            items.append(TokenLogprob(token=text, logprob=_finite(logprob), bytes=list(text.encode("utf-8")),
+                                      top_logprobs=alternatives))  # fmt: skip
         return ChoiceLogprobs(content=items)
 
+    def _text_logprobs(
+        self,
+        tokens: Sequence[int],
+        logprobs: Sequence[float],
+        tops: Sequence[Sequence[tuple[int, float]]] | None,
+        offset: int,
+    ) -> dict[str, Any]:
+        """A text completion choice's ``logprobs`` (the legacy shape: parallel lists)."""
+        texts = [self._token_text(t) for t in tokens]
+        top = None
+        if tops is not None:
+            top = [{self._token_text(other): _finite(value) for other, value in alternatives} for alternatives in tops]
+        return {"tokens": texts, "token_logprobs": [_finite(v) for v in logprobs], "top_logprobs": top,
+                "text_offset": _offsets(texts, offset)}  # fmt: skip
+
     def _token_text(self, token: int) -> str:
-        return self.model.runner.tokenizer.decode([token], skip_special_tokens=False)
+        text = self._texts.get(token)
+        if text is None:
+            text = self.model.runner.tokenizer.decode([token], skip_special_tokens=False)
+            if len(self._texts) < _MAX_TOKEN_TEXTS:
+                self._texts[token] = text
+        return text
 
 
 class _Chunks:
@@ -533,7 +567,8 @@ class _ChatChunks(_Chunks):
         text = self.tools.push(piece.text, piece.token) if self.tools is not None else piece.text
         logprobs = None
         if piece.logprob is not None and piece.token is not None:
-            logprobs = self.service._logprobs([piece.token], [piece.logprob])
+            tops = [piece.top_logprobs] if piece.top_logprobs is not None else None
+            logprobs = self.service._logprobs([piece.token], [piece.logprob], tops)
         if not text and logprobs is None:
             return []
         return [self._chunk(DeltaMessage(content=text), logprobs=logprobs)]
@@ -562,8 +597,10 @@ class _TextChunks(_Chunks):
         self.service = service
         self.job = job
 
-    def _chunk(self, text: str, finish: str | None = None) -> dict[str, Any]:
-        choice = CompletionChoice(text=text, finish_reason=finish)  # type: ignore[arg-type]
+        self.offset = len(job.echo)
+
+    def _chunk(self, text: str, finish: str | None = None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        choice = CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)  # type: ignore[arg-type]
         return _dump(
             CompletionChunk(id=self.job.id, created=self.job.created, model=self.service.model_id, choices=[choice])
         )
@@ -572,6 +609,11 @@ class _TextChunks(_Chunks):
         return [self._chunk(self.job.echo)] if self.job.echo else []
 
     def piece(self, piece: Piece) -> list[dict[str, Any]]:
+        if piece.logprob is not None and piece.token is not None:
+            tops = [piece.top_logprobs] if piece.top_logprobs is not None else None
+            logprobs = self.service._text_logprobs([piece.token], [piece.logprob], tops, self.offset)
+            self.offset += len(logprobs["tokens"][0])
+            return [self._chunk(piece.text, logprobs=logprobs)]
         return [self._chunk(piece.text)] if piece.text else []
 
     def finish(self, outcome: _Outcome) -> list[dict[str, Any]]:
@@ -665,6 +707,11 @@ def _prompt_part(prompt: str | list[str] | list[int] | list[list[int]], model: C
         return {"type": "tokens", "tokens": ids}, model.runner.tokenizer.decode(ids)
     raise APIError(400, "prompt must be one string or one list of token ids (batches of prompts are not supported)",
                    param="prompt")  # fmt: skip
+
+
+def _finite(logprob: float) -> float:
+    """A logprob JSON can carry: -inf (an id the sampler could not draw) as -9999.0, as vLLM sends it."""
+    return logprob if logprob > _NO_CHANCE else _NO_CHANCE
 
 
 def _offsets(tokens: Sequence[str], start: int) -> list[int]:

@@ -98,6 +98,9 @@ class GenerationTable(Settings):
     frequency_penalty: FiniteFloat = Field(default=0.0, description="subtracted per earlier occurrence; 0 = off")
     presence_penalty: FiniteFloat = Field(default=0.0, description="subtracted once a token occurred; 0 = off")
     logprobs: bool = Field(default=False, description="report each generated token's log-probability")
+    top_logprobs: int = Field(
+        default=0, ge=0, le=20, description="also report the k most likely alternatives (implies logprobs)"
+    )
     speculative: Speculative = Field(default=None, description="speculative decoding")
     response_format: dict[str, Any] | None = Field(
         default=None, description="constrain the answer (OpenAI response_format; see docs/structured-output.md)"
