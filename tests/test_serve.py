@@ -324,6 +324,45 @@ def test_a_client_timing_out_stops_a_whole_answer_and_frees_the_slot(one_slot: L
     assert long_answer(client(one_slot), max_tokens=4).usage.completion_tokens == 4
 
 
+@pytest.mark.slow  # a server of its own, long answers
+def test_the_request_timeout_stops_generation_answers_504_and_the_server_goes_on(
+    long_program: Path, tokenizer: Path
+) -> None:
+    limit = 0.5
+    args = [str(long_program), "--tokenizer", str(tokenizer), "--model-id", "long", "--request-timeout", str(limit)]
+    with LiveServer(args) as live:
+        api = client(live)
+        # a whole answer: a 504 in OpenAI's envelope, soon after the limit
+        start = time.perf_counter()
+        with pytest.raises(openai.APIStatusError) as whole:
+            long_answer(api)
+        took = time.perf_counter() - start
+        assert whole.value.status_code == 504 and whole.value.body["code"] == "request_timeout", whole.value.body
+        assert limit <= took < limit + 5, took  # 1900 tokens take far longer: it stopped at the limit
+        # a stream: content, then a last error event and [DONE]
+        with httpx.stream("POST", f"{live.url}/v1/chat/completions", json={**LONG, "stream": True},
+                          timeout=TIMEOUT) as answer:  # fmt: skip
+            events = [line[5:].strip() for line in answer.iter_lines() if line.startswith("data:")]
+        assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "request_timeout"
+        assert any(json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2])
+        with pytest.raises(openai.APIError, match="request timeout"):  # the openai client raises it
+            for _ in long_answer(api, stream=True):
+                pass
+        # two at once on one slot: the second's wait counts too, both end near the limit
+        async def two() -> list[int]:
+            async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
+                answers = await asyncio.gather(*(http.post("/v1/chat/completions", json=LONG) for _ in range(2)))
+            return [a.status_code for a in answers]
+
+        start = time.perf_counter()
+        assert asyncio.run(two()) == [504, 504]
+        assert time.perf_counter() - start < limit + 5
+        wait_until_idle(live)
+        assert metric(live, "mmcore_request_timeouts_total") == 5
+        assert long_answer(api, max_tokens=4).usage.completion_tokens == 4  # the slot is free, it serves on
+    assert live.process.returncode == 0, "".join(live.log)
+
+
 @pytest.mark.slow  # long answers
 def test_a_full_queue_answers_429_and_the_server_recovers(one_slot: LiveServer) -> None:
     async def crowd() -> list[Any]:

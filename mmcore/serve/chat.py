@@ -96,6 +96,11 @@ class _Job:
     echo: str = ""
     arrived: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
+    deadline: float | None = None  # perf_counter() past which the request fails with a 504
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.perf_counter()
 
 
 @dataclass
@@ -128,6 +133,9 @@ class ChatService:
         media: where media may come from (default: data URIs and any local file).
         tool_parser: the tool-call format (default: the adapter family's; see `tools.py`).
         metrics: where request metrics go (a fresh `Metrics` by default).
+        request_timeout: seconds a request may take from its arrival, waiting for a slot included;
+            past it the generation stops (checked after each token), the slot is freed and the
+            request fails with a 504 `APIError` (None: no limit).
     """
 
     def __init__(
@@ -141,7 +149,11 @@ class ChatService:
         media: MediaPolicy | None = None,
         tool_parser: str | None = None,
         metrics: Metrics | None = None,
+        request_timeout: float | None = None,
     ) -> None:
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds (or None: no limit), got {request_timeout}")
+        self.request_timeout = request_timeout
         self.model = model
         self.model_id = model_id or Path(model.runner.program.path).stem
         self.prefix_cache = prefix_cache
@@ -243,6 +255,7 @@ class ChatService:
             except MMCoreError as exc:
                 raise APIError(400, str(exc), param="response_format", code="invalid_response_format") from None
         return _Job(
+            deadline=self._deadline(),
             kind="chat",
             id=new_id("chatcmpl"),
             messages=messages,
@@ -267,6 +280,7 @@ class ChatService:
         messages = [{"role": "user", "content": [part]}]
         config = self._config(request, request.max_tokens, request.logprobs is not None, request.logprobs or 0)
         return _Job(
+            deadline=self._deadline(),
             kind="text",
             id=new_id("cmpl"),
             messages=messages,
@@ -276,6 +290,14 @@ class ChatService:
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             echo=echo if request.echo else "",
         )
+
+    def _deadline(self) -> float | None:
+        return None if self.request_timeout is None else time.perf_counter() + self.request_timeout
+
+    def _timeout_error(self) -> APIError:
+        return APIError(504, f"the request took longer than the server's request timeout of {self.request_timeout:g} s "
+                        "(mmcore serve --request-timeout); ask for fewer tokens or retry later",
+                        type="timeout_error", code="request_timeout")  # fmt: skip
 
     def _check_common(self, request: ChatCompletionRequest | CompletionRequest) -> None:
         if request.model is not None and request.model not in (self.model_id, str(self.model.runner.program.path)):
@@ -327,15 +349,23 @@ class ChatService:
     # -- running ---------------------------------------------------------------------------------
     def _run(self, job: _Job, slot: Slot, emit: Callable[[Piece], None] | None) -> _Outcome:
         """Generate on `slot` (blocking; the caller holds the slot)."""
+        if job.deadline is not None and time.perf_counter() >= job.deadline:
+            raise self._timeout_error()
         session = slot.session(job.kind, prefix_cache=self.prefix_cache)
         session.set_history(job.messages)
         first: list[float] = []
+        deadline = job.deadline
+        timed_out: list[bool] = []
 
         def on_piece(piece: Piece) -> None:
+            now = time.perf_counter()
             if not first and piece.token is not None:
-                first.append(time.perf_counter())
+                first.append(now)
             if emit is not None:
                 emit(piece)
+            if deadline is not None and now >= deadline and not timed_out:
+                timed_out.append(True)
+                slot.runner.stop()  # ends the generation before its next decode step
 
         try:
             result = session.send(None, job.config, piece_callback=on_piece, template_kwargs=job.template_kwargs)
@@ -343,6 +373,9 @@ class ChatService:
             slot.keys = []
             raise
         slot.keys = job.key + fingerprint([{"role": "assistant", "content": result.text}], job.kind)
+        if timed_out and result.stop_reason == "stopped":
+            self.metrics.timed_out()
+            raise self._timeout_error()
         reused = int(result.stats.extra.get("reused_prompt_tokens", 0))
         prompt = reused + int(result.stats.extra.get("new_prompt_tokens", result.prompt_tokens))
         outcome = _Outcome(result, prompt, reused)
@@ -354,8 +387,24 @@ class ChatService:
                               per_token_s=per_token, speculative=result.stats.extra.get("speculative"))  # fmt: skip
         return outcome
 
+    def _acquire(self, job: _Job) -> Slot:
+        """A slot for `job` (a 504 when its deadline passes while it waits)."""
+        slot = self.pool.acquire(job.key, job.session_id, timeout=job.remaining())
+        if slot is None:
+            self.metrics.timed_out()
+            raise self._timeout_error()
+        return slot
+
+    async def _aacquire(self, job: _Job) -> Slot:
+        remaining = job.remaining()
+        try:
+            return await asyncio.wait_for(self.pool.aacquire(job.key, job.session_id), remaining)
+        except TimeoutError:
+            self.metrics.timed_out()
+            raise self._timeout_error() from None
+
     def _run_blocking(self, job: _Job) -> _Outcome:
-        slot = self.pool.acquire(job.key, job.session_id)
+        slot = self._acquire(job)
         try:
             return self._run(job, slot, None)
         except MMCoreError as exc:
@@ -364,7 +413,7 @@ class ChatService:
             self.pool.release(slot)
 
     async def _run_async(self, job: _Job) -> _Outcome:
-        slot = await self.pool.aacquire(job.key, job.session_id)
+        slot = await self._aacquire(job)
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(self._executor, self._run, job, slot, None)
         try:
@@ -379,7 +428,7 @@ class ChatService:
             self.pool.release(slot)
 
     def _stream_blocking(self, job: _Job, chunks: _Chunks) -> Iterator[dict[str, Any]]:
-        slot = self.pool.acquire(job.key, job.session_id)
+        slot = self._acquire(job)
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         outcome: list[_Outcome | BaseException] = []
 
@@ -411,7 +460,7 @@ class ChatService:
         return _drive(chunks, pieces(), finish, stop)
 
     async def _stream_async(self, job: _Job, chunks: _Chunks) -> AsyncIterator[dict[str, Any]]:
-        slot = await self.pool.aacquire(job.key, job.session_id)
+        slot = await self._aacquire(job)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
 
