@@ -22,6 +22,7 @@ import asyncio
 import base64
 import dataclasses
 import io
+import os
 import statistics
 import sys
 import time
@@ -86,6 +87,12 @@ def ms(seconds: float) -> str:
 # ---- 1. HTTP overhead ---------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_overhead(pte: Path, tokenizer: Path, rounds: int) -> None:
     body: dict[str, Any] = {"model": "bench", "messages": [{"role": "user", "content": "the cat sees a red ball"}],
                             "max_tokens": 1, "temperature": 0}  # fmt: skip
@@ -95,11 +102,12 @@ def http_overhead(pte: Path, tokenizer: Path, rounds: int) -> None:
     with server(pte, tokenizer, "--no-prefix-cache") as live, httpx.Client(base_url=live.url) as http:
         api = client(live)
         calls: dict[str, Callable[[], Any]] = {
-            "http (openai client)": lambda: api.chat.completions.create(**body),
-            "http (httpx, plain JSON)": lambda: http.post("/v1/chat/completions", json=body).raise_for_status(),
-            "GET /health (an HTTP round trip, no work)": lambda: http.get("/health").raise_for_status(),
-            "ChatService in process": lambda: service.chat_completion(body),
-            "ChatModel.chat": lambda: model.chat(body["messages"], greedy),
+            "`openai` client → `mmcore serve`": lambda: api.chat.completions.create(**body),
+            "`httpx`, plain JSON → `mmcore serve`": lambda: http.post("/v1/chat/completions", json=body)
+            .raise_for_status(),
+            "`GET /health` (an HTTP round trip, no work)": lambda: http.get("/health").raise_for_status(),
+            "`ChatService.chat_completion` in process": lambda: service.chat_completion(body),
+            "`ChatModel.chat` in process": lambda: model.chat(body["messages"], greedy),
         }
         times: dict[str, list[float]] = {name: [] for name in calls}
         for call in calls.values():  # warm up
@@ -109,14 +117,30 @@ def http_overhead(pte: Path, tokenizer: Path, rounds: int) -> None:
                 start = time.perf_counter()
                 call()
                 times[name].append(time.perf_counter() - start)
+        # CPU time per request: blocks of one kind (the /proc clock ticks are 10 ms), this process
+        # (client, or the library in process) and the server's process (every thread) apart
+        cpu: dict[str, tuple[float, float]] = {}
+        for name, call in calls.items():
+            here, there = time.process_time(), cpu_seconds(live.process.pid)
+            for _ in range(rounds):
+                call()
+            cpu[name] = ((time.process_time() - here) / rounds, (cpu_seconds(live.process.pid) - there) / rounds)
     service.close()
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"\n## HTTP overhead ({rounds} interleaved rounds, 1 new token, prefix cache off)")
+    base = medians["`ChatService.chat_completion` in process"]
+    print(f"\n## HTTP overhead ({rounds} interleaved rounds, 1 new token, prefix cache off; {load()})\n")
+    print("| path | median | overhead vs `ChatService` | CPU per request: this process | CPU: server process |")
+    print("|---|---|---|---|---|")
     for name, value in medians.items():
-        print(f"- {name}: median {ms(value)}")
-    for name in ("http (openai client)", "http (httpx, plain JSON)"):
-        print(f"- {name} overhead vs ChatService: {ms(medians[name] - medians['ChatService in process'])}; "
-              f"vs ChatModel.chat: {ms(medians[name] - medians['ChatModel.chat'])}")  # fmt: skip
+        over = ms(value - base) if "serve" in name else "—"
+        server_cpu = ms(cpu[name][1]) if "serve" in name or "health" in name else "—"
+        print(f"| {name} | {ms(value)} | {over} | {ms(cpu[name][0])} | {server_cpu} |")
+
+
+def load() -> str:
+    """The machine's load average now (benchmarks under load must say so)."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} on {os.cpu_count()} cores"
 
 
 # ---- 2. multi-turn image conversation -----------------------------------------------------------

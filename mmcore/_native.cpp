@@ -129,6 +129,10 @@ PyObject* evalue_to_py(const EValue& value, bool alias) {
   if (value.isDouble()) return PyFloat_FromDouble(value.toDouble());
   if (value.isBool()) return PyBool_FromLong(value.toBool());
   if (value.isNone()) Py_RETURN_NONE;
+  if (value.isString()) {  // optimum-executorch's processor constants (`modality`, `image_processor_type`)
+    const auto text = value.toString();
+    return PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "replace");
+  }
   PyErr_Format(PyExc_TypeError, "unsupported output value (tag %d)", static_cast<int>(value.tag));
   return nullptr;
 }

@@ -11,7 +11,10 @@ from mmcore.errors import ConfigError
 from mmcore.speculative.settings import SpeculativeConfig, parse_speculative
 from mmcore.structured.formats import ResponseFormat
 
-__all__ = ["GenerationConfig", "resolve_max_new_tokens"]
+__all__ = ["GenerationConfig", "MAX_TOP_LOGPROBS", "resolve_max_new_tokens"]
+
+#: Most alternatives `top_logprobs` may ask for per token (OpenAI's limit).
+MAX_TOP_LOGPROBS = 20
 
 
 def resolve_max_new_tokens(
@@ -51,6 +54,8 @@ class GenerationConfig:
         frequency_penalty: subtracted from a token's logit once per time it was generated; 0 = off.
         presence_penalty: subtracted from the logit of any token generated at least once; 0 = off.
         logprobs: report each generated token's log-probability (under the sampled distribution).
+        top_logprobs: also report each token's k most likely alternatives (0..20, as OpenAI) from
+            the same distribution; > 0 implies `logprobs`.
         speculative: speculative decoding (`SpeculativeConfig`, a method name "ngram" | "draft" |
             "off", or a mapping of its fields); None = off.
         response_format: constrain the answer: an OpenAI-style dict (`{"type": "json_object"}`,
@@ -75,6 +80,7 @@ class GenerationConfig:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logprobs: bool = False
+    top_logprobs: int = 0
     speculative: SpeculativeConfig | None = None
     response_format: ResponseFormat | Mapping[str, Any] | None = None
 
@@ -88,6 +94,13 @@ class GenerationConfig:
             value = _int_field(self, name)
             if value < 0:
                 raise ConfigError(f"GenerationConfig.{name} must be >= 0, got {value}")
+        top_logprobs = _int_field(self, "top_logprobs")
+        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ConfigError(
+                f"GenerationConfig.top_logprobs must be in [0, {MAX_TOP_LOGPROBS}] (0 = off), got {top_logprobs}"
+            )
+        if top_logprobs:
+            object.__setattr__(self, "logprobs", True)
         temperature = self.temperature
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
             raise ConfigError(f"GenerationConfig.temperature must be a number >= 0, got {temperature!r}")

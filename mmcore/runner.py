@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 import contextlib
 import logging
 import os
@@ -69,6 +68,9 @@ class GenerationResult:
         stop_reason: why generation ended.
         incomplete: a constrained answer (`response_format`) ended before the constraint was
             complete (the token budget ran out, a stop string or `stop()`); its text does not parse.
+        logprobs: with `config.logprobs`, each token's log-probability (see `Sampler`).
+        top_logprobs: with `config.top_logprobs` = k, each token's k most likely alternatives as
+            (id, log-probability), most likely first.
     """
 
     text: str
@@ -79,16 +81,18 @@ class GenerationResult:
     logprobs: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     incomplete: bool = False
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass(frozen=True)
 class Piece:
     """One step of a stream: the text it made safe to show (may be empty), the token id (None for
-    text released at the end), and its log-probability when asked for."""
+    text released at the end), its log-probability and top alternatives when asked for."""
 
     text: str
     token: int | None
     logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
 
 
 class IRunner(abc.ABC):
@@ -325,6 +329,8 @@ class _RunnerBase(IRunner):
         budget = config.resolve_max_new_tokens(self.metadata.max_context_len, self.pos)
         eos_ids = self.metadata.eos_ids
         logprobs: list[float] = []
+        tops: list[list[tuple[int, float]]] = []
+        want_top = config.top_logprobs > 0
         began = time.perf_counter()
         first = sampler(logits, argmax=self.decoder.known_argmax(logits))
         stats.sampling_time_s += time.perf_counter() - began
@@ -336,8 +342,12 @@ class _RunnerBase(IRunner):
                 token_callback(text)
             if config.logprobs:
                 logprobs.append(sampler.last_logprob if sampler.last_logprob is not None else float("nan"))
+                if want_top:
+                    tops.append(sampler.last_top or [])
             if piece_callback is not None:
-                piece_callback(Piece(text, token, logprobs[-1] if config.logprobs else None))
+                piece_callback(
+                    Piece(text, token, logprobs[-1] if config.logprobs else None, tops[-1] if want_top else None)
+                )
             return streamer.stopped
 
         tokens = [first]
@@ -370,6 +380,7 @@ class _RunnerBase(IRunner):
             reason = "length"
         result = GenerationResult(text=streamer.text, tokens=tokens, stats=stats, stop_reason=reason)
         result.logprobs = logprobs if config.logprobs else None
+        result.top_logprobs = tops if want_top else None
         return result
 
     def _check_budget(self, start_pos: int, prompt_len: int, config: GenerationConfig) -> None:
@@ -627,6 +638,8 @@ def _stream(runner: _RunnerBase, prompt: Any, config: GenerationConfig | None) -
 
 async def _astream(runner: _RunnerBase, prompt: Any, config: GenerationConfig | None) -> AsyncIterator[Piece]:
     """`generate` in a worker thread, its pieces delivered to the event loop."""
+    import asyncio  # already imported by whoever runs the event loop
+
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[Any] = asyncio.Queue()
 

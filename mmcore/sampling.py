@@ -15,7 +15,7 @@ from mmcore.config import GenerationConfig
 if TYPE_CHECKING:
     from mmcore.structured.mask import TokenMask
 
-__all__ = ["Sampler"]
+__all__ = ["Sampler", "top_ids"]
 
 
 class Sampler:
@@ -27,7 +27,11 @@ class Sampler:
     by `seed`: the same seed gives the same tokens, with or without torch installed. Repetition,
     frequency and presence penalties apply to the tokens this sampler has produced. With
     `logprobs`, `last_logprob` holds the log-probability of the last token under the distribution
-    it was drawn from (temperature 1 when greedy). With a `mask` (constrained decoding), ids it
+    it was drawn from: the logits after penalties and the mask, divided by the temperature and cut
+    by top-k/top-p (renormalised) when sampling, at temperature 1 when greedy. With `top_logprobs`
+    = k > 0, `last_top` holds the k most likely ids of that same distribution with their
+    log-probabilities, most likely first (ties by id; ids it cannot draw have -inf); nothing of
+    this is computed unless asked for. With a `mask` (constrained decoding), ids it
     forbids are set to -inf before choosing, in every mode, and each chosen token advances it.
     Logits are numpy arrays (a torch tensor is converted).
     """
@@ -43,6 +47,7 @@ class Sampler:
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
         logprobs: bool = False,
+        top_logprobs: int = 0,
         mask: TokenMask | None = None,
     ) -> None:
         self.temperature = temperature
@@ -53,8 +58,10 @@ class Sampler:
         self.frequency_penalty = frequency_penalty
         self.presence_penalty = presence_penalty
         self.penalized = repetition_penalty != 1.0 or frequency_penalty != 0.0 or presence_penalty != 0.0
-        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
+        self.logprobs = logprobs or top_logprobs > 0
         self.last_logprob: float | None = None
+        self.last_top: list[tuple[int, float]] | None = None
         self.counts: Counter[int] = Counter()
         self.mask = mask
         self._seed = seed
@@ -80,6 +87,7 @@ class Sampler:
             frequency_penalty=config.frequency_penalty,
             presence_penalty=config.presence_penalty,
             logprobs=config.logprobs,
+            top_logprobs=config.top_logprobs,
             mask=mask,
         )
 
@@ -97,7 +105,7 @@ class Sampler:
         if self.greedy:
             token = argmax if argmax is not None else _argmax(row)
             if self.logprobs:
-                self.last_logprob = float(_log_softmax(to_float32(row))[token])
+                self._report(_log_softmax(to_float32(row)), token)
         else:
             token = self._sample(row)
         if self.penalized:
@@ -120,13 +128,28 @@ class Sampler:
             outside = np.cumsum(sorted_probs) - sorted_probs >= self.top_p
             sorted_probs[outside] = 0.0
             token = int(order[self._draw(sorted_probs)])
-            if self.logprobs:
+            if self.top_logprobs:  # the renormalised nucleus; ids outside it cannot be drawn
+                kept = np.zeros_like(probs)
+                kept[order] = sorted_probs / sorted_probs.sum()
+                with np.errstate(divide="ignore"):
+                    self._report(np.log(kept), token)
+            elif self.logprobs:
                 self.last_logprob = float(np.log(probs[token] / sorted_probs.sum()))
             return token
         token = self._draw(probs)
-        if self.logprobs:
+        if self.top_logprobs:
+            with np.errstate(divide="ignore"):
+                self._report(np.log(probs), token)
+        elif self.logprobs:
             self.last_logprob = float(np.log(probs[token]))
         return token
+
+    def _report(self, logprobs: npt.NDArray[Any], token: int) -> None:
+        """Record `token`'s log-probability and, when asked for, the `top_logprobs` most likely ids
+        of `logprobs` `[V]` (the distribution it was drawn from)."""
+        self.last_logprob = float(logprobs[token])
+        if self.top_logprobs:
+            self.last_top = top_ids(logprobs, self.top_logprobs)
 
     def _draw(self, weights: npt.NDArray[np.float64]) -> int:
         """An index drawn with probability proportional to `weights` (zero weights never drawn)."""
@@ -144,6 +167,18 @@ class Sampler:
             seen = np.where(seen > 0, seen / self.repetition_penalty, seen * self.repetition_penalty)
         out[ids] = seen - self.frequency_penalty * counts - self.presence_penalty
         return out
+
+
+def top_ids(logprobs: npt.NDArray[Any], k: int) -> list[tuple[int, float]]:
+    """The `k` largest entries of `logprobs` `[V]` as (id, value), largest first, ties by ascending id."""
+    k = min(k, logprobs.shape[-1])
+    if k < logprobs.shape[-1]:
+        kth = np.partition(logprobs, -k)[-k]
+        candidates = np.flatnonzero(logprobs >= kth)  # ascending; every tie of the k-th value
+    else:
+        candidates = np.arange(logprobs.shape[-1])
+    order = candidates[np.argsort(-logprobs[candidates], kind="stable")][:k]
+    return [(int(i), float(logprobs[i])) for i in order]
 
 
 def _nucleus_order(probs: npt.NDArray[np.float64], top_p: float) -> npt.NDArray[np.intp]:

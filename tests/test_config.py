@@ -358,6 +358,7 @@ def test_two_plugins_registering_one_table_are_reported(plugin_manager):
 SCALAR_FIELDS = [
     "echo", "max_new_tokens", "seq_len", "temperature", "top_k", "top_p", "seed", "num_bos", "num_eos",
     "ignore_eos", "warming", "repetition_penalty", "frequency_penalty", "presence_penalty", "logprobs",
+    "top_logprobs",
 ]  # fmt: skip
 PROBES = [-(2**63), -2, -1, 0, 0.5, 1, 1.5, 2, 2**63, "x", True, False, None, float("nan"), float("inf")]
 

@@ -145,3 +145,31 @@ def test_encoder_cache_is_bounded_by_bytes():
         cache.put(f"k{i}", EmbeddingsInput(torch.zeros(1, 1, 64)), 0.1)
     assert len(cache) == 3 and cache.get("k0") is None and cache.get("k4") is not None
     assert cache.nbytes <= cache.max_bytes
+
+
+def test_top_logprobs_match_a_reference_loop_over_the_program_logits(runner):
+    """Greedy top-5 alternatives per token are the log-softmax of the program's own logits, the
+    chosen token first; the Python path runs only because they were asked for."""
+    import numpy as np
+
+    from mmcore import TokensInput
+
+    config = GREEDY.replace(top_logprobs=5, max_new_tokens=6)
+    assert config.logprobs  # implied
+    ids = runner.tokenizer.encode("the quick brown fox")
+    result = runner.generate([TokensInput(ids)], config)
+    assert result.top_logprobs is not None and len(result.top_logprobs) == len(result.tokens) == 6
+    # reference: step the decoder by hand, log-softmax in float64
+    runner.reset()
+    logits = runner.decoder.prefill_ids(ids, 0, runner.metadata.max_seq_len)
+    pos = len(ids)
+    for token, logprob, top in zip(result.tokens, result.logprobs or [], result.top_logprobs, strict=True):
+        row = np.asarray(logits, dtype=np.float64)
+        reference = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        assert token == int(np.argmax(row)) and top[0][0] == token
+        assert abs(logprob - reference[token]) < 1e-4
+        order = sorted(range(len(row)), key=lambda i: (-reference[i], i))[:5]
+        assert [i for i, _ in top] == order
+        assert np.allclose([v for _, v in top], reference[order], atol=1e-4)
+        logits = runner.decoder.step_token(token, pos).copy()
+        pos += 1

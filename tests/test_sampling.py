@@ -106,3 +106,52 @@ def test_top_p_samples_as_a_full_sort_would(monkeypatch):
     partial = [draw(logits, top_p) for logits in cases for top_p in (0.1, 0.5, 0.95)]
     monkeypatch.setattr(mmcore.sampling, "_nucleus_order", lambda probs, top_p: np.argsort(-probs, kind="stable"))
     assert partial == [draw(logits, top_p) for logits in cases for top_p in (0.1, 0.5, 0.95)]
+
+
+def _log_softmax64(row: np.ndarray) -> np.ndarray:
+    shifted = row.astype(np.float64) - row.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def test_top_logprobs_are_the_most_likely_ids_of_the_sampled_distribution():
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal(300).astype(np.float32) * 2
+    logits[[7, 9]] = logits.max() + 1  # a tie at the top: the lower id first
+    # greedy: log-softmax of the logits; the chosen token is the top-1
+    greedy = Sampler(top_logprobs=5)
+    token = greedy(logits)
+    reference = _log_softmax64(logits)
+    expected = sorted(range(300), key=lambda i: (-reference[i], i))[:5]
+    assert greedy.logprobs and greedy.last_top is not None
+    assert [i for i, _ in greedy.last_top] == expected and expected[:2] == [7, 9] and token == 7
+    assert np.allclose([v for _, v in greedy.last_top], reference[expected], atol=1e-5)
+    assert greedy.last_logprob == greedy.last_top[0][1]
+    # sampled at temperature 0.7 with top-k 50: the same distribution the token is drawn from
+    sampled = Sampler(temperature=0.7, top_k=50, seed=2, top_logprobs=20)
+    for _ in range(20):
+        token = sampled(logits)
+        scaled = logits.astype(np.float64) / 0.7
+        kth = np.sort(scaled)[-50]
+        reference = _log_softmax64(np.where(scaled < kth, -np.inf, scaled))
+        assert sampled.last_top is not None and len(sampled.last_top) == 20
+        values = [v for _, v in sampled.last_top]
+        assert values == sorted(values, reverse=True)
+        assert np.allclose(values, np.sort(reference)[::-1][:20], atol=1e-4)
+        assert abs(sampled.last_logprob - reference[token]) < 1e-4
+    # top-p: the renormalised nucleus; ids outside it have -inf
+    probs = np.array([0.4, 0.0, 0.25, 0.2, 0.1, 0.05])
+    with np.errstate(divide="ignore"):
+        small = np.log(probs).astype(np.float32)
+    nucleus = Sampler(temperature=1.0, top_p=0.7, seed=1, top_logprobs=4)
+    token = nucleus(small)
+    kept = probs[[0, 2, 3]] / probs[[0, 2, 3]].sum()
+    assert nucleus.last_top is not None
+    assert [i for i, _ in nucleus.last_top] == [0, 2, 3, 1]
+    assert np.allclose([v for _, v in nucleus.last_top[:3]], np.log(kept), atol=1e-6)
+    assert nucleus.last_top[3][1] == -np.inf and token in (0, 2, 3)
+
+
+def test_no_top_logprobs_work_unless_asked():
+    sampler = Sampler(temperature=1.0, seed=0, logprobs=True)
+    sampler(np.zeros(10, dtype=np.float32))
+    assert sampler.last_top is None and sampler.last_logprob is not None

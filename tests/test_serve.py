@@ -324,6 +324,45 @@ def test_a_client_timing_out_stops_a_whole_answer_and_frees_the_slot(one_slot: L
     assert long_answer(client(one_slot), max_tokens=4).usage.completion_tokens == 4
 
 
+@pytest.mark.slow  # a server of its own, long answers
+def test_the_request_timeout_stops_generation_answers_504_and_the_server_goes_on(
+    long_program: Path, tokenizer: Path
+) -> None:
+    limit = 0.5
+    args = [str(long_program), "--tokenizer", str(tokenizer), "--model-id", "long", "--request-timeout", str(limit)]
+    with LiveServer(args) as live:
+        api = client(live)
+        # a whole answer: a 504 in OpenAI's envelope, soon after the limit
+        start = time.perf_counter()
+        with pytest.raises(openai.APIStatusError) as whole:
+            long_answer(api)
+        took = time.perf_counter() - start
+        assert whole.value.status_code == 504 and whole.value.body["code"] == "request_timeout", whole.value.body
+        assert limit <= took < limit + 5, took  # 1900 tokens take far longer: it stopped at the limit
+        # a stream: content, then a last error event and [DONE]
+        with httpx.stream("POST", f"{live.url}/v1/chat/completions", json={**LONG, "stream": True},
+                          timeout=TIMEOUT) as answer:  # fmt: skip
+            events = [line[5:].strip() for line in answer.iter_lines() if line.startswith("data:")]
+        assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "request_timeout"
+        assert any(json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2])
+        with pytest.raises(openai.APIError, match="request timeout"):  # the openai client raises it
+            for _ in long_answer(api, stream=True):
+                pass
+        # two at once on one slot: the second's wait counts too, both end near the limit
+        async def two() -> list[int]:
+            async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
+                answers = await asyncio.gather(*(http.post("/v1/chat/completions", json=LONG) for _ in range(2)))
+            return [a.status_code for a in answers]
+
+        start = time.perf_counter()
+        assert asyncio.run(two()) == [504, 504]
+        assert time.perf_counter() - start < limit + 5
+        wait_until_idle(live)
+        assert metric(live, "mmcore_request_timeouts_total") == 5
+        assert long_answer(api, max_tokens=4).usage.completion_tokens == 4  # the slot is free, it serves on
+    assert live.process.returncode == 0, "".join(live.log)
+
+
 @pytest.mark.slow  # long answers
 def test_a_full_queue_answers_429_and_the_server_recovers(one_slot: LiveServer) -> None:
     async def crowd() -> list[Any]:
@@ -595,3 +634,85 @@ def test_speculative_flags_give_the_plain_answers_with_drafts_accepted(tokenizer
             if "draft" in flags:
                 proposed = metric(live, "mmcore_draft_tokens_proposed_total")
                 assert proposed > 0 and metric(live, "mmcore_draft_tokens_accepted_total") == proposed
+
+
+# ---- logprobs and top_logprobs ------------------------------------------------------------------
+
+
+def reference_logprobs(program: Path, tokenizer: Path, ids: list[int], steps: int) -> list[np.ndarray]:
+    """Log-softmax (float64) of the program's logits at each of `steps` greedy steps after `ids`,
+    stepping the decoder by hand."""
+    runner = mmcore.open_model(program, tokenizer=tokenizer).runner
+    runner.load()
+    logits = runner.decoder.prefill_ids(ids, 0, runner.metadata.max_seq_len)
+    out, pos = [], len(ids)
+    for _ in range(steps):
+        row = np.asarray(logits, dtype=np.float64)
+        out.append(row - row.max() - np.log(np.exp(row - row.max()).sum()))
+        logits = runner.decoder.step_token(int(np.argmax(row)), pos).copy()
+        pos += 1
+    return out
+
+
+def chat_prompt_ids(program: Path, tokenizer: Path, messages: list[dict[str, Any]]) -> list[int]:
+    """The token ids the server prefills for a text-only chat (the adapter's rendering)."""
+    model = mmcore.open_model(program, tokenizer=tokenizer)
+    runner, config = model.runner, model.runner.generation_config
+    runner.load()
+    inputs = model.renderer.render(messages, add_generation_prompt=True)
+    segments = runner.prefiller.prepare(inputs, start_pos=0, num_bos=config.num_bos, num_eos=config.num_eos,
+                                        bos_id=runner.metadata.bos_id)  # fmt: skip
+    return [i for segment in segments for i in segment.ids]
+
+
+def check_top(entries: list[Any], reference: list[np.ndarray], k: int, text_of: Any) -> None:
+    for entry, expected in zip(entries, reference, strict=True):
+        tops = entry.top_logprobs
+        assert len(tops) == k and [t.logprob for t in tops] == sorted((t.logprob for t in tops), reverse=True)
+        best = int(np.argmax(expected))
+        assert entry.token == tops[0].token == text_of(best)  # greedy: the chosen token is the top-1
+        assert entry.logprob == pytest.approx(expected[best], abs=1e-4)
+        order = np.argsort(-expected, kind="stable")[:k]
+        assert [t.logprob for t in tops] == pytest.approx(list(expected[order]), abs=1e-4)
+        assert [t.token for t in tops] == [text_of(int(i)) for i in order]
+        assert all(t.bytes == list(t.token.encode()) for t in tops)
+
+
+def test_chat_top_logprobs_are_the_program_logits_log_softmax(server: LiveServer, program: Path, tokenizer: Path):
+    messages = [{"role": "user", "content": "the cat sees"}]
+    steps, k = 5, 4
+    reference = reference_logprobs(program, tokenizer, chat_prompt_ids(program, tokenizer, messages), steps)
+    decode = mmcore.open_model(program, tokenizer=tokenizer).runner.tokenizer.decode
+    text_of = lambda i: decode([i], skip_special_tokens=False)  # noqa: E731
+    api = client(server)
+    request: dict[str, Any] = {"model": "tiny", "messages": messages, "temperature": 0, "max_tokens": steps,
+                               "logprobs": True, "top_logprobs": k, "extra_body": {"ignore_eos": True}}  # fmt: skip
+    whole = api.chat.completions.create(**request)
+    check_top(whole.choices[0].logprobs.content, reference, k, text_of)
+    streamed = [c.choices[0].logprobs.content for c in api.chat.completions.create(**request, stream=True)
+                if c.choices and c.choices[0].logprobs is not None]  # fmt: skip
+    flat = [e for entries in streamed for e in entries]
+    assert [e.token for e in flat] == [e.token for e in whole.choices[0].logprobs.content]
+    check_top(flat, reference, k, text_of)
+    # top_logprobs without logprobs is a 400, as OpenAI answers it
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        api.chat.completions.create(**{**request, "logprobs": False})
+
+
+def test_completion_top_logprobs_stream_and_whole(server: LiveServer, program: Path, tokenizer: Path):
+    decode = mmcore.open_model(program, tokenizer=tokenizer).runner.tokenizer.decode
+    ids = mmcore.open_model(program, tokenizer=tokenizer).runner.tokenizer.encode("once upon a time")
+    reference = reference_logprobs(program, tokenizer, ids, 4)
+    api = client(server)
+    request: dict[str, Any] = {"model": "tiny", "prompt": ids, "temperature": 0, "max_tokens": 4, "logprobs": 3,
+                               "extra_body": {"ignore_eos": True}}  # fmt: skip
+    whole = api.completions.create(**request).choices[0].logprobs
+    assert whole.token_logprobs == pytest.approx([r.max() for r in reference], abs=1e-4)
+    for top, expected in zip(whole.top_logprobs, reference, strict=True):
+        order = np.argsort(-expected, kind="stable")[:3]
+        assert top == pytest.approx({decode([int(i)], skip_special_tokens=False): expected[i] for i in order}, abs=1e-4)
+    chunks = [c.choices[0].logprobs for c in api.completions.create(**request, stream=True)
+              if c.choices and c.choices[0].logprobs is not None]  # fmt: skip
+    # (approximately: the second request may reuse the first's cache and prefill only its last token)
+    assert [t for c in chunks for t in c.token_logprobs] == pytest.approx(whole.token_logprobs, abs=1e-5)
+    assert [t for c in chunks for t in c.text_offset] == whole.text_offset

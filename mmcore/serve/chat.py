@@ -60,6 +60,7 @@ from mmcore.serve.protocol import (
     ResponseMessage,
     TokenLogprob,
     ToolCall,
+    TopLogprob,
     Usage,
     new_id,
 )
@@ -75,6 +76,8 @@ Body = Mapping[str, Any] | BaseModel
 FinishReason = Literal["stop", "length"]
 _FINISH: dict[str, FinishReason] = {"eos": "stop", "stop_string": "stop", "stopped": "stop", "length": "length"}
 _DONE = object()
+_MAX_TOKEN_TEXTS = 1 << 18
+_NO_CHANCE = -9999.0
 
 
 @dataclass
@@ -93,6 +96,11 @@ class _Job:
     echo: str = ""
     arrived: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
+    deadline: float | None = None  # perf_counter() past which the request fails with a 504
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.perf_counter()
 
 
 @dataclass
@@ -125,6 +133,9 @@ class ChatService:
         media: where media may come from (default: data URIs and any local file).
         tool_parser: the tool-call format (default: the adapter family's; see `tools.py`).
         metrics: where request metrics go (a fresh `Metrics` by default).
+        request_timeout: seconds a request may take from its arrival, waiting for a slot included;
+            past it the generation stops (checked after each token), the slot is freed and the
+            request fails with a 504 `APIError` (None: no limit).
     """
 
     def __init__(
@@ -138,7 +149,11 @@ class ChatService:
         media: MediaPolicy | None = None,
         tool_parser: str | None = None,
         metrics: Metrics | None = None,
+        request_timeout: float | None = None,
     ) -> None:
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds (or None: no limit), got {request_timeout}")
+        self.request_timeout = request_timeout
         self.model = model
         self.model_id = model_id or Path(model.runner.program.path).stem
         self.prefix_cache = prefix_cache
@@ -149,6 +164,7 @@ class ChatService:
         self.metrics.watch(lambda: self.pool.queue_depth, lambda: self.pool.busy)
         self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mmcore-serve")
         self._renderer_takes_kwargs = _takes_template_kwargs(model.renderer)
+        self._texts: dict[int, str] = {}  # token id -> its text, for logprobs
 
     # -- public API ------------------------------------------------------------------------------
     def models(self) -> dict[str, Any]:
@@ -211,9 +227,9 @@ class ChatService:
         """Validate a chat request (raises `APIError`) into a job."""
         request = _parse(ChatCompletionRequest, body)
         self._check_common(request)
-        if request.logprobs and request.top_logprobs:
-            raise APIError(400, "top_logprobs is not supported (only the sampled token's logprob); omit it",
-                           param="top_logprobs", code="unsupported_parameter")  # fmt: skip
+        if request.top_logprobs and not request.logprobs:
+            raise APIError(400, f"top_logprobs={request.top_logprobs} needs logprobs: true; send both",
+                           param="top_logprobs", code="invalid_parameter")  # fmt: skip
         fmt = request_format(request.response_format)
         tools = self._tools(request)
         if tools is not None and (forced := forced_tools(request.tools or [], request.tool_choice)) is not None:
@@ -231,13 +247,15 @@ class ChatService:
                            "without one (give the adapter a chat_template option)", param=what,
                            code="unsupported_parameter")  # fmt: skip
         messages = normalize_messages([_message(m) for m in request.messages], self.media)
-        config = self._config(request, request.resolved_max_tokens(), bool(request.logprobs))
+        top = (request.top_logprobs or 0) if request.logprobs else 0
+        config = self._config(request, request.resolved_max_tokens(), bool(request.logprobs), top)
         if fmt is not None:
             try:
                 config = config.replace(response_format=fmt)
             except MMCoreError as exc:
                 raise APIError(400, str(exc), param="response_format", code="invalid_response_format") from None
         return _Job(
+            deadline=self._deadline(),
             kind="chat",
             id=new_id("chatcmpl"),
             messages=messages,
@@ -258,13 +276,11 @@ class ChatService:
                            code="unsupported_parameter")  # fmt: skip
         if request.best_of not in (None, 1):
             raise APIError(400, "best_of must be 1", param="best_of", code="unsupported_parameter")
-        if request.logprobs:
-            raise APIError(400, "logprobs > 0 (top alternatives) is not supported; use logprobs=0 or omit it",
-                           param="logprobs", code="unsupported_parameter")  # fmt: skip
         part, echo = _prompt_part(request.prompt, self.model)
         messages = [{"role": "user", "content": [part]}]
-        config = self._config(request, request.max_tokens, request.logprobs == 0)
+        config = self._config(request, request.max_tokens, request.logprobs is not None, request.logprobs or 0)
         return _Job(
+            deadline=self._deadline(),
             kind="text",
             id=new_id("cmpl"),
             messages=messages,
@@ -274,6 +290,14 @@ class ChatService:
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             echo=echo if request.echo else "",
         )
+
+    def _deadline(self) -> float | None:
+        return None if self.request_timeout is None else time.perf_counter() + self.request_timeout
+
+    def _timeout_error(self) -> APIError:
+        return APIError(504, f"the request took longer than the server's request timeout of {self.request_timeout:g} s "
+                        "(mmcore serve --request-timeout); ask for fewer tokens or retry later",
+                        type="timeout_error", code="request_timeout")  # fmt: skip
 
     def _check_common(self, request: ChatCompletionRequest | CompletionRequest) -> None:
         if request.model is not None and request.model not in (self.model_id, str(self.model.runner.program.path)):
@@ -300,11 +324,11 @@ class ChatService:
         return self.tool_parser
 
     def _config(
-        self, request: ChatCompletionRequest | CompletionRequest, max_tokens: int | None, logprobs: bool
+        self, request: ChatCompletionRequest | CompletionRequest, max_tokens: int | None, logprobs: bool, top: int
     ) -> GenerationConfig:
         """The model's generation defaults with the request's fields applied."""
         base = self.model.runner.generation_config
-        changes: dict[str, Any] = {"echo": False, "logprobs": logprobs}
+        changes: dict[str, Any] = {"echo": False, "logprobs": logprobs, "top_logprobs": top}
         for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
                      "repetition_penalty", "ignore_eos"):  # fmt: skip
             value = getattr(request, name)
@@ -325,15 +349,23 @@ class ChatService:
     # -- running ---------------------------------------------------------------------------------
     def _run(self, job: _Job, slot: Slot, emit: Callable[[Piece], None] | None) -> _Outcome:
         """Generate on `slot` (blocking; the caller holds the slot)."""
+        if job.deadline is not None and time.perf_counter() >= job.deadline:
+            raise self._timeout_error()
         session = slot.session(job.kind, prefix_cache=self.prefix_cache)
         session.set_history(job.messages)
         first: list[float] = []
+        deadline = job.deadline
+        timed_out: list[bool] = []
 
         def on_piece(piece: Piece) -> None:
+            now = time.perf_counter()
             if not first and piece.token is not None:
-                first.append(time.perf_counter())
+                first.append(now)
             if emit is not None:
                 emit(piece)
+            if deadline is not None and now >= deadline and not timed_out:
+                timed_out.append(True)
+                slot.runner.stop()  # ends the generation before its next decode step
 
         try:
             result = session.send(None, job.config, piece_callback=on_piece, template_kwargs=job.template_kwargs)
@@ -341,6 +373,9 @@ class ChatService:
             slot.keys = []
             raise
         slot.keys = job.key + fingerprint([{"role": "assistant", "content": result.text}], job.kind)
+        if timed_out and result.stop_reason == "stopped":
+            self.metrics.timed_out()
+            raise self._timeout_error()
         reused = int(result.stats.extra.get("reused_prompt_tokens", 0))
         prompt = reused + int(result.stats.extra.get("new_prompt_tokens", result.prompt_tokens))
         outcome = _Outcome(result, prompt, reused)
@@ -352,8 +387,24 @@ class ChatService:
                               per_token_s=per_token, speculative=result.stats.extra.get("speculative"))  # fmt: skip
         return outcome
 
+    def _acquire(self, job: _Job) -> Slot:
+        """A slot for `job` (a 504 when its deadline passes while it waits)."""
+        slot = self.pool.acquire(job.key, job.session_id, timeout=job.remaining())
+        if slot is None:
+            self.metrics.timed_out()
+            raise self._timeout_error()
+        return slot
+
+    async def _aacquire(self, job: _Job) -> Slot:
+        remaining = job.remaining()
+        try:
+            return await asyncio.wait_for(self.pool.aacquire(job.key, job.session_id), remaining)
+        except TimeoutError:
+            self.metrics.timed_out()
+            raise self._timeout_error() from None
+
     def _run_blocking(self, job: _Job) -> _Outcome:
-        slot = self.pool.acquire(job.key, job.session_id)
+        slot = self._acquire(job)
         try:
             return self._run(job, slot, None)
         except MMCoreError as exc:
@@ -362,7 +413,7 @@ class ChatService:
             self.pool.release(slot)
 
     async def _run_async(self, job: _Job) -> _Outcome:
-        slot = await self.pool.aacquire(job.key, job.session_id)
+        slot = await self._aacquire(job)
         loop = asyncio.get_running_loop()
         task = loop.run_in_executor(self._executor, self._run, job, slot, None)
         try:
@@ -377,7 +428,7 @@ class ChatService:
             self.pool.release(slot)
 
     def _stream_blocking(self, job: _Job, chunks: _Chunks) -> Iterator[dict[str, Any]]:
-        slot = self.pool.acquire(job.key, job.session_id)
+        slot = self._acquire(job)
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         outcome: list[_Outcome | BaseException] = []
 
@@ -409,7 +460,7 @@ class ChatService:
         return _drive(chunks, pieces(), finish, stop)
 
     async def _stream_async(self, job: _Job, chunks: _Chunks) -> AsyncIterator[dict[str, Any]]:
-        slot = await self.pool.aacquire(job.key, job.session_id)
+        slot = await self._aacquire(job)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -462,7 +513,8 @@ class ChatService:
             or None,
         )
         finish = "tool_calls" if calls else _FINISH[result.stop_reason]
-        choice = Choice(message=message, finish_reason=finish, logprobs=self._logprobs(result.tokens, result.logprobs))  # type: ignore[arg-type]
+        logprobs = self._logprobs(result.tokens, result.logprobs, result.top_logprobs)
+        choice = Choice(message=message, finish_reason=finish, logprobs=logprobs)  # type: ignore[arg-type]
         response = ChatCompletionResponse(
             id=job.id, created=job.created, model=self.model_id, choices=[choice], usage=outcome.usage
         )
@@ -472,9 +524,7 @@ class ChatService:
         result = outcome.result
         logprobs = None
         if result.logprobs is not None:
-            tokens = [self._token_text(t) for t in result.tokens]
-            logprobs = {"tokens": tokens, "token_logprobs": list(result.logprobs), "top_logprobs": None,
-                        "text_offset": _offsets(tokens, len(job.echo))}  # fmt: skip
+            logprobs = self._text_logprobs(result.tokens, result.logprobs, result.top_logprobs, len(job.echo))
         choice = CompletionChoice(
             text=job.echo + result.text, finish_reason=_FINISH[result.stop_reason], logprobs=logprobs
         )  # type: ignore[arg-type]
@@ -483,17 +533,50 @@ class ChatService:
         )
         return _dump(response)
 
-    def _logprobs(self, tokens: Sequence[int], logprobs: Sequence[float] | None) -> ChoiceLogprobs | None:
+    def _logprobs(
+        self,
+        tokens: Sequence[int],
+        logprobs: Sequence[float] | None,
+        tops: Sequence[Sequence[tuple[int, float]]] | None = None,
+    ) -> ChoiceLogprobs | None:
+        """A chat choice's ``logprobs`` (``content``: token, logprob, bytes, top_logprobs per token)."""
         if logprobs is None:
             return None
         items = []
-        for token, logprob in zip(tokens, logprobs, strict=False):
+        for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=False)):
             text = self._token_text(token)
-            items.append(TokenLogprob(token=text, logprob=logprob, bytes=list(text.encode("utf-8"))))
+            alternatives = []
+            if tops is not None:
+                for other, value in tops[i]:
+                    other_text = self._token_text(other)
+                    alternatives.append(TopLogprob(token=other_text, logprob=_finite(value),
+                                                   bytes=list(other_text.encode("utf-8"))))  # fmt: skip
+            items.append(TokenLogprob(token=text, logprob=_finite(logprob), bytes=list(text.encode("utf-8")),
+                                      top_logprobs=alternatives))  # fmt: skip
         return ChoiceLogprobs(content=items)
 
+    def _text_logprobs(
+        self,
+        tokens: Sequence[int],
+        logprobs: Sequence[float],
+        tops: Sequence[Sequence[tuple[int, float]]] | None,
+        offset: int,
+    ) -> dict[str, Any]:
+        """A text completion choice's ``logprobs`` (the legacy shape: parallel lists)."""
+        texts = [self._token_text(t) for t in tokens]
+        top = None
+        if tops is not None:
+            top = [{self._token_text(other): _finite(value) for other, value in alternatives} for alternatives in tops]
+        return {"tokens": texts, "token_logprobs": [_finite(v) for v in logprobs], "top_logprobs": top,
+                "text_offset": _offsets(texts, offset)}  # fmt: skip
+
     def _token_text(self, token: int) -> str:
-        return self.model.runner.tokenizer.decode([token], skip_special_tokens=False)
+        text = self._texts.get(token)
+        if text is None:
+            text = self.model.runner.tokenizer.decode([token], skip_special_tokens=False)
+            if len(self._texts) < _MAX_TOKEN_TEXTS:
+                self._texts[token] = text
+        return text
 
 
 class _Chunks:
@@ -533,7 +616,8 @@ class _ChatChunks(_Chunks):
         text = self.tools.push(piece.text, piece.token) if self.tools is not None else piece.text
         logprobs = None
         if piece.logprob is not None and piece.token is not None:
-            logprobs = self.service._logprobs([piece.token], [piece.logprob])
+            tops = [piece.top_logprobs] if piece.top_logprobs is not None else None
+            logprobs = self.service._logprobs([piece.token], [piece.logprob], tops)
         if not text and logprobs is None:
             return []
         return [self._chunk(DeltaMessage(content=text), logprobs=logprobs)]
@@ -562,8 +646,10 @@ class _TextChunks(_Chunks):
         self.service = service
         self.job = job
 
-    def _chunk(self, text: str, finish: str | None = None) -> dict[str, Any]:
-        choice = CompletionChoice(text=text, finish_reason=finish)  # type: ignore[arg-type]
+        self.offset = len(job.echo)
+
+    def _chunk(self, text: str, finish: str | None = None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+        choice = CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)  # type: ignore[arg-type]
         return _dump(
             CompletionChunk(id=self.job.id, created=self.job.created, model=self.service.model_id, choices=[choice])
         )
@@ -572,6 +658,11 @@ class _TextChunks(_Chunks):
         return [self._chunk(self.job.echo)] if self.job.echo else []
 
     def piece(self, piece: Piece) -> list[dict[str, Any]]:
+        if piece.logprob is not None and piece.token is not None:
+            tops = [piece.top_logprobs] if piece.top_logprobs is not None else None
+            logprobs = self.service._text_logprobs([piece.token], [piece.logprob], tops, self.offset)
+            self.offset += len(logprobs["tokens"][0])
+            return [self._chunk(piece.text, logprobs=logprobs)]
         return [self._chunk(piece.text)] if piece.text else []
 
     def finish(self, outcome: _Outcome) -> list[dict[str, Any]]:
@@ -665,6 +756,11 @@ def _prompt_part(prompt: str | list[str] | list[int] | list[list[int]], model: C
         return {"type": "tokens", "tokens": ids}, model.runner.tokenizer.decode(ids)
     raise APIError(400, "prompt must be one string or one list of token ids (batches of prompts are not supported)",
                    param="prompt")  # fmt: skip
+
+
+def _finite(logprob: float) -> float:
+    """A logprob JSON can carry: -inf (an id the sampler could not draw) as -9999.0, as vLLM sends it."""
+    return logprob if logprob > _NO_CHANCE else _NO_CHANCE
 
 
 def _offsets(tokens: Sequence[str], start: int) -> list[int]:

@@ -47,6 +47,8 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
                        help="prefill every request from scratch (for comparisons)")  # fmt: skip
     serve.add_argument("--demo", action="store_true",
                        help="serve the built-in demo model (exported on first use, as `mmcore demo` does)")  # fmt: skip
+    serve.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                       help="fail a request (504) that takes longer, queue wait included (default: none)")  # fmt: skip
     serve.add_argument("--tool-parser", choices=["hermes", "mistral"], help="tool-call format (default: the family's)")
     serve.add_argument("--speculative", choices=["ngram", "draft", "off"],
                        help="speculative decoding for every request: prompt lookup, a draft model, or off")  # fmt: skip
@@ -64,7 +66,7 @@ def run_serve(args: argparse.Namespace, pm: PluginManager, parser: argparse.Argu
     settings = serve_table(args.config).replace(
         host=args.host, port=args.port, model_id=args.model_id, api_key=args.api_key, parallel=args.parallel,
         max_queue=args.max_queue, media_dir=Path(args.media_dir) if args.media_dir else None,
-        prefix_cache=args.prefix_cache, tool_parser=args.tool_parser,
+        prefix_cache=args.prefix_cache, tool_parser=args.tool_parser, request_timeout=args.request_timeout,
     )  # fmt: skip
     if args.demo:
         model = _demo_model(args, pm, parser)
@@ -136,6 +138,7 @@ def serve_forever(model: ChatModel, settings: ServeSettings) -> None:
     service = ChatService(
         model, model_id=settings.model_id, parallel=settings.parallel, max_queue=settings.max_queue,
         prefix_cache=settings.prefix_cache, media=media, tool_parser=settings.tool_parser,
+        request_timeout=settings.request_timeout,
     )  # fmt: skip
     app = create_app(service, api_key=settings.api_key, max_body_bytes=int(settings.max_body_mb * 1024 * 1024))
     sock = listening_socket(settings.host, settings.port)

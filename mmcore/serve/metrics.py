@@ -42,6 +42,9 @@ class Metrics:
         self.draft_accepted = Counter(
             "mmcore_draft_tokens_accepted", "Speculative draft tokens the model agreed with", registry=r
         )
+        self.timeouts = Counter(
+            "mmcore_request_timeouts", "Requests stopped by the server's request timeout", registry=r
+        )
         self.queue_depth = Gauge("mmcore_queue_depth", "Requests waiting for a slot", registry=r)
         self.busy_slots = Gauge("mmcore_busy_slots", "Slots serving a request", registry=r)
 
@@ -52,6 +55,9 @@ class Metrics:
 
     def count(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    def timed_out(self) -> None:
+        self.timeouts.inc()
 
     def finished(
         self, *, prompt: int, cached: int, generated: int, ttft_s: float | None, per_token_s: float | None,

@@ -35,6 +35,7 @@ __all__ = [
     "StreamOptions",
     "TokenLogprob",
     "ToolCall",
+    "TopLogprob",
     "Usage",
     "new_id",
 ]
@@ -156,11 +157,21 @@ class Usage(_Body):
     prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
 
-class TokenLogprob(_Body):
+class TopLogprob(_Body):
+    """One of a token's most likely alternatives."""
+
     token: str
     logprob: float
     bytes: list[int] | None = None
-    top_logprobs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TokenLogprob(_Body):
+    """A generated token, its log-probability and (with ``top_logprobs``) its alternatives."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
 
 
 class ChoiceLogprobs(_Body):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from mmcore.adapters import RendererContext, RunnerMediaEncoder
 from mmcore.chat import PlainRenderer
@@ -174,12 +174,21 @@ class SlotPool:
         """Slots serving a request."""
         return len(self.slots) - len(self._free)
 
-    def acquire(self, key: list[str], session_id: str | None = None) -> Slot:
-        """A slot for a request (blocks the calling thread while all are busy)."""
+    @overload
+    def acquire(self, key: list[str], session_id: str | None = None) -> Slot: ...
+    @overload
+    def acquire(self, key: list[str], session_id: str | None = None, *, timeout: float | None) -> Slot | None: ...
+
+    def acquire(self, key: list[str], session_id: str | None = None, *, timeout: float | None = None) -> Slot | None:
+        """A slot for a request (blocks the calling thread while all are busy); None when `timeout`
+        seconds pass first (the request leaves the queue)."""
         waiter = self._enter(key, session_id, None)
-        if waiter.slot is None:
-            waiter._event.wait()
-        assert waiter.slot is not None
+        if waiter.slot is None and not waiter._event.wait(timeout if timeout is None else max(timeout, 0.0)):
+            with self._lock:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                    return None
+        assert waiter.slot is not None  # handed over (perhaps just as the wait ended)
         return waiter.slot
 
     async def aacquire(self, key: list[str], session_id: str | None = None) -> Slot:

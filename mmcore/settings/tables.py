@@ -98,6 +98,9 @@ class GenerationTable(Settings):
     frequency_penalty: FiniteFloat = Field(default=0.0, description="subtracted per earlier occurrence; 0 = off")
     presence_penalty: FiniteFloat = Field(default=0.0, description="subtracted once a token occurred; 0 = off")
     logprobs: bool = Field(default=False, description="report each generated token's log-probability")
+    top_logprobs: int = Field(
+        default=0, ge=0, le=20, description="also report the k most likely alternatives (implies logprobs)"
+    )
     speculative: Speculative = Field(default=None, description="speculative decoding")
     response_format: dict[str, Any] | None = Field(
         default=None, description="constrain the answer (OpenAI response_format; see docs/structured-output.md)"
@@ -130,6 +133,8 @@ class ServeSettings(Settings):
         prefix_cache: reuse each slot's cached conversation prefix (off: prefill every request whole).
         tool_parser: the tool-call format (default: the adapter family's).
         max_body_mb: the largest request body, in MiB (413 beyond).
+        request_timeout: seconds a request may take from its arrival (queue wait included); past
+            it its generation stops, its slot is freed and it fails with a 504 (none: no limit).
     """
 
     host: Name = Field(default="127.0.0.1", description="the address to listen on")
@@ -148,6 +153,9 @@ class ServeSettings(Settings):
         default=None, description="tool-call format (default: the family's)"
     )
     max_body_mb: FiniteFloat = Field(default=32.0, gt=0, description="the largest request body, in MiB")
+    request_timeout: FiniteFloat | None = Field(
+        default=None, gt=0, description="seconds a request may take, queue wait included (504 beyond; none: no limit)"
+    )
 
     @classmethod
     def from_table(cls, table: Any, base: Path | None = None) -> ServeSettings:
