@@ -162,3 +162,45 @@ def test_greedy_ids_equal_the_cpp_runner_and_hf_generate(variant, png_100x60, st
     if family == "gemma3":  # the run went round the sliding-window ring buffer more than once
         assert len(prompt.ids) + MAX_NEW_TOKENS > 2 * WINDOW
         assert model.runner.decoder.max_tokens_per_call == WINDOW - 1
+
+
+# mmcore in a fresh process of this environment: nothing there loads ExecuTorch's custom-ops library
+# (the test process does, tests/conftest.py), so the llama:: ops run on mmcore's own kernels.
+FRESH_CHAT = """
+import json, sys
+import mmcore
+pte, messages, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+config = mmcore.GenerationConfig(temperature=0.0, echo=False, max_new_tokens=n, ignore_eos=True)
+tokens = mmcore.open_model(pte).chat(messages, config).tokens
+maps = open("/proc/self/maps").read()
+print(json.dumps({"tokens": tokens, "executorch_custom_ops": "libcustom_ops_aot_lib" in maps,
+                  "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def test_greedy_ids_on_mmcores_kernels_equal_the_cpp_runner(variant, png_100x60, stereo_wav):
+    import subprocess
+    import sys
+
+    name, model_dir, pte = variant
+    family = VARIANTS[name][0]
+    ours, theirs = image_messages(png_100x60, PROMPT) if model_dir.modality == "vision" else _audio_messages(stereo_wav)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_CHAT, str(pte), json.dumps(ours), str(MAX_NEW_TOKENS)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd="/",
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Missing operator" not in done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not report["executorch_custom_ops"] and not report["torch_imported"]
+
+    kernels.prepare(pte)  # the libraries the reference needs here (its llama:: kernels are ExecuTorch's)
+    reference = hf_inputs(family, model_dir, theirs)
+    segments = list(processor_segments(reference, model_dir))
+    cpp = cpp_generate(pte, model_dir.runner_tokenizer_dir, segments, len(report["tokens"]))
+    stop = model_dir.stop_token_id
+    assert until_stop(report["tokens"], stop) == until_stop(cpp, stop)
