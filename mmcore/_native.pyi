@@ -51,3 +51,11 @@ def registered_operators() -> list[str]:
 
 def registered_backends() -> list[str]:
     """Names of the delegate backends registered with the runtime ("XnnpackBackend")."""
+
+def llm_kernel_names() -> list[str]:
+    """The `llama::` operators mmcore has its own kernels for (mmcore/_llm_ops.cpp)."""
+
+def register_llm_kernel(name: str, metas: Sequence[tuple[int, Sequence[int]]], /) -> str:
+    """Register mmcore's kernel for `name` under the kernel key of `metas` ((dtype, dim order) per tensor
+    argument) -> "registered", "present" (that key is registered) or "executorch" (ExecuTorch's
+    library provides the operator; nothing registered)."""

@@ -241,3 +241,15 @@ def test_llama_op_on_mmcores_kernel_matches_executorch(case: OpCase, tmp_path: P
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, **tolerance)
     assert np.isfinite(ours).all()
+
+
+def test_the_extension_has_a_kernel_for_every_operator_mmcore_claims() -> None:
+    from mmcore import kernels, native
+
+    module = native.extension()
+    assert module is not None
+    assert set(module.llm_kernel_names()) == kernels.OWN_KERNELS
+    with pytest.raises(ValueError, match="custom_quantized_sdpa"):
+        module.register_llm_kernel("llama::custom_quantized_sdpa.out", [(6, [0, 1, 2, 3])])
+    # ExecuTorch's library is loaded in this process (tests/conftest.py): mmcore leaves the op to it
+    assert module.register_llm_kernel("llama::custom_sdpa.out", [(6, [0, 1, 2, 3])] * 5) == "executorch"
