@@ -1,7 +1,9 @@
 """Programs made by ExecuTorch's own Llama exporter (`export_llm`) as users ship them: custom SDPA and
 KV-cache-update ops, 8da4w linears with 4- and 8-bit embeddings, half precision. Greedy ids through
 mmcore's TextLLMRunner (native and bindings) equal ExecuTorch's C++ TextLLMRunner, and eager PyTorch
-where the export does not change the numbers."""
+where the export does not change the numbers. In this process the `llama::` ops run on ExecuTorch's
+own kernels (loaded first, tests/conftest.py); tests/test_llm_custom_ops.py runs the same programs on
+mmcore's kernels in a fresh process."""
 
 from __future__ import annotations
 
