@@ -345,7 +345,8 @@ def _read_needs(buf: Any) -> ProgramNeeds:
 
 def _own_kernel_calls(buf: Any, plan: int, names: list[str]) -> Iterator[tuple[str, KernelKey]]:
     """(operator, kernel key) of every call of an `OWN_KERNELS` operator in an execution plan."""
-    values = list(_tables(buf, plan, _PLAN_VALUES))
+    values_field = _field(buf, plan, _PLAN_VALUES)
+    values = values_field + _u32(buf, values_field)  # the vector; EValue i is read on demand
     for chain in _tables(buf, plan, _PLAN_CHAINS):
         for instruction in _tables(buf, chain, _CHAIN_INSTRUCTIONS):
             kind = _field(buf, instruction, 0)
@@ -357,7 +358,8 @@ def _own_kernel_calls(buf: Any, plan: int, names: list[str]) -> Iterator[tuple[s
                 continue
             key = []
             for index in _ints(buf, call, 1):
-                value = values[index]
+                element = values + 4 + 4 * index
+                value = element + _u32(buf, element)
                 kind = _field(buf, value, 0)
                 if kind and buf[kind] == _EVALUE_TENSOR:
                     tensor = _table(buf, value, 1)
