@@ -12,7 +12,8 @@
 // 0 .. start_pos + S - 1 of the cache (all of it when a float mask [S, cache_len] is given);
 // is_causal lets query row i see keys up to start_pos + i; query head h uses kv head
 // h / (heads / kv_heads) (grouped-query attention). fp32, fp16 and bf16 tensors; scores, softmax and
-// the weighted sum accumulate in float and the result is rounded once to the output type.
+// the weighted sum accumulate in float and the result is rounded once to the output type. Rows
+// (batch, query position, head) run on ExecuTorch's thread pool when libexecutorch_threadpool.so is loaded.
 //
 // Registration never collides with ExecuTorch's own library: ExecuTorch's kernels are registered
 // under the fallback key (any dtype), these under the exact kernel keys (dtype and dim order of
@@ -21,6 +22,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <dlfcn.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -29,6 +33,7 @@
 #include <vector>
 
 #include <executorch/runtime/core/evalue.h>
+#include <executorch/runtime/core/function_ref.h>
 #include <executorch/runtime/core/exec_aten/util/tensor_util.h>
 #include <executorch/runtime/kernel/kernel_runtime_context.h>
 #include <executorch/runtime/kernel/operator_registry.h>
@@ -94,6 +99,32 @@ std::vector<float> to_float(const Tensor& t, size_t count) {
   return out;
 }
 
+// q . k with eight independent partial sums (the compiler vectorises them; a single running sum
+// it may not reorder).
+inline float dot_product(const float* a, const float* b, int64_t n) {
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    for (int lane = 0; lane < 8; ++lane) part[lane] += a[d + lane] * b[d + lane];
+  }
+  float sum = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  for (; d < n; ++d) sum += a[d] * b[d];
+  return sum;
+}
+
+// executorch::extension::parallel_for of libexecutorch_threadpool.so, when that library is loaded
+// (mmcore.kernels loads it, and starts the pool quietly, with these kernels); else rows run serially.
+using ParallelFor = bool (*)(int64_t, int64_t, int64_t, executorch::runtime::FunctionRef<void(int64_t, int64_t)>);
+
+ParallelFor thread_pool_parallel_for() {
+  static ParallelFor found = nullptr;
+  if (found == nullptr) {
+    found = reinterpret_cast<ParallelFor>(
+        dlsym(RTLD_DEFAULT, "_ZN10executorch9extension12parallel_forElllNS_7runtime11FunctionRefIFvllEEE"));
+  }
+  return found;
+}
+
 bool fail(KernelRuntimeContext& ctx, const char* op, const char* why) {
   ET_LOG(Error, "mmcore %s: %s", op, why);
   ctx.fail(Error::InvalidArgument);
@@ -136,52 +167,62 @@ bool attention(KernelRuntimeContext& ctx, const char* op, const Tensor& q, const
   const ScalarType type = q.scalar_type();
   // fp32 tensors are read in place; half-precision ones are widened to float once per call.
   const bool in_place = type == ScalarType::Float;
+  const int64_t batch_stride = in_place ? L * k_row : keys * k_row;  // of k_all / v_all
   std::vector<float> qf = in_place ? std::vector<float>() : to_float(q, static_cast<size_t>(B * S * H * D));
-  std::vector<float> kf(in_place ? 0 : static_cast<size_t>(keys * k_row)), vf(kf.size());
-  std::vector<float> scores(static_cast<size_t>(keys)), acc(static_cast<size_t>(D));
-  void* out_data = out.mutable_data_ptr();
+  std::vector<float> kf(in_place ? 0 : static_cast<size_t>(B * keys * k_row)), vf(kf.size());
   const void* k_data = k.const_data_ptr();
   const void* v_data = v.const_data_ptr();
+  for (int64_t b = 0; b < B && !in_place; ++b) {
+    for (int64_t i = 0; i < keys * k_row; ++i) {
+      kf[static_cast<size_t>(b * batch_stride + i)] = load(k_data, type, static_cast<size_t>(b * L * k_row + i));
+      vf[static_cast<size_t>(b * batch_stride + i)] = load(v_data, type, static_cast<size_t>(b * L * k_row + i));
+    }
+  }
   const float* q_all = in_place ? q.const_data_ptr<float>() : qf.data();
-  for (int64_t b = 0; b < B; ++b) {
-    const size_t base = static_cast<size_t>(b * L * k_row);
-    const float* k_rows = in_place ? k.const_data_ptr<float>() + base : kf.data();
-    const float* v_rows = in_place ? v.const_data_ptr<float>() + base : vf.data();
-    for (size_t i = 0; i < kf.size(); ++i) {
-      kf[i] = load(k_data, type, base + i);
-      vf[i] = load(v_data, type, base + i);
-    }
-    for (int64_t s = 0; s < S; ++s) {
+  const float* k_all = in_place ? k.const_data_ptr<float>() : kf.data();
+  const float* v_all = in_place ? v.const_data_ptr<float>() : vf.data();
+  void* out_data = out.mutable_data_ptr();
+
+  // One (batch, query position, head) row after another; rows are independent, so they may run on
+  // ExecuTorch's thread pool, each computed exactly as it would be alone.
+  auto rows = [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(keys)), acc(static_cast<size_t>(D));
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t h = r % H, s = (r / H) % S, b = r / (H * S);
       const int64_t visible = is_causal ? std::min(start_pos + s + 1, keys) : keys;
-      for (int64_t h = 0; h < H; ++h) {
-        const float* qv = q_all + ((b * S + s) * H + h) * D;
-        const int64_t hk = h / reps;
-        float max = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < visible; ++j) {
-          const float* kv = k_rows + j * k_row + hk * D;
-          float dot = 0.0f;
-          for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
-          float score = mask ? dot * scaling + mask[s * mask_stride + j] : dot * scaling;
-          scores[static_cast<size_t>(j)] = score;
-          if (score > max) max = score;
-        }
-        float sum = 0.0f;
-        for (int64_t j = 0; j < visible; ++j) {
-          float p = std::exp(scores[static_cast<size_t>(j)] - max);
-          scores[static_cast<size_t>(j)] = p;
-          sum += p;
-        }
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t j = 0; j < visible; ++j) {
-          const float p = scores[static_cast<size_t>(j)];
-          const float* vv = v_rows + j * k_row + hk * D;
-          for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += p * vv[d];
-        }
-        const float reciprocal = 1.0f / sum;
-        const size_t o = static_cast<size_t>(((b * S + s) * H + h) * D);
-        for (int64_t d = 0; d < D; ++d) store(out_data, type, o + static_cast<size_t>(d), acc[static_cast<size_t>(d)] * reciprocal);
+      const float* qv = q_all + r * D;
+      const float* k_rows = k_all + b * batch_stride + (h / reps) * D;
+      const float* v_rows = v_all + b * batch_stride + (h / reps) * D;
+      float max = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < visible; ++j) {
+        const float dot = dot_product(qv, k_rows + j * k_row, D);
+        const float score = mask ? dot * scaling + mask[s * mask_stride + j] : dot * scaling;
+        scores[static_cast<size_t>(j)] = score;
+        if (score > max) max = score;
       }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) {
+        const float p = std::exp(scores[static_cast<size_t>(j)] - max);
+        scores[static_cast<size_t>(j)] = p;
+        sum += p;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < visible; ++j) {
+        const float p = scores[static_cast<size_t>(j)];
+        const float* vv = v_rows + j * k_row;
+        for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += p * vv[d];
+      }
+      const float reciprocal = 1.0f / sum;
+      const size_t o = static_cast<size_t>(r * D);
+      for (int64_t d = 0; d < D; ++d) store(out_data, type, o + static_cast<size_t>(d), acc[static_cast<size_t>(d)] * reciprocal);
     }
+  };
+  const int64_t total = B * S * H;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, keys * D));
+  ParallelFor parallel = thread_pool_parallel_for();
+  if (parallel == nullptr || total <= grain ||
+      !parallel(0, total, grain, executorch::runtime::FunctionRef<void(int64_t, int64_t)>(rows))) {
+    rows(0, total);
   }
   return true;
 }

@@ -156,8 +156,8 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
             library = BACKEND_LIBRARIES.get(backend)
             if library is not None and root is not None:
                 _load(root / library)
-        if needs.kernel_keys:
-            _register_own_kernels(needs)
+        if needs.kernel_keys and _register_own_kernels(needs) and root is not None:
+            _start_threadpool(root)  # mmcore's kernels run on it when it is there
         missing = needs.operators - lister()
         wanted = [lib for lib in LIBRARIES if any(op.startswith(lib.namespaces) for op in missing)]
         for lib in wanted:
@@ -182,19 +182,25 @@ def own_kernels_enabled() -> bool:
     return os.environ.get("MMCORE_LLM_KERNELS", "mmcore") != "executorch"
 
 
-def _register_own_kernels(needs: ProgramNeeds) -> None:
-    """Register mmcore's `llama::` kernels for the keys a program's calls use (native path only)."""
+def _register_own_kernels(needs: ProgramNeeds) -> bool:
+    """Register mmcore's `llama::` kernels for the keys a program's calls use (native path only).
+
+    Returns whether any of mmcore's kernels serves the program.
+    """
     from mmcore import native
 
     if not own_kernels_enabled():
-        return
+        return False
     module = native.extension()
     if module is None:
-        return
+        return False
+    ours = False
     for name, keys in sorted(needs.kernel_keys.items()):
         for key in sorted(keys):
             outcome = module.register_llm_kernel(name, [(dtype, list(order)) for dtype, order in key])
             logger.debug("%s %s: %s", name, key, outcome)
+            ours = ours or outcome != "executorch"
+    return ours
 
 
 def torch_installed() -> bool:

@@ -154,6 +154,9 @@ OP_CASES = [
     OpCase("custom_sdpa", dtype="float16", seq=1, start_pos=9),
     OpCase("custom_sdpa", causal=False, scale=0.3, start_pos=7),  # keys 0..start_pos+S-1, explicit scale
     OpCase("custom_sdpa", causal=False, mask=True),  # float mask over the whole cache
+    # big enough for the rows to be split across ExecuTorch's thread pool
+    OpCase("custom_sdpa", seq=64, heads=8, kv_heads=2, head_dim=64, cache_len=128, start_pos=32),
+    OpCase("custom_sdpa", seq=64, heads=8, kv_heads=2, head_dim=64, cache_len=128, start_pos=32, dtype="bfloat16"),
     OpCase("sdpa_with_kv_cache"),
     OpCase("sdpa_with_kv_cache", dtype="bfloat16", seq=2, start_pos=10),
     OpCase("update_cache", start_pos=4),
