@@ -75,7 +75,7 @@ def _extensions() -> list[Extension]:
     return [
         Extension(
             "mmcore._native",
-            ["mmcore/_native.cpp"],
+            ["mmcore/_native.cpp", "mmcore/_llm_ops.cpp"],
             include_dirs=[str(root / "include"), str(root / "include/executorch/runtime/core/portable_type/c10")],
             library_dirs=[str(root / "lib")],
             libraries=["executorch"],

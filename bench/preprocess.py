@@ -4,7 +4,8 @@
     python3 bench/preprocess.py --repeats 51
 
 Runs `bench/preprocess_image.py` (1280x960 photo -> LLaVA-1.5 336 and Gemma3 896 pixel tensors,
-decoded and from JPEG bytes) and `bench/preprocess_audio.py` (30 s 16 kHz mono -> 128-bin log-mel;
+decoded and from JPEG bytes), `bench/preprocess_tiles.py` (the same photo -> SmolVLM's 13 split
+tiles and Gemma3's image + 2 pan-and-scan crops) and `bench/preprocess_audio.py` (30 s 16 kHz mono -> 128-bin log-mel;
 30 s 44.1 kHz stereo WAV file -> features) and prints one markdown table with medians, speed-ups and
 the max abs difference of the outputs.
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import preprocess_audio
 import preprocess_image
+import preprocess_tiles
 
 
 def main() -> None:
@@ -30,6 +32,9 @@ def main() -> None:
     for r in preprocess_image.run(args.repeats):
         print(f"| image: {r['target']}, {r['input']} | {r['mmcore_ms']:.2f} | {r['transformers_ms']:.2f} | "
               f"{r['speedup']:.2f}x | {r['max_abs_diff']:.3g} |", flush=True)  # fmt: skip
+    for r in preprocess_tiles.run(args.repeats):
+        print(f"| image: {r['target']} ({r['crops']} encoder inputs), {r['input']} | {r['mmcore_ms']:.2f} | "
+              f"{r['transformers_ms']:.2f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.3g} |", flush=True)  # fmt: skip
     for r in preprocess_audio.run(args.repeats):
         print(f"| audio: {r['case']} | {r['mmcore_audio_ms']:.2f} | {r['transformers_ms']:.2f} | "
               f"{r['speedup']:.2f}x | {r['max_abs_diff']:.3g} |", flush=True)  # fmt: skip

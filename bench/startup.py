@@ -1,9 +1,15 @@
 """Whole-process start-up: `mmcore run` against a Python script that does the same with ExecuTorch's
-C++ runner binding (`executorch.extension.llm.runner`), and `mmcore --help`. Wall time and peak
-memory (max RSS) of each process, interleaved over the repeats, medians.
+C++ runner binding (`executorch.extension.llm.runner`), and `mmcore --help`. Wall time, CPU time
+(user + sys, less sensitive to other load on the machine than wall time) and peak memory (max RSS)
+of each process, interleaved over the repeats, medians.
+
+The processes run with bytecode caching on (`PYTHONDONTWRITEBYTECODE` is removed from their
+environment), as an installed package runs: the warm-up pass writes the `.pyc` files of an
+editable install's sources, which a user's second run would find too.
 
     python3 bench/startup.py                       # 7 repeats, mmcore in this environment
     python3 bench/startup.py --minimal-python ~/.cache/mmcore/testing/venvs/minimal-*/bin/python
+    python3 bench/startup.py --python before=/path/to/python   # more mmcore rows, another interpreter
 
 Rows:
 - `mmcore --help`;
@@ -12,10 +18,13 @@ Rows:
 - image+audio: the tiny multimodal program with a PNG and a WAV file (mmcore decodes and
   preprocesses them), vs the binding's MultimodalRunner fed already preprocessed arrays (loaded
   from .npy: the binding has no preprocessing, so its row does less work);
-- export_llm programs (custom SDPA + KV-cache ops; 8da4w + 8-bit embeddings) against the plain text
-  program, through `mmcore run` (issue #10's 1.2x bound).
+- export_llm programs (custom SDPA + KV-cache ops, which run on mmcore's own kernels; 8da4w + 8-bit
+  embeddings) against the same decoder exported without custom ops and against the plain text
+  program, through `mmcore run` (issue #10's 1.2x bound), in every environment measured.
 `--minimal-python` adds the mmcore rows run by a torch-free environment's python (the one
-tests/test_minimal_install.py builds). The binding script always runs here (it needs torch).
+tests/test_minimal_install.py builds); `--python LABEL=PATH` (repeatable) adds mmcore rows run by any
+other interpreter (e.g. a wrapper that puts an older checkout first on PYTHONPATH, for before/after
+runs). The binding script always runs here (it needs torch).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import numpy as np
 PROMPT = "the quick brown fox jumps over the lazy dog"
 QUESTION = "what do you see and hear"
 N = 24
+EXPORT_LLM = ("no_custom_ops", "custom_ops", "quantized")
 
 BINDING_TEXT = """
 import sys
@@ -65,22 +75,23 @@ print(len(pieces))
 LAUNCHER = """
 import json, os, subprocess, sys, time
 results = []
+env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 for command in json.loads(sys.argv[1]):
     start = time.perf_counter()
     # from "/", so that `python -m mmcore` imports the installed mmcore, not a checkout in the cwd
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/", env=env)
     stderr = process.stderr.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(" ".join(command) + " failed:\\n" + stderr[-2000:])
-    results.append((wall, usage.ru_maxrss / 1024))
+    results.append((wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime))
 print(json.dumps(results))
 """
 
 
-def measure(commands: Sequence[Sequence[str]]) -> list[tuple[float, float]]:
-    """Wall seconds and peak RSS (MB) of each whole process, run one after the other."""
+def measure(commands: Sequence[Sequence[str]]) -> list[tuple[float, float, float]]:
+    """Wall seconds, peak RSS (MB) and CPU seconds of each whole process, run one after the other."""
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-c", LAUNCHER, json.dumps([list(c) for c in commands])],
         capture_output=True,
@@ -89,7 +100,7 @@ def measure(commands: Sequence[Sequence[str]]) -> list[tuple[float, float]]:
     )
     if done.returncode != 0:
         raise SystemExit(done.stderr)
-    return [(wall, rss) for wall, rss in json.loads(done.stdout)]
+    return [(wall, rss, cpu) for wall, rss, cpu in json.loads(done.stdout)]
 
 
 def prepare(folder: Path) -> dict[str, Path]:
@@ -107,6 +118,7 @@ def prepare(folder: Path) -> dict[str, Path]:
         "text": build_program(ProgramSpec(kind="text")),
         "media": build_program(ProgramSpec(vision=VisionEncoderSpec(), audio=AudioEncoderSpec())),
         "custom_ops": build_llama_program(LlamaExportSpec(vocab_size=vocab)).pte,
+        "no_custom_ops": build_llama_program(LlamaExportSpec(vocab_size=vocab, use_sdpa_with_kv_cache=False)).pte,
         "quantized": build_llama_program(
             LlamaExportSpec(
                 vocab_size=vocab, qmode="8da4w", group_size=32, embedding_quantize="8,0", use_sdpa_with_kv_cache=False
@@ -174,10 +186,11 @@ def cases(files: dict[str, Path], mmcore_pythons: dict[str, str]) -> dict[str, l
         here, "-c", BINDING_MEDIA, str(files["media"]), tok, str(files["photo_npy"]), str(files["tone_npy"]),
         QUESTION, str(N),
     ]  # fmt: skip
-    for name in ("custom_ops", "quantized"):
-        rows[f"export_llm {name}: mmcore run (this env)"] = [
-            here, "-m", "mmcore", "run", str(files[name]), "--text", PROMPT, *run_flags,
-        ]  # fmt: skip
+    for label, python in mmcore_pythons.items():
+        for name in EXPORT_LLM:
+            rows[f"export_llm {name}: mmcore run ({label})"] = [
+                python, "-m", "mmcore", "run", str(files[name]), "--text", PROMPT, *run_flags,
+            ]  # fmt: skip
     return rows
 
 
@@ -185,34 +198,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--minimal-python", help="python of a torch-free environment with mmcore installed")
+    parser.add_argument("--python", action="append", default=[], metavar="LABEL=PATH", help="more mmcore rows")
     args = parser.parse_args()
     pythons = {"this env": sys.executable}
     if args.minimal_python:
         pythons["torch-free env"] = args.minimal_python
+    for item in args.python:
+        label, eq, path = item.partition("=")
+        if not (eq and label and path):
+            parser.error(f"--python takes LABEL=PATH, got {item!r}")
+        pythons[label] = path
     with tempfile.TemporaryDirectory() as tmp:
         rows = cases(prepare(Path(tmp)), pythons)
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in rows}
         measure(list(rows.values()))  # warm the page cache once
         for _ in range(args.repeats):
             for name, sample in zip(rows, measure(list(rows.values())), strict=True):  # interleaved
                 results[name].append(sample)
-    print(f"| process ({args.repeats} runs, medians) | wall s | peak RSS MB |")
-    print("|---|---|---|")
+    print(f"| process ({args.repeats} runs, medians) | wall s | CPU s (user+sys) | peak RSS MB |")
+    print("|---|---|---|---|")
     for name, samples in results.items():
         wall = statistics.median(s[0] for s in samples)
         rss = statistics.median(s[1] for s in samples)
-        print(f"| {name} | {wall:.3f} | {rss:.0f} |")
+        cpu = statistics.median(s[2] for s in samples)
+        print(f"| {name} | {wall:.3f} | {cpu:.3f} | {rss:.0f} |")
     for label in pythons:
         for kind in ("text", "image+audio"):
             ours = results[f"{kind}: mmcore run ({label})"]
             theirs = results[f"{kind}: C++ runner binding script"]
             wall = statistics.median(s[0] for s in ours) / statistics.median(s[0] for s in theirs)
             rss = statistics.median(s[1] for s in ours) / statistics.median(s[1] for s in theirs)
-            print(f"{kind} ({label}): wall {wall:.2f}x, peak memory {rss:.2f}x the binding script")
-    plain = statistics.median(s[0] for s in results["text: mmcore run (this env)"])
-    for name in ("custom_ops", "quantized"):
-        other = statistics.median(s[0] for s in results[f"export_llm {name}: mmcore run (this env)"])
-        print(f"export_llm {name}: {other / plain:.2f}x the plain text program's mmcore run")
+            cpu = statistics.median(s[2] for s in ours) / statistics.median(s[2] for s in theirs)
+            print(f"{kind} ({label}): wall {wall:.2f}x, CPU {cpu:.2f}x, peak memory {rss:.2f}x the binding script")
+
+    def median_wall(row: str) -> float:
+        return statistics.median(s[0] for s in results[row])
+
+    for label in pythons:
+        plain = median_wall(f"text: mmcore run ({label})")
+        same = median_wall(f"export_llm no_custom_ops: mmcore run ({label})")
+        for name in ("custom_ops", "quantized"):
+            other = median_wall(f"export_llm {name}: mmcore run ({label})")
+            print(
+                f"export_llm {name} ({label}): {other / same:.2f}x the decoder without custom ops, "
+                f"{other / plain:.2f}x the plain text program (mmcore run wall)"
+            )
 
 
 if __name__ == "__main__":

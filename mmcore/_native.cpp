@@ -17,6 +17,7 @@
 //   module.verify_greedy(embedding, decoder, ids, start_pos, cache_positions)
 //                                              # -> (argmax of every logits row, accepted drafts, seconds)
 //   registered_operators(), registered_backends()   # what the runtime's registries hold (mmcore.kernels)
+//   llm_kernel_names(), register_llm_kernel(name, metas)  # mmcore's llama:: kernels (_llm_ops.cpp)
 //
 // dtype values are ExecuTorch ScalarType ids. Runtime failures raise ExecutorchError (a RuntimeError)
 // naming the method and the ExecuTorch error code; exceptions from on_token propagate unchanged.
@@ -36,6 +37,10 @@
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/backend/interface.h>
 #include <executorch/runtime/kernel/operator_registry.h>
+
+// mmcore/_llm_ops.cpp
+PyObject* mmcore_llm_kernel_names(PyObject*, PyObject*);
+PyObject* mmcore_register_llm_kernel(PyObject*, PyObject* args);
 
 namespace {
 
@@ -124,6 +129,10 @@ PyObject* evalue_to_py(const EValue& value, bool alias) {
   if (value.isDouble()) return PyFloat_FromDouble(value.toDouble());
   if (value.isBool()) return PyBool_FromLong(value.toBool());
   if (value.isNone()) Py_RETURN_NONE;
+  if (value.isString()) {  // optimum-executorch's processor constants (`modality`, `image_processor_type`)
+    const auto text = value.toString();
+    return PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "replace");
+  }
   PyErr_Format(PyExc_TypeError, "unsupported output value (tag %d)", static_cast<int>(value.tag));
   return nullptr;
 }
@@ -702,6 +711,10 @@ PyObject* registered_backends(PyObject*, PyObject*) {
 }
 
 PyMethodDef native_functions[] = {
+    {"llm_kernel_names", mmcore_llm_kernel_names, METH_NOARGS,
+     "llm_kernel_names() -> the llama:: operators mmcore has its own kernels for (mmcore/_llm_ops.cpp)."},
+    {"register_llm_kernel", mmcore_register_llm_kernel, METH_VARARGS,
+     "register_llm_kernel(name, metas) -> 'registered' | 'present' | 'executorch'."},
     {"registered_operators", registered_operators, METH_NOARGS,
      "registered_operators() -> names of the operators the runtime has kernels for."},
     {"registered_backends", registered_backends, METH_NOARGS,

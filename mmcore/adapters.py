@@ -23,6 +23,7 @@ from mmcore.errors import (
     AdapterError,
     AmbiguousAdapterError,
     ConfigError,
+    ContextOverflowError,
     MediaLimitError,
     PlaceholderMismatchError,
     PluginError,
@@ -50,6 +51,7 @@ __all__ = [
     "RendererContext",
     "RunnerMediaEncoder",
     "check_media_limits",
+    "check_prompt_fits",
     "detect_adapter",
     "media_kinds",
     "merge_settings",
@@ -269,6 +271,8 @@ class RendererContext:
 
     registry: ModalityRegistry
     encoder: MediaEncoder | None = None
+    #: The program's context length: a prompt that fills it is refused before any media is encoded.
+    max_positions: int | None = None
 
 
 @runtime_checkable
@@ -448,6 +452,27 @@ def detect_adapter(source: ModelSource, registry: AdapterRegistry) -> Detection:
     raise AdapterError(
         f"no installed adapter recognises {source.program.path} (installed: {installed}); name one with "
         "--adapter NAME, or install an adapter package for this model family"
+    )
+
+
+def check_prompt_fits(prompt: RenderedPrompt, max_positions: int | None, *, program: str | os.PathLike[str]) -> None:
+    """`ContextOverflowError` when `prompt` leaves no position to generate in `max_positions`, naming
+    what its media take (checked before any encoder runs)."""
+    if max_positions is None or len(prompt) < max_positions:
+        return
+    counts: dict[str, list[int]] = {}
+    for span in prompt.media:
+        calls, tokens = counts.setdefault(span.kind, [0, 0])
+        counts[span.kind] = [calls + 1, tokens + (span.length or 0)]
+    media = ", ".join(
+        f"{calls} {kind} encoder call{'s' if calls != 1 else ''} with {tokens} placeholder tokens"
+        for kind, (calls, tokens) in counts.items()
+    )
+    taken = f" ({media})" if media else ""
+    raise ContextOverflowError(
+        f"{program}: the prompt needs {len(prompt)} positions{taken} but the program's context holds "
+        f"{max_positions} (leaving none to generate); send fewer or smaller media items, or export with a "
+        "longer max_length (`mmcore inspect PROGRAM --image-size WxH` shows what one image takes)"
     )
 
 

@@ -3,15 +3,17 @@
 mmcore runs programs on numpy arrays and never needs torch for it. The public API still takes
 torch tensors wherever it takes arrays: `as_array` converts them (sharing memory where it can),
 and it looks for torch only in `sys.modules`, so code that passes no tensor never imports torch.
-numpy has no bfloat16; `ml_dtypes` (a numpy extension, no torch) provides it.
+numpy has no bfloat16; `ml_dtypes` (a numpy extension, no torch) provides it. Importing ml_dtypes
+costs more than the rest of start-up, so it is imported only when a bfloat16 dtype is met: asking
+for `BFLOAT16`, `SCALAR_TYPES[15]`, `numpy_dtype("bfloat16")` or converting a bfloat16 tensor.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
@@ -19,7 +21,9 @@ __all__ = [
     "BFLOAT16",
     "SCALAR_TYPES",
     "as_array",
+    "bfloat16",
     "dtype_name",
+    "is_bfloat16",
     "is_floating",
     "is_tensor",
     "numpy_dtype",
@@ -28,11 +32,59 @@ __all__ = [
     "to_torch",
 ]
 
-#: numpy's bfloat16 (from ml_dtypes).
-BFLOAT16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+if TYPE_CHECKING:
+    #: numpy's bfloat16 (from ml_dtypes; imported on first access of this name).
+    BFLOAT16: np.dtype[Any]
 
-#: ExecuTorch ScalarType ids -> numpy dtypes (runtime/core/portable_type/scalar_type.h).
-SCALAR_TYPES: dict[int, np.dtype[Any]] = {
+_BFLOAT16_ID = 15
+_bfloat16: np.dtype[Any] | None = None
+
+
+def bfloat16() -> np.dtype[Any]:
+    """numpy's bfloat16 dtype (`ml_dtypes.bfloat16`), importing ml_dtypes the first time."""
+    global _bfloat16
+    if _bfloat16 is None:
+        import ml_dtypes
+
+        _bfloat16 = np.dtype(ml_dtypes.bfloat16)
+    return _bfloat16
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BFLOAT16":
+        return bfloat16()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _ScalarTypes(Mapping[int, "np.dtype[Any]"]):
+    """ExecuTorch ScalarType ids -> numpy dtypes; bfloat16's entry imports ml_dtypes when read."""
+
+    def __init__(self, eager: dict[int, np.dtype[Any]]) -> None:
+        self._eager = eager
+        self._ids = sorted([*eager, _BFLOAT16_ID])
+
+    def __getitem__(self, code: int) -> np.dtype[Any]:
+        dtype = self._eager.get(code)
+        if dtype is not None:
+            return dtype
+        if code == _BFLOAT16_ID:
+            return bfloat16()
+        raise KeyError(code)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._eager or code == _BFLOAT16_ID
+
+    def __repr__(self) -> str:
+        return f"SCALAR_TYPES({dict(self)!r})"
+
+
+_NUMPY_TYPES: dict[int, np.dtype[Any]] = {
     0: np.dtype(np.uint8),
     1: np.dtype(np.int8),
     2: np.dtype(np.int16),
@@ -42,15 +94,29 @@ SCALAR_TYPES: dict[int, np.dtype[Any]] = {
     6: np.dtype(np.float32),
     7: np.dtype(np.float64),
     11: np.dtype(np.bool_),
-    15: BFLOAT16,
     27: np.dtype(np.uint16),
 }
-_SCALAR_TYPE_IDS: dict[np.dtype[Any], int] = {dtype: code for code, dtype in SCALAR_TYPES.items()}
-_FLOATING = frozenset({np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64), BFLOAT16})
+#: ExecuTorch ScalarType ids -> numpy dtypes (runtime/core/portable_type/scalar_type.h); 15 is
+#: bfloat16 (reading it imports ml_dtypes).
+SCALAR_TYPES: Mapping[int, np.dtype[Any]] = _ScalarTypes(_NUMPY_TYPES)
+_SCALAR_TYPE_IDS: dict[np.dtype[Any], int] = {dtype: code for code, dtype in _NUMPY_TYPES.items()}
+_FLOATING = frozenset({"float16", "float32", "float64", "bfloat16"})
+
+
+def is_bfloat16(dtype: Any) -> bool:
+    """True for bfloat16 (a numpy dtype or scalar type, a torch dtype or the name), checked without
+    importing ml_dtypes."""
+    if isinstance(dtype, np.dtype):
+        return dtype.name == "bfloat16"
+    if isinstance(dtype, type):
+        return dtype.__name__ == "bfloat16"
+    return dtype_name(dtype) == "bfloat16"
 
 
 def scalar_type(dtype: npt.DTypeLike) -> int | None:
     """ExecuTorch's ScalarType id of a numpy (or torch) dtype, None if ExecuTorch has none."""
+    if is_bfloat16(dtype):
+        return _BFLOAT16_ID
     try:
         return _SCALAR_TYPE_IDS.get(numpy_dtype(dtype))
     except TypeError:
@@ -64,7 +130,7 @@ def dtype_name(dtype: Any) -> str:
 
 def is_floating(dtype: npt.DTypeLike) -> bool:
     """True for float16, bfloat16, float32 and float64."""
-    return numpy_dtype(dtype) in _FLOATING
+    return is_bfloat16(dtype) or numpy_dtype(dtype).name in _FLOATING
 
 
 def is_tensor(value: object) -> bool:
@@ -82,9 +148,9 @@ def numpy_dtype(dtype: Any) -> np.dtype[Any]:
         name = dtype_name(dtype)
         if name == "bool":
             return np.dtype(np.bool_)
-        return BFLOAT16 if name == "bfloat16" else np.dtype(name)
-    if dtype == "bfloat16":
-        return BFLOAT16
+        return bfloat16() if name == "bfloat16" else np.dtype(name)
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return bfloat16()
     try:
         result: np.dtype[Any] = np.dtype(dtype)
     except TypeError as exc:
@@ -103,7 +169,7 @@ def as_array(value: Any) -> npt.NDArray[Any]:
             tensor = tensor.cpu()
         if dtype_name(tensor.dtype) == "bfloat16":
             torch = sys.modules["torch"]
-            return np.asarray(tensor.view(torch.int16).numpy()).view(BFLOAT16)
+            return np.asarray(tensor.view(torch.int16).numpy()).view(bfloat16())
         return np.asarray(tensor.numpy())
     return np.asarray(value)
 
@@ -120,7 +186,7 @@ def to_torch(array: npt.NDArray[Any]) -> Any:
     """
     import torch
 
-    if array.dtype == BFLOAT16:
+    if is_bfloat16(array.dtype):
         return torch.from_numpy(_writeable(array).view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(_writeable(array))
 

@@ -73,7 +73,8 @@ class RunnerConfig:
         generation: default generation settings.
         adapter: the model adapter's name ("auto" detects it), or None for none (plain runner).
         adapter_options: options of the adapter (its ``[adapter]`` table without ``name``).
-        serve: the ``[serve]`` settings (`mmcore.serve.ServeSettings`); None when not loaded from a config.
+        serve: the ``[serve]`` settings (`mmcore.serve.ServeSettings`); None when the config has no
+            ``[serve]`` table (`mmcore serve` then uses the defaults).
         plugin_settings: the validated model of each table a plugin registered a settings model for.
     """
 
@@ -104,7 +105,6 @@ def load_config(
     Errors name the TOML path of the bad key (``generation.temperature``) and the accepted values.
     """
     from mmcore.settings import read_toml, validate_table
-    from mmcore.settings.tables import GenerationTable, PluginsTable, ServeSettings
 
     if isinstance(source, Mapping):
         data, base = dict(source), Path.cwd()
@@ -112,9 +112,11 @@ def load_config(
         path = Path(source)
         data, base = read_toml(path), path.parent
     pm = plugin_manager or get_plugin_manager()
-    models = pm.settings_models()
-    tables = _plugin_tables(pm)
-    unknown = [k for k in data if k not in TOP_LEVEL_KEYS and k not in tables]
+    # Plugin tables (and the plugins' settings models) are looked at only when the config has keys
+    # beyond the core's, so a config of core keys alone imports no settings model.
+    extra = sorted(k for k in data if k not in TOP_LEVEL_KEYS)
+    tables = _plugin_tables(pm) if extra else []
+    unknown = [k for k in extra if k not in tables]
     if unknown:
         raise ConfigError(
             f"unknown config key(s) {unknown}; accepted top-level keys: {list(TOP_LEVEL_KEYS)} and the "
@@ -125,15 +127,14 @@ def load_config(
     program = _path(data["program"], "program", base)
     tokenizer = _path(data["tokenizer"], "tokenizer", base) if "tokenizer" in data else program.parent
     data_path = _path(data["data_path"], "data_path", base) if "data_path" in data else None
-    plugins = validate_table(PluginsTable, data.get("plugins", {}), "plugins")
-    generation = validate_table(GenerationTable, data.get("generation", {}), "generation")
-    serve = ServeSettings.from_table(data.get("serve", {}), base)
-    modality_names = {h.name for h in pm.modality_registry().handlers}
+    allow, block = _plugins_table(data["plugins"]) if "plugins" in data else (None, ())
+    changes = _generation_table(data["generation"]) if "generation" in data else {}
+    serve = _serve_table(data["serve"], base) if "serve" in data else None
+    modality_names = {h.name for h in pm.modality_registry().handlers} if extra else set()
+    models = pm.settings_models() if extra else {}
     modalities: dict[str, dict[str, Any]] = {}
     plugin_settings: dict[str, Any] = {}
-    for name in tables:
-        if name not in data:
-            continue
+    for name in extra:
         if name in modality_names:
             modalities[name] = _modality_settings(pm, name, data[name])
         if name in models:
@@ -143,15 +144,38 @@ def load_config(
         program=program,
         tokenizer=tokenizer,
         data_path=data_path,
-        allow_plugins=tuple(plugins.allow) if plugins.allow is not None else None,
-        block_plugins=tuple(plugins.block),
+        allow_plugins=allow,
+        block_plugins=block,
         modalities=modalities,
-        generation=_generation(generation.changes(), generation_base or GenerationConfig()),
+        generation=_generation(changes, generation_base or GenerationConfig()),
         adapter=adapter,
         adapter_options=adapter_options,
         serve=serve,
         plugin_settings=plugin_settings,
     )
+
+
+def _plugins_table(table: Any) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """`[plugins]` validated: the allow-list (None: all) and the block-list."""
+    from mmcore.settings import validate_table
+    from mmcore.settings.tables import PluginsTable
+
+    plugins = validate_table(PluginsTable, table, "plugins")
+    return (tuple(plugins.allow) if plugins.allow is not None else None), tuple(plugins.block)
+
+
+def _generation_table(table: Any) -> dict[str, Any]:
+    """`[generation]` validated, as `GenerationConfig.replace` arguments (the keys it sets)."""
+    from mmcore.settings import validate_table
+    from mmcore.settings.tables import GenerationTable
+
+    return validate_table(GenerationTable, table, "generation").changes()
+
+
+def _serve_table(table: Any, base: Path) -> ServeSettings:
+    from mmcore.settings.tables import ServeSettings
+
+    return ServeSettings.from_table(table, base)
 
 
 def _plugin_tables(pm: PluginManager) -> list[str]:

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmcore import constants as C
 from mmcore.adapters import (
@@ -31,6 +31,9 @@ from mmcore.program import Program
 from mmcore.runner import GenerationResult, MultimodalRunner, PieceCallback, TokenCallback
 from mmcore.session import ContextPolicy, Session, encoder_cache_counts, encoder_cache_delta
 from mmcore.tokenizer import Tokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from mmcore.image_plan import ImagePlan
 
 __all__ = ["ChatModel", "open_model", "build_chat_model", "AUTO"]
 
@@ -78,6 +81,20 @@ class ChatModel:
             )
         return self.renderer.render_prompt(messages, add_generation_prompt=add_generation_prompt)
 
+    def plan_image(self, width: int, height: int) -> ImagePlan:
+        """What one image of `width` x `height` pixels takes in this model's prompts (encoder calls,
+        placeholder and prompt tokens, how many fit the context), without encoding anything."""
+        from mmcore.image_plan import plan_image
+
+        return plan_image(
+            self.renderer,
+            width,
+            height,
+            context=self.runner.metadata.max_context_len,
+            tokens_per_image=self.profile.tokens_per_item.get("image"),
+            max_images=self.profile.max_items.get("image"),
+        )
+
     def inputs(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[Any]:
         """The ordered runner inputs of a conversation (media already encoded and checked)."""
         return self.renderer.render(messages, add_generation_prompt=add_generation_prompt)
@@ -94,9 +111,9 @@ class ChatModel:
         config = config if config is not None else self.runner.generation_config
         if isinstance(self.renderer, PromptRenderer):  # the rendered prompt carries its own BOS
             config = config.replace(num_bos=0, num_eos=0)
-        self.runner.reset()
         counted = encoder_cache_counts(self.runner)  # the renderer encodes the media
-        inputs = self.inputs(messages, add_generation_prompt=True)
+        inputs = self.inputs(messages, add_generation_prompt=True)  # a prompt too long is refused here
+        self.runner.reset()
         result = self.runner.generate(inputs, config, token_callback, piece_callback=piece_callback)
         result.stats.extra.update(encoder_cache_delta(self.runner, counted))
         return result
@@ -177,7 +194,11 @@ def build_chat_model(
     if stop_ids:
         runner.metadata = dataclasses.replace(runner.metadata, eos_ids=runner.metadata.eos_ids | stop_ids)
     runner.generation_config = config.generation
-    context = RendererContext(registry=pm.modality_registry(), encoder=RunnerMediaEncoder(runner))
+    context = RendererContext(
+        registry=pm.modality_registry(),
+        encoder=RunnerMediaEncoder(runner),
+        max_positions=runner.metadata.max_context_len,
+    )
     return ChatModel(runner, adapter, profile, profile.make_renderer(context), detection, source)
 
 

@@ -221,6 +221,15 @@ def _build_inspect(sub: Any, pm: PluginManager | None) -> argparse.ArgumentParse
     inspect.add_argument("--tokenizer", help="tokenizer file or directory (default: the program's folder)")
     inspect.add_argument("--data-path", help="external weights (.ptd) of a program exported with them")
     inspect.add_argument("--adapter", help="model adapter to report on (default: detected)")
+    inspect.add_argument(
+        "--image-size",
+        action="append",
+        default=[],
+        metavar="WxH",
+        type=_image_size,
+        help="also show the encoder calls and placeholder tokens one image of this size "
+        "takes (repeatable), e.g. 1000x700",
+    )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     return inspect
 
@@ -467,6 +476,16 @@ def _content_part(kind: str, item: Any) -> dict[str, Any]:
     return {"type": kind, kind: item}
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    """`--image-size WxH` (a usage error otherwise)."""
+    from mmcore.image_plan import parse_image_size
+
+    try:
+        return parse_image_size(text)
+    except MMCoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_inspect(pm: PluginManager, args: argparse.Namespace) -> int:
     from mmcore.chat_model import AUTO
     from mmcore.inspection import format_report, inspect_program
@@ -474,7 +493,12 @@ def _cmd_inspect(pm: PluginManager, args: argparse.Namespace) -> int:
     if args.adapter and args.adapter != AUTO:
         pm.adapter_registry().get(args.adapter)
     report = inspect_program(
-        args.program, tokenizer=args.tokenizer, adapter=args.adapter, plugin_manager=pm, data_path=args.data_path
+        args.program,
+        tokenizer=args.tokenizer,
+        adapter=args.adapter,
+        plugin_manager=pm,
+        data_path=args.data_path,
+        image_sizes=args.image_size,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

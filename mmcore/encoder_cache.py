@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -62,6 +61,8 @@ class EncoderCache:
     @staticmethod
     def key(encoder: str, prepared: Any) -> str:
         """The cache key of an encoder input (a numpy array or torch tensor)."""
+        import hashlib  # with the first encoder input (its OpenSSL binding is not needed by text runs)
+
         data = np.ascontiguousarray(as_array(prepared))
         digest = hashlib.blake2b(digest_size=32)
         digest.update(f"{encoder}|{dtype_name(data.dtype)}|{tuple(data.shape)}|".encode())

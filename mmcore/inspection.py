@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mmcore import constants as C
-from mmcore.adapters import ModelSource, detect_adapter
+from mmcore.adapters import ModelSource, RendererContext, detect_adapter
 from mmcore.errors import MMCoreError
 from mmcore.generation_defaults import read_generation_defaults
 from mmcore.plugins import PluginManager, get_plugin_manager
@@ -23,10 +24,13 @@ def inspect_program(
     adapter: str | None = None,
     plugin_manager: PluginManager | None = None,
     data_path: str | os.PathLike[str] | None = None,
+    image_sizes: Sequence[tuple[int, int]] = (),
 ) -> dict[str, Any]:
     """A JSON-serialisable report: methods (dtypes, shapes), metadata constants, the adapter that
     runs the program (detected unless named) with its placeholder tokens per media item, and the
-    context budget. Problems with the tokenizer or adapter are reported, not raised."""
+    context budget. Each ``(width, height)`` of `image_sizes` adds an `ImagePlan` (encoder calls,
+    placeholder and prompt tokens of one such image) under ``adapter.image_plans``. Problems with
+    the tokenizer or adapter are reported, not raised."""
     pm = plugin_manager or get_plugin_manager()
     program = Program(path, data_path=data_path)
     constants = sorted(program.metadata_names)
@@ -52,7 +56,7 @@ def inspect_program(
         "speculative": _speculative(program, context),
     }
     tokenizer_path = Path(tokenizer) if tokenizer is not None else program.path.parent
-    report["adapter"] = _adapter_report(program, tokenizer_path, adapter, pm, context)
+    report["adapter"] = _adapter_report(program, tokenizer_path, adapter, pm, context, image_sizes)
     report["generation_defaults"] = _generation_defaults(program.path.parent)
     return report
 
@@ -67,7 +71,12 @@ def _generation_defaults(folder: Path) -> dict[str, Any] | None:
 
 
 def _adapter_report(
-    program: Program, tokenizer_path: Path, name: str | None, pm: PluginManager, context: Any
+    program: Program,
+    tokenizer_path: Path,
+    name: str | None,
+    pm: PluginManager,
+    context: Any,
+    image_sizes: Sequence[tuple[int, int]] = (),
 ) -> dict[str, Any]:
     from mmcore.tokenizer import load_tokenizer
 
@@ -96,7 +105,29 @@ def _adapter_report(
     out["notes"] = list(profile.notes)
     if isinstance(context, int):
         out["items_that_fit"] = {kind: (context - 1) // n for kind, n in profile.tokens_per_item.items() if n > 0}
+    if image_sizes:
+        renderer = profile.make_renderer(RendererContext(pm.modality_registry()))
+        limits = (profile.tokens_per_item.get("image"), profile.max_items.get("image"))
+        out["image_plans"] = _image_plans(renderer, image_sizes, context, *limits)
     return out
+
+
+def _image_plans(
+    renderer: Any, sizes: Sequence[tuple[int, int]], context: Any, per_image: int | None, max_images: int | None
+) -> list[dict[str, Any]]:
+    """An `ImagePlan` per size (or its problem)."""
+    from mmcore.image_plan import plan_image
+
+    plans: list[dict[str, Any]] = []
+    known = context if isinstance(context, int) else None
+    for width, height in sizes:
+        try:
+            plan = plan_image(renderer, width, height, context=known, tokens_per_image=per_image, max_images=max_images)
+        except MMCoreError as exc:
+            plans.append({"width": width, "height": height, "error": f"{type(exc).__name__}: {exc}"})
+        else:
+            plans.append({**plan.to_json(), "summary": plan.describe()})
+    return plans
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -126,6 +157,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  at most {n} {kind} item(s) per conversation")
     if adapter.get("stop_token_ids"):
         lines.append(f"  extra stop token ids: {adapter['stop_token_ids']}")
+    for plan in adapter.get("image_plans", []):
+        problem = f"{plan['width']}x{plan['height']}: problem: {plan.get('error')}"
+        lines.append(f"  image {problem if 'error' in plan else plan['summary']}")
     lines += [f"  note: {n}" for n in adapter.get("notes", [])]
     if adapter.get("installed"):
         lines.append(f"  installed adapters: {', '.join(adapter['installed'])}")

@@ -5,17 +5,29 @@ flatbuffer) and every delegate backend (`BackendDelegate.id`). `prepare(path)` r
 (no runtime involved), compares them with the runtime's registries and loads, from the executorch
 wheel, only the libraries that provide what is missing:
 
-| needs                     | library (in the executorch wheel)                    | links torch |
-|---------------------------|-------------------------------------------------------|-------------|
+| needs                     | provided by                                            | links torch |
+|---------------------------|--------------------------------------------------------|-------------|
 | `aten::*` operators       | `lib/libexecutorch_kernels_optimized.so`               | no          |
 | `quantized_decomposed::*` | `lib/libexecutorch_kernels_quantized.so`               | no          |
-| `llama::*` (custom SDPA, KV-cache update) | `extension/llm/custom_ops/libcustom_ops_aot_lib.so` | yes |
+| `llama::` in `OWN_KERNELS`| mmcore's own kernels (`_llm_ops.cpp`, native extension)| no          |
+| other `llama::*`          | `extension/llm/custom_ops/libcustom_ops_aot_lib.so`    | yes         |
 | `XnnpackBackend` etc.     | `lib/libexecutorch_backend_<name>.so`                  | no          |
+
+`OWN_KERNELS` are `llama::custom_sdpa.out`, `llama::sdpa_with_kv_cache.out`, `llama::update_cache.out`
+and `llama::update_cache_with_indices.out` (export_llm's and optimum-executorch's custom SDPA and
+KV-cache ops); on the bindings path (no native extension) they too come from ExecuTorch's library,
+as do `custom_quantized_sdpa` (quantized KV cache) and the rest of ExecuTorch's `llama::` ops.
+mmcore's kernels register under the exact kernel keys (dtype and dim order of each tensor
+argument) the program's calls use, read from the program; ExecuTorch's library registers its kernels
+under the fallback key. The two never collide (ExecuTorch aborts the process on a duplicate name and
+key), so ExecuTorch's library may be loaded before or after; when it is loaded first, mmcore leaves
+those operators to it. `MMCORE_LLM_KERNELS=executorch` makes mmcore load ExecuTorch's library
+instead of registering its own kernels (torch needed).
 
 Loading happens before the first method load, so ExecuTorch never prints `Missing operator`
 errors for a program that then runs, and it is quiet (native stderr is silenced while libraries
-initialise). torch is imported only for a program that needs the torch-linked LLM custom ops; on
-an install without torch such a program raises `MissingKernelError` naming the operators and
+initialise). torch is imported only for a program that needs the torch-linked LLM custom ops library;
+on an install without torch such a program raises `MissingKernelError` naming the operators and
 `pip install 'mmcore[torch]'`. An operator no library provides raises `MissingKernelError` too.
 """
 
@@ -31,7 +43,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +51,7 @@ from mmcore.errors import InvalidProgramError, MissingKernelError, RuntimeUnavai
 
 __all__ = [
     "BACKEND_LIBRARIES",
+    "OWN_KERNELS",
     "LIBRARIES",
     "KernelLibrary",
     "ProgramNeeds",
@@ -79,12 +92,31 @@ BACKEND_LIBRARIES: dict[str, str] = {
 }
 
 
+#: The operators mmcore's native extension has its own kernels for (mmcore/_llm_ops.cpp).
+OWN_KERNELS: frozenset[str] = frozenset(
+    {
+        "llama::custom_sdpa.out",
+        "llama::sdpa_with_kv_cache.out",
+        "llama::update_cache.out",
+        "llama::update_cache_with_indices.out",
+    }
+)
+
+#: A kernel key: (ExecuTorch ScalarType id, dim order) of each tensor argument of a call, in order.
+KernelKey = tuple[tuple[int, tuple[int, ...]], ...]
+
+
 @dataclass(frozen=True)
 class ProgramNeeds:
-    """The operators ("aten::add.out") and delegate backends ("XnnpackBackend") a program uses."""
+    """The operators ("aten::add.out") and delegate backends ("XnnpackBackend") a program uses.
+
+    `kernel_keys` holds, for each operator of `OWN_KERNELS` the program calls, the kernel keys of
+    its calls.
+    """
 
     operators: frozenset[str]
     backends: frozenset[str]
+    kernel_keys: dict[str, frozenset[KernelKey]] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
@@ -123,6 +155,8 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
             library = BACKEND_LIBRARIES.get(backend)
             if library is not None and root is not None:
                 _load(root / library)
+        if needs.kernel_keys:
+            _register_own_kernels(needs)
         missing = needs.operators - lister()
         wanted = [lib for lib in LIBRARIES if any(op.startswith(lib.namespaces) for op in missing)]
         for lib in wanted:
@@ -142,6 +176,21 @@ def prepare(path: str | os.PathLike[str], registered: Callable[[], set[str]] | N
     return needs
 
 
+def _register_own_kernels(needs: ProgramNeeds) -> None:
+    """Register mmcore's `llama::` kernels for the keys a program's calls use (native path only)."""
+    from mmcore import native
+
+    if os.environ.get("MMCORE_LLM_KERNELS", "mmcore") == "executorch":
+        return
+    module = native.extension()
+    if module is None:
+        return
+    for name, keys in sorted(needs.kernel_keys.items()):
+        for key in sorted(keys):
+            outcome = module.register_llm_kernel(name, [(dtype, list(order)) for dtype, order in key])
+            logger.debug("%s %s: %s", name, key, outcome)
+
+
 def torch_installed() -> bool:
     """Whether torch can be imported here (without importing it)."""
     try:
@@ -154,9 +203,11 @@ def _missing_message(path: Path, missing: set[str] | frozenset[str]) -> str:
     names = ", ".join(sorted(missing))
     for lib in LIBRARIES:
         if lib.needs_torch and any(op.startswith(lib.namespaces) for op in missing):
+            own = ", ".join(sorted(OWN_KERNELS))
             return (
                 f"program {path} needs operator(s) {names}, which ExecuTorch ships only in its {lib.name} "
-                f"library ({Path(lib.path).name}, linked against libtorch) and torch is not installed: "
+                f"library ({Path(lib.path).name}, linked against libtorch) and torch is not installed "
+                f"(mmcore's native extension has its own kernels only for {own}): "
                 "pip install 'mmcore[torch]' (or export the program without them)"
             )
     return (
@@ -251,25 +302,61 @@ def quiet_stderr() -> Iterator[None]:
 
 # ---- the program flatbuffer (executorch/schema/program.fbs), read without a flatbuffers library ----
 
-# Field slots: Program.execution_plan = 1; ExecutionPlan.operators = 6, .delegates = 7;
-# Operator.name = 0, .overload = 1; BackendDelegate.id = 0.
+# Field slots: Program.execution_plan = 1; ExecutionPlan.values = 2, .chains = 5, .operators = 6,
+# .delegates = 7; Operator.name = 0, .overload = 1; BackendDelegate.id = 0; Chain.instructions = 2;
+# Instruction.instr_args (union: type 0, value 1); KernelCall.op_index = 0, .args = 1;
+# EValue.val (union: type 0, value 1); Tensor.scalar_type = 0, .dim_order = 3.
 _PROGRAM_EXECUTION_PLAN = 1
+_PLAN_VALUES = 2
+_PLAN_CHAINS = 5
 _PLAN_OPERATORS = 6
 _PLAN_DELEGATES = 7
+_CHAIN_INSTRUCTIONS = 2
+_INSTRUCTION_KERNEL_CALL = 1  # InstructionArguments.KernelCall
+_EVALUE_TENSOR = 5  # KernelTypes.Tensor
 
 
 def _read_needs(buf: Any) -> ProgramNeeds:
     root = _u32(buf, 0)
     operators: set[str] = set()
     backends: set[str] = set()
+    kernel_keys: dict[str, set[KernelKey]] = {}
     for plan in _tables(buf, root, _PROGRAM_EXECUTION_PLAN):
+        names = []
         for op in _tables(buf, plan, _PLAN_OPERATORS):
             name = _string(buf, op, 0)
             overload = _string(buf, op, 1)
-            operators.add(f"{name}.{overload}" if overload else name)
+            names.append(f"{name}.{overload}" if overload else name)
+        operators.update(names)
         for delegate in _tables(buf, plan, _PLAN_DELEGATES):
             backends.add(_string(buf, delegate, 0))
-    return ProgramNeeds(frozenset(operators), frozenset(backends))
+        if OWN_KERNELS.intersection(names):
+            for name, key in _own_kernel_calls(buf, plan, names):
+                kernel_keys.setdefault(name, set()).add(key)
+    keys = {name: frozenset(found) for name, found in kernel_keys.items()}
+    return ProgramNeeds(frozenset(operators), frozenset(backends), keys)
+
+
+def _own_kernel_calls(buf: Any, plan: int, names: list[str]) -> Iterator[tuple[str, KernelKey]]:
+    """(operator, kernel key) of every call of an `OWN_KERNELS` operator in an execution plan."""
+    values = list(_tables(buf, plan, _PLAN_VALUES))
+    for chain in _tables(buf, plan, _PLAN_CHAINS):
+        for instruction in _tables(buf, chain, _CHAIN_INSTRUCTIONS):
+            kind = _field(buf, instruction, 0)
+            if not kind or buf[kind] != _INSTRUCTION_KERNEL_CALL:
+                continue
+            call = _table(buf, instruction, 1)
+            name = names[_scalar(buf, call, 0, "<i")]
+            if name not in OWN_KERNELS:
+                continue
+            key = []
+            for index in _ints(buf, call, 1):
+                value = values[index]
+                kind = _field(buf, value, 0)
+                if kind and buf[kind] == _EVALUE_TENSOR:
+                    tensor = _table(buf, value, 1)
+                    key.append((_scalar(buf, tensor, 0, "<b"), tuple(_bytes(buf, tensor, 3))))
+            yield name, tuple(key)
 
 
 def _u32(buf: Any, pos: int) -> int:
@@ -286,6 +373,34 @@ def _field(buf: Any, table: int, slot: int) -> int:
         return 0
     offset: int = struct.unpack_from("<H", buf, vtable + entry)[0]
     return table + offset if offset else 0
+
+
+def _table(buf: Any, table: int, slot: int) -> int:
+    pos = _field(buf, table, slot)
+    return pos + _u32(buf, pos)
+
+
+def _scalar(buf: Any, table: int, slot: int, fmt: str) -> int:
+    pos = _field(buf, table, slot)
+    value: int = struct.unpack_from(fmt, buf, pos)[0] if pos else 0
+    return value
+
+
+def _ints(buf: Any, table: int, slot: int) -> tuple[int, ...]:
+    pos = _field(buf, table, slot)
+    if not pos:
+        return ()
+    vector = pos + _u32(buf, pos)
+    count = _u32(buf, vector)
+    return struct.unpack_from(f"<{count}i", buf, vector + 4)
+
+
+def _bytes(buf: Any, table: int, slot: int) -> bytes:
+    pos = _field(buf, table, slot)
+    if not pos:
+        return b""
+    vector = pos + _u32(buf, pos)
+    return bytes(buf[vector + 4 : vector + 4 + _u32(buf, vector)])
 
 
 def _tables(buf: Any, table: int, slot: int) -> Iterator[int]:

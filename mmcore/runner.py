@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import asyncio
 import contextlib
 import logging
 import os
@@ -639,6 +638,8 @@ def _stream(runner: _RunnerBase, prompt: Any, config: GenerationConfig | None) -
 
 async def _astream(runner: _RunnerBase, prompt: Any, config: GenerationConfig | None) -> AsyncIterator[Piece]:
     """`generate` in a worker thread, its pieces delivered to the event loop."""
+    import asyncio  # already imported by whoever runs the event loop
+
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[Any] = asyncio.Queue()
 

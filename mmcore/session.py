@@ -118,7 +118,13 @@ class Session:
             messages.append({"role": "user", "content": message} if isinstance(message, str) else dict(message))
         dropped = 0
         while True:
-            rendered = self._render(messages, config, template_kwargs)
+            try:
+                rendered = self._render(messages, config, template_kwargs)
+            except ContextOverflowError:  # the renderer refused it before encoding its media
+                if self.context_policy == "error" or not self._drop_oldest(messages):
+                    raise
+                dropped += 1
+                continue
             need = len(rendered.keys) + 1
             if need < self.runner.metadata.max_context_len:
                 break

@@ -17,6 +17,26 @@ from mmcore.testing import DecoderSpec, ProgramSpec, build_program, build_tokeni
 ProgramFactory = Callable[..., Path]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def executorch_llm_custom_ops() -> None:
+    """ExecuTorch's own LLM custom-ops library, loaded before any test runs a program.
+
+    The C++ runner binding (the reference) shares the runtime's kernel registry with mmcore. With
+    ExecuTorch's `llama::` kernels registered first, mmcore leaves those operators to them
+    (mmcore.kernels), so an in-process reference never runs mmcore's own kernels; tests of those
+    kernels run mmcore in a subprocess (tests/test_llm_custom_ops.py).
+    """
+    import ctypes
+    import os
+
+    from mmcore import kernels, native
+
+    root = native.executorch_root()
+    if root is not None:
+        with kernels.quiet_stderr():
+            ctypes.CDLL(str(root / "extension/llm/custom_ops/libcustom_ops_aot_lib.so"), mode=os.RTLD_GLOBAL)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
     return build_tokenizer()

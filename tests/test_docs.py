@@ -64,3 +64,21 @@ def test_config_page_names_every_key_of_every_settings_model(model):
     text = (DOCS / "config.md").read_text()
     missing = [name for name in model.model_fields if f"`{name}`" not in text]
     assert not missing, f"docs/config.md does not document {model.__name__} keys {missing}"
+
+
+def _support_table(page: str) -> list[str]:
+    """The rows of a page's per-family support table (the lines starting with `| ` after its title)."""
+    text = (DOCS / page).read_text()
+    section = re.split(r"^## (?:Support per family|What runs, per family)", text, flags=re.M)[1]
+    section = re.split(r"^## ", section, flags=re.M)[0]
+    return [line for line in section.splitlines() if line.startswith("|")]
+
+
+def test_support_tables_agree_and_name_tests_that_exist():
+    rows = _support_table("adapters.md")
+    assert rows == _support_table("executorch-differences.md")
+    assert len(rows) == 9  # header, rule, seven families
+    named = {name for row in rows for name in re.findall(r"`([\w/]+\.py)`", row)}
+    assert named, "the table names no tests"
+    tests = Path(__file__).resolve().parent
+    assert sorted(n for n in named if not (tests / n).is_file()) == []

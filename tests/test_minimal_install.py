@@ -206,3 +206,26 @@ def test_demo_runs_without_torch_once_exported(minimal_env):
     assert minimal.returncode == 0, minimal.stderr[-3000:]
     assert minimal.stdout == reference.stdout
     assert "circle" in minimal.stdout
+
+
+def test_custom_op_program_runs_without_torch_like_the_cpp_runner(minimal_env, vocab_size, tokenizer_dir, cpp):
+    """An export_llm program with ExecuTorch's llama:: custom SDPA and KV-cache ops, on mmcore's kernels."""
+    from mmcore import kernels
+    from mmcore.testing.llama_export import LlamaExportSpec, build_llama_program
+
+    pte = build_llama_program(LlamaExportSpec(vocab_size=vocab_size)).pte
+    script = """
+import json, sys
+from mmcore import GenerationConfig
+from mmcore.runner import TextLLMRunner
+runner = TextLLMRunner(sys.argv[1], sys.argv[2])
+ids = runner.generate(sys.argv[3], GenerationConfig(echo=False, temperature=0.0, max_new_tokens=10, num_bos=1)).tokens
+print(json.dumps({"ids": ids, "native": type(runner.program.method("forward")).__name__,
+                  "torch_imported": "torch" in sys.modules}))
+"""
+    prompt = "the quick brown fox jumps over the lazy dog"
+    minimal = _run(minimal_env, script, str(pte), str(tokenizer_dir), prompt)
+    kernels.prepare(pte)  # here ExecuTorch's own llama:: kernels run the reference (tests/conftest.py)
+
+    assert minimal["ids"] == cpp.generate(cpp.text(pte), prompt, 10, num_bos=1)
+    assert minimal["native"] == "NativeMethod" and minimal["torch_imported"] is False

@@ -5,6 +5,10 @@ A model subclasses `Settings` (unknown keys rejected, no type coercion: ``"false
 boolean). `validate_table(Model, table, where)` validates a table and turns pydantic's errors into a
 `ConfigError` naming the key's TOML path (``image.max_pixels``), what was expected and what was given.
 Plugins contribute models for their tables through the `mmcore_register_settings` hook.
+
+pydantic is imported with the first settings model (`Settings` lives in `mmcore.settings.base`
+and is imported from here on first use), so reading a TOML file or registering nothing costs no
+pydantic import: `mmcore run` without settings tables never imports it.
 """
 
 from __future__ import annotations
@@ -13,25 +17,32 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmcore.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from mmcore.settings.base import Settings
+
 __all__ = ["Settings", "SettingsRegistrar", "read_toml", "validate_table", "error_path"]
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 
-class Settings(BaseModel):
-    """Base of mmcore's settings models: strict types, unknown keys rejected, immutable."""
+def __getattr__(name: str) -> Any:
+    if name == "Settings":
+        from mmcore.settings.base import Settings
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+        return Settings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def validate_table(model: type[M], table: Any, where: str) -> M:
     """`table` (a TOML table) validated by `model`; raises `ConfigError` naming the bad key's path."""
+    from pydantic import ValidationError
+
     if not isinstance(table, Mapping):
         raise ConfigError(f"config key '{where}' must be a table ([{where}]), got {type(table).__name__}")
     try:
@@ -93,6 +104,8 @@ class SettingsRegistrar:
 
     def add(self, table: str, model: type[BaseModel]) -> None:
         """Register `model` (a pydantic model class) as the schema and validation of the `[table]` table."""
+        from pydantic import BaseModel
+
         from mmcore.errors import PluginError
 
         plugin = self.plugin

@@ -58,7 +58,7 @@ def encoder_calls() -> Any:
             calls.append(id(span.item))
             return encode(span, where=where)
 
-        model.renderer.context = type(model.renderer.context)(model.renderer.context.registry, counting)
+        model.renderer.context = dataclasses.replace(model.renderer.context, encoder=counting)
         return calls
 
     return attach

@@ -10,8 +10,16 @@ directory, then compare a runner with Hugging Face ``generate``::
 """
 
 from mmcore.testing.hf._family import NEVER_TOKEN, HFInputs, Message, Modality
-from mmcore.testing.hf.build import FAMILIES, HF_REVISION, FamilyName, HFModelDir, build_hf_model, hf_cache_key
-from mmcore.testing.hf.export import MAX_LENGTH, Recipe, export_hf_program
+from mmcore.testing.hf.build import (
+    FAMILIES,
+    HF_REVISION,
+    FamilyName,
+    HFModelDir,
+    build_hf_model,
+    build_hf_variant,
+    hf_cache_key,
+)
+from mmcore.testing.hf.export import MAX_LENGTH, ExportOptions, Recipe, export_hf_folder, export_hf_program
 from mmcore.testing.hf.reference import hf_generate, hf_inputs, load_hf_model, processor_segments
 
 __all__ = [
@@ -19,6 +27,7 @@ __all__ = [
     "HF_REVISION",
     "MAX_LENGTH",
     "NEVER_TOKEN",
+    "ExportOptions",
     "FamilyName",
     "HFInputs",
     "HFModelDir",
@@ -26,6 +35,8 @@ __all__ = [
     "Modality",
     "Recipe",
     "build_hf_model",
+    "build_hf_variant",
+    "export_hf_folder",
     "export_hf_program",
     "hf_cache_key",
     "hf_generate",

@@ -6,7 +6,9 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,7 @@ __all__ = [
     "FamilyName",
     "HFModelDir",
     "build_hf_model",
+    "build_hf_variant",
     "get_family",
     "hf_cache_key",
 ]
@@ -95,10 +98,12 @@ class HFModelDir:
         """Where :func:`export_hf_program` writes the XNNPACK program (may not exist yet)."""
         return self.pte_for("xnnpack")
 
-    def pte_for(self, recipe: str, max_length: int = 128) -> Path:
-        """Where :func:`export_hf_program` writes the program of ``recipe`` (may not exist yet)."""
+    def pte_for(self, recipe: str, max_length: int = 128, options: str = "") -> Path:
+        """Where :func:`export_hf_program` writes the program of ``recipe`` (may not exist yet);
+        ``options`` is :meth:`ExportOptions.suffix`."""
         name = "model" if recipe == "xnnpack" else f"model-{recipe}"
-        return self.path / (f"{name}.pte" if max_length == 128 else f"{name}-{max_length}.pte")
+        name = name if max_length == 128 else f"{name}-{max_length}"
+        return self.path / (f"{name}-{options}.pte" if options else f"{name}.pte")
 
     @property
     def image_token_id(self) -> int | None:
@@ -159,4 +164,24 @@ def build_hf_model(family: FamilyName | str, cache_dir: Path | None = None) -> H
 
             atomic_dir(target, fill)
             logger.info("built tiny %s model in %.1f s", fam.name, time.perf_counter() - start)
+    return HFModelDir.load(target)
+
+
+def build_hf_variant(
+    family: FamilyName | str, name: str, change: Callable[[Path], None], cache_dir: Path | None = None
+) -> HFModelDir:
+    """A cached copy of ``family``'s folder (without programs) that ``change`` edited once, e.g. a
+    smaller ``sliding_window`` in ``config.json``; ``name`` identifies the change in the cache."""
+    base = build_hf_model(family, cache_dir)
+    target = base.path.with_name(f"{base.path.name}-{name}")
+    if (target / _FACTS_FILE).is_file():
+        return HFModelDir.load(target)
+    with file_lock(base.path.with_name(f".{target.name}.lock")):
+        if not (target / _FACTS_FILE).is_file():
+
+            def fill(tmp: Path) -> None:
+                shutil.copytree(base.path, tmp, ignore=shutil.ignore_patterns("*.pte", ".*"), dirs_exist_ok=True)
+                change(tmp)
+
+            atomic_dir(target, fill)
     return HFModelDir.load(target)

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmcore.adapters import MediaEncoder, MediaSpan, RenderedPrompt, RendererContext, check_media_limits
+from mmcore.adapters import (
+    MediaEncoder,
+    MediaSpan,
+    RenderedPrompt,
+    RendererContext,
+    check_media_limits,
+    check_prompt_fits,
+)
 from mmcore.chat import Message, content_parts, part_to_input
 from mmcore.errors import InvalidInputError
 from mmcore.inputs import TokensInput
@@ -81,6 +88,7 @@ class _PromptRendering:
     """`render` for renderers that build a `RenderedPrompt` first (the subclass's `render_prompt`)."""
 
     context: RendererContext
+    program: str | Path
 
     def render_prompt(
         self,
@@ -106,6 +114,7 @@ class _PromptRendering:
         encoder = self.context.encoder
         if encoder is None:
             return prompt.inputs()
+        check_prompt_fits(prompt, self.context.max_positions, program=self.program)
         return _encoded(prompt, encoder)
 
 

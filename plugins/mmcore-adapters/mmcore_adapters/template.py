@@ -1,61 +1,14 @@
-"""Jinja chat templates rendered as transformers' `apply_chat_template` renders them."""
+"""Jinja chat templates rendered as transformers' `apply_chat_template` renders them (jinja2 is
+imported with the first template)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from functools import lru_cache
 from typing import Any
-
-import jinja2
-import jinja2.ext
-from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mmcore.errors import AdapterError, InvalidInputError
 
 __all__ = ["ChatTemplate"]
-
-
-class _GenerationBlock(jinja2.ext.Extension):
-    """``{% generation %}...{% endgeneration %}`` (assistant-mask markers) renders its body unchanged."""
-
-    tags = {"generation"}  # noqa: RUF012 - jinja2's declared class attribute
-
-    def parse(self, parser: Any) -> nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        call = self.call_method("_render_body")
-        return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
-
-    def _render_body(self, caller: Any) -> str:
-        return str(caller())
-
-
-def _raise_exception(message: str) -> None:
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(
-    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
-) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-@lru_cache(maxsize=32)
-def _compile(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
-    )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env.from_string(source)
 
 
 class ChatTemplate:
@@ -66,8 +19,12 @@ class ChatTemplate:
         self.source = source
         self.variables = dict(variables or {})
         self.origin = origin
+        import jinja2
+
+        from mmcore_adapters._jinja import compile_template
+
         try:
-            self._template = _compile(source)
+            self._template = compile_template(source)
         except jinja2.TemplateSyntaxError as exc:
             raise AdapterError(
                 f"the {origin} is not a valid Jinja template (line {exc.lineno}: {exc.message}); fix the template "
@@ -83,6 +40,8 @@ class ChatTemplate:
     ) -> str:
         """The prompt text of `messages` (`add_generation_prompt` as in `apply_chat_template`);
         `template_kwargs` are extra template variables (``tools``, ``documents``, ``enable_thinking``...)."""
+        import jinja2
+
         variables = {"tools": None, "documents": None, **self.variables, **(template_kwargs or {})}
         try:
             return str(

@@ -15,7 +15,7 @@ from mmcore.inputs import EmbeddingsInput
 from mmcore.registry import PrefillContext
 from mmcore_audio.inputs import AudioInput
 from mmcore_audio.processor import AudioProcessor
-from mmcore_audio.settings import SETTING_KEYS, AudioSettings
+from mmcore_audio.settings import AudioSettings
 
 __all__ = ["AudioHandler", "AUDIO_ENCODER"]
 
@@ -33,12 +33,17 @@ class AudioHandler:
 
     name = "audio"
     input_types: tuple[type, ...] = (AudioInput,)
-    #: Keys accepted in the audio settings table (config files, adapters).
-    settings_keys = SETTING_KEYS
 
     def __init__(self) -> None:
         self._processors: dict[AudioSettings, AudioProcessor] = {}
         self._lock = threading.Lock()
+
+    @property
+    def settings_keys(self) -> tuple[str, ...]:
+        """Keys accepted in the audio settings table (config files, adapters)."""
+        from mmcore_audio.table import SETTING_KEYS
+
+        return SETTING_KEYS
 
     def settings(self, ctx: PrefillContext) -> AudioSettings:
         """The settings in force for the context's program and settings."""

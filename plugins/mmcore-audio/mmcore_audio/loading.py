@@ -9,10 +9,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import soundfile
-import soxr
 
-from mmcore.arrays import BFLOAT16, as_array, is_tensor
+from mmcore.arrays import as_array, is_bfloat16, is_tensor
 from mmcore.errors import InvalidInputError
 from mmcore_audio.inputs import AudioInput
 
@@ -86,6 +84,8 @@ def resample(mono: FloatArray, from_rate: float, to_rate: float, quality: str = 
     """Band-limited (soxr) resampling of mono float32 samples; unchanged when the rates are equal."""
     if from_rate == to_rate:
         return mono
+    import soxr  # imported when audio is first resampled
+
     out: FloatArray = soxr.resample(mono, from_rate, to_rate, quality=quality)
     return out
 
@@ -114,6 +114,8 @@ def load_mono(item: AudioInput, sample_rate: int, *, quality: str = "HQ", where:
 
 
 def _decode_file(source: Any, sample_rate: float | None, where: str) -> Waveform:
+    import soundfile  # imported when a file is first decoded (libsndfile loads with it)
+
     try:
         with soundfile.SoundFile(source) as audio:
             rate = float(audio.samplerate)
@@ -160,7 +162,7 @@ def _from_array(source: Any, sample_rate: float | None, where: str) -> Waveform:
 
 def _as_numpy(source: Any) -> np.ndarray[Any, Any]:
     array = as_array(source)  # torch tensors converted, sharing memory
-    return array.astype(np.float32) if array.dtype in (BFLOAT16, np.float16) else array
+    return array.astype(np.float32) if is_bfloat16(array.dtype) or array.dtype == np.float16 else array
 
 
 def _as_float(samples: np.ndarray[Any, Any], where: str) -> FloatArray:

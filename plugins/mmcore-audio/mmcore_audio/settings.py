@@ -1,23 +1,27 @@
-"""Audio settings: defaults read from the encoder's input shape, overridable per model or config."""
+"""Audio settings: defaults read from the encoder's input shape, overridable per model or config.
+
+The `[audio]` table's pydantic model (`AudioTable`, `SETTING_KEYS`) lives in `mmcore_audio.table`
+and is imported from here on first use: audio with no settings imports no pydantic.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, model_validator
 
 from mmcore.arrays import numpy_dtype
 from mmcore.errors import ConfigError
 from mmcore.program import TensorSpec
-from mmcore.settings import Settings, validate_table
 from mmcore_audio.loading import RESAMPLE_QUALITIES
 from mmcore_audio.mel import MelConfig
+
+if TYPE_CHECKING:
+    from mmcore_audio.table import SETTING_KEYS, AudioTable
 
 __all__ = ["AudioSettings", "AudioTable", "EncoderKind", "SETTING_KEYS"]
 
@@ -25,75 +29,24 @@ logger = logging.getLogger(__name__)
 
 EncoderKind = Literal["mel", "raw"]
 
-Positive = Annotated[int, Field(ge=1)]
-_OLD_RATE, _RATE = "sample_rate", "sampling_rate"
+
+def __getattr__(name: str) -> Any:
+    if name in ("AudioTable", "SETTING_KEYS"):
+        from mmcore_audio import table
+
+        return getattr(table, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class AudioTable(Settings):
-    """The `[audio]` table. `sampling_rate`, `n_fft`, `hop_length`, `chunk_length` and
-    `n_samples` are named as in a feature extractor's `preprocessor_config.json`; the old name
-    `sample_rate` is accepted with a `DeprecationWarning`. Unset keys come from the encoder's input."""
+def _overrides(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`AudioTable.parse(settings).overrides()`; an empty table needs no validation."""
+    if not settings:
+        return {}  # no key set (tests/plugins check it)
+    from mmcore_audio.table import AudioTable
 
-    model_config = ConfigDict(json_schema_extra=lambda schema: _deprecated_rate(schema))
-
-    sampling_rate: Positive | None = Field(default=None, description="the model's sample rate in Hz (default 16000)")
-    n_mels: Positive | None = Field(default=None, description="mel bins (must match the encoder input)")
-    n_fft: Positive | None = Field(default=None, description="FFT size (default 400)")
-    hop_length: Positive | None = Field(default=None, description="samples between frames (default 160)")
-    n_frames: Positive | None = Field(default=None, description="frames per window (default: the encoder input's)")
-    chunk_length: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
-        default=None, description="seconds per window (instead of n_frames)"
-    )
-    n_samples: Positive | None = Field(default=None, description="samples a raw-waveform encoder takes")
-    f_min: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
-        default=None, description="lowest mel frequency"
-    )
-    f_max: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
-        default=None, description="highest mel frequency"
-    )
-    max_chunks: Positive | None = Field(default=None, description="most windows one input may have")
-    batch_size: Positive | None = Field(default=None, description="most windows per encoder call")
-    truncate: bool | None = Field(default=None, description="cut audio longer than the maximum instead of failing")
-    padding: Literal["max_length", "none"] | None = Field(default=None, description="pad the last window with zeros")
-    chunk_mode: Literal["separate", "joint"] | None = Field(
-        default=None, description="window-by-window or joint extraction"
-    )
-    resample_quality: Literal[RESAMPLE_QUALITIES] | None = Field(default=None, description="soxr quality preset")  # type: ignore[valid-type]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _old_names(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and _OLD_RATE in data:
-            if _RATE in data:
-                raise ValueError(f"give {_RATE} only ({_OLD_RATE} is its old name)")
-            warnings.warn(
-                f"audio setting '{_OLD_RATE}' is deprecated; use '{_RATE}' (the preprocessor_config.json name)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            data = {(_RATE if k == _OLD_RATE else k): v for k, v in data.items()}
-        return data
-
-    @classmethod
-    def parse(cls, settings: Mapping[str, Any]) -> AudioTable:
-        """The table validated; `ConfigError` naming ``audio.<key>`` otherwise."""
-        return validate_table(cls, settings, "audio")
-
-    def overrides(self) -> dict[str, Any]:
-        """The keys set, by `AudioSettings`' field names."""
-        values = {name: getattr(self, name) for name in self.model_fields_set if getattr(self, name) is not None}
-        if _RATE in values:
-            values[_OLD_RATE] = values.pop(_RATE)
-        return values
+    return AudioTable.parse(settings).overrides()
 
 
-def _deprecated_rate(schema: dict[str, Any]) -> None:
-    properties = schema.setdefault("properties", {})
-    properties[_OLD_RATE] = {"type": "integer", "minimum": 1, "deprecated": True, "description": f"use {_RATE}"}
-
-
-#: Keys the `[audio]` table accepts (`sample_rate` too, deprecated).
-SETTING_KEYS: tuple[str, ...] = (*AudioTable.model_fields, _OLD_RATE)
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 _FLOAT32: np.dtype[Any] = np.dtype(np.float32)
 
@@ -193,7 +146,7 @@ class AudioSettings:
     def for_encoder(cls, spec: TensorSpec, overrides: Mapping[str, Any] | None = None) -> AudioSettings:
         """Settings for an encoder whose input 0 is `spec`: rank 3 -> "mel" `[B, n_mels, n_frames]`
         (B, n_frames upper bounds), rank 2 -> "raw" `[1, n_samples]`; `overrides` from the settings."""
-        values = AudioTable.parse(overrides or {}).overrides()
+        values = _overrides(overrides)
         base: dict[str, Any] = {"dtype": spec.dtype}
         if spec.rank == 3:
             batch, n_mels, n_frames = spec.shape

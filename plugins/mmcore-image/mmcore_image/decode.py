@@ -7,6 +7,8 @@ show whatever colour hides under transparent pixels).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import os
 import struct
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from mmcore.arrays import BFLOAT16, as_array, is_tensor
+from mmcore.arrays import as_array, is_bfloat16, is_tensor
 from mmcore.errors import InvalidInputError
 
 __all__ = ["ALLOWED_FORMATS", "decode_image", "to_rgb"]
@@ -26,6 +28,11 @@ __all__ = ["ALLOWED_FORMATS", "decode_image", "to_rgb"]
 #: Encoded formats Pillow may open; others (EPS needs Ghostscript, ...) are refused.
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "PPM", "TGA", "ICO")
 
+# The Pillow plugin module of each allowed format (PIL.<name>ImagePlugin).
+_FORMAT_PLUGINS = {
+    "JPEG": "Jpeg", "PNG": "Png", "WEBP": "WebP", "AVIF": "Avif", "GIF": "Gif", "BMP": "Bmp", "TIFF": "Tiff",
+    "PPM": "Ppm", "TGA": "Tga", "ICO": "Ico",
+}  # fmt: skip
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -66,6 +73,15 @@ def decode_image(
     return to_rgb(image, background)
 
 
+def rgb_pixels(source: Any, *, what: str, max_pixels: int) -> np.ndarray[Any, Any] | None:
+    """`source` itself when it already is RGB pixels (a uint8 numpy array `[H, W, 3]`, as tiles and
+    crops are), checked like a decoded image; None for anything `decode_image` must convert."""
+    if not (isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3 and source.shape[2] == 3):
+        return None
+    _check_pixels((source.shape[1], source.shape[0]), max_pixels, what)
+    return np.ascontiguousarray(source)
+
+
 def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """`image` in RGB mode.
 
@@ -92,8 +108,21 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     return image.convert("RGB")
 
 
+@functools.cache
+def _register_allowed_formats() -> None:
+    """Import the Pillow plugins of `ALLOWED_FORMATS` only. `Image.open(formats=...)` imports all of
+    Pillow's ~45 plugins (`Image.init()`) the first time it tries a format not registered yet,
+    which costs more than decoding a small image."""
+    for name in ALLOWED_FORMATS:
+        try:
+            importlib.import_module(f"PIL.{_FORMAT_PLUGINS[name]}ImagePlugin")
+        except ImportError:  # this Pillow lacks the format: Image.open falls back to Image.init()
+            continue
+
+
 def _open(source: Any, what: str, max_pixels: int, draft_size: DraftSize | None, exif_orientation: bool) -> Image.Image:
     stream = _stream(source, what)
+    _register_allowed_formats()
     try:
         image = Image.open(stream, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
@@ -158,7 +187,7 @@ def _stream(source: Any, what: str) -> io.BytesIO | Path:
 def _from_array(source: Any, what: str, max_pixels: int) -> Image.Image:
     from_tensor = not isinstance(source, np.ndarray)  # torch tensors are CHW by convention
     array = as_array(source)
-    if array.dtype in (BFLOAT16, np.float16):
+    if is_bfloat16(array.dtype) or array.dtype == np.float16:
         array = array.astype(np.float32)
     shape = list(array.shape)
     if array.ndim == 4 and array.shape[0] == 1:

@@ -39,15 +39,18 @@ def placement(height: int, width: int, s: PreprocessSettings) -> Placement:
     return Placement(resized, (src_y, src_x, rows, cols), (dst_y, dst_x))
 
 
-def fit(image: Image.Image, s: PreprocessSettings, table: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
-    """RGB pixels `[H, W, 3]` uint8 of exactly `s.size` after the configured resize, crop and padding.
+def fit(
+    image: Image.Image | np.ndarray[Any, Any], s: PreprocessSettings, table: np.ndarray[Any, Any] | None = None
+) -> np.ndarray[Any, Any]:
+    """RGB pixels `[H, W, 3]` uint8 of exactly `s.size` after the configured resize, crop and padding,
+    from an RGB image or its pixels `[h, w, 3]` uint8.
 
     With `table` (float32 `[3, 256]`), returns each channel mapped through it instead: float32
     `[3, H, W]`.
     """
-    pixels = np.asarray(image)  # [h, w, 3] uint8
+    pixels = image if isinstance(image, np.ndarray) else np.asarray(image)  # [h, w, 3] uint8
     if s.pre_resize_longest_edge is not None:
-        size = longest_edge_size(image.height, image.width, s.pre_resize_longest_edge)
+        size = longest_edge_size(pixels.shape[0], pixels.shape[1], s.pre_resize_longest_edge)
         if size != pixels.shape[:2]:
             pixels = resize_window(pixels, size, s.resample)
     place = placement(pixels.shape[0], pixels.shape[1], s)

@@ -18,7 +18,7 @@ from mmcore.program import Program
 from mmcore.registry import PrefillContext, SettingsKey
 from mmcore_image.inputs import ImageInput, describe_source
 from mmcore_image.preprocess import ImagePreprocessor
-from mmcore_image.settings import SETTING_NAMES, PreprocessSettings
+from mmcore_image.settings import PreprocessSettings
 
 __all__ = ["ImageHandler", "VISION_ENCODER"]
 
@@ -34,13 +34,18 @@ class ImageHandler:
 
     name = "image"
     input_types: tuple[type, ...] = (ImageInput, Image.Image)
-    #: Keys accepted in the image settings table (config files, adapters).
-    settings_keys = SETTING_NAMES
 
     def __init__(self) -> None:
         self._cache: weakref.WeakKeyDictionary[Program, dict[SettingsKey, ImagePreprocessor]] = (
             weakref.WeakKeyDictionary()
         )
+
+    @property
+    def settings_keys(self) -> frozenset[str]:
+        """Keys accepted in the image settings table (config files, adapters)."""
+        from mmcore_image.table import SETTING_NAMES
+
+        return SETTING_NAMES
 
     def settings_for(self, ctx: PrefillContext) -> PreprocessSettings:
         """The preprocessing settings of `ctx`: its image settings plus the encoder's input spec."""

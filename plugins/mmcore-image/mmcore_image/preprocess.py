@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from mmcore_image.decode import decode_image
+from mmcore_image.decode import decode_image, rgb_pixels
 from mmcore_image.geometry import first_resize_size, fit
 from mmcore_image.inputs import ImageSource, describe_source
 from mmcore_image.settings import PreprocessSettings
@@ -28,13 +28,19 @@ class ImagePreprocessor:
         Raises `mmcore.errors.InvalidInputError` when the source cannot be used.
         """
         s = self.settings
-        image = decode_image(
-            source,
-            what=what or f"image {describe_source(source)}",
-            max_pixels=s.max_pixels,
-            background=s.background,
-            exif_orientation=s.exif_orientation,
-            draft_size=(lambda w, h: first_resize_size(w, h, s)) if s.jpeg_draft else None,
+        label = what or f"image {describe_source(source)}"
+        pixels = rgb_pixels(source, what=label, max_pixels=s.max_pixels)  # tiles and crops skip Pillow
+        image = (
+            pixels
+            if pixels is not None
+            else decode_image(
+                source,
+                what=label,
+                max_pixels=s.max_pixels,
+                background=s.background,
+                exif_orientation=s.exif_orientation,
+                draft_size=(lambda w, h: first_resize_size(w, h, s)) if s.jpeg_draft else None,
+            )
         )
         return to_encoder_input(fit(image, s, table_for(s)), s)  # [1, 3, H, W] or [3, H, W]
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-import sentencepiece
+from typing import TYPE_CHECKING
 
 from mmcore.errors import TokenizerError
 from mmcore_text._common import TokenizerBase, require_file
+
+if TYPE_CHECKING:
+    import sentencepiece
 
 __all__ = ["SentencePieceTokenizer", "SentencePieceLoader"]
 
@@ -31,6 +33,8 @@ class SentencePieceTokenizer(TokenizerBase):
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SentencePieceTokenizer:
         """Load a SentencePiece `.model` file."""
+        import sentencepiece  # imported with the first SentencePiece model
+
         target = require_file(Path(path), "SentencePiece .model")
         processor = sentencepiece.SentencePieceProcessor()
         try:

@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import tiktoken
-
 from mmcore.errors import TokenizerError
 from mmcore_text._common import TokenizerBase, require_file
 
@@ -39,6 +37,8 @@ class TekkenTokenizer(TokenizerBase):
         source: str = "tekken",
     ) -> None:
         self._n_special = len(specials)
+        import tiktoken  # imported with the first tiktoken encoding
+
         self._encoding = tiktoken.Encoding(
             Path(source).stem or "tekken", pat_str=pattern, mergeable_ranks=dict(ranks), special_tokens={}
         )

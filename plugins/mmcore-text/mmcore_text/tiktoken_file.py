@@ -10,8 +10,6 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import tiktoken
-
 from mmcore.errors import TokenizerError
 from mmcore_text._common import TokenizerBase, read_head, require_file
 
@@ -104,6 +102,8 @@ class TiktokenTokenizer(TokenizerBase):
     ) -> None:
         num_base = len(mergeable_ranks)
         self._special = {token: num_base + i for i, token in enumerate(special_tokens)}
+        import tiktoken  # imported with the first tiktoken encoding
+
         self._encoding = tiktoken.Encoding(
             Path(source).name or "tiktoken",
             pat_str=pattern,
