@@ -240,7 +240,7 @@ async def clients(live: LiveServer, n: int, requests: int, tokens: int) -> tuple
 
 
 def throughput(pte: Path, tokenizer: Path, requests: int, tokens: int) -> None:
-    print(f"\n## Throughput ({pte.name}; {requests} requests per client, {tokens} tokens each, streamed)")
+    print(f"\n## Throughput ({pte.name}; {requests} requests per client, {tokens} tokens each, streamed; {load()})\n")
     print("| slots | clients | requests/s | per-token latency (median) |\n|---|---|---|---|")
     for parallel in (1, 2):
         with server(pte, tokenizer, "--parallel", str(parallel)) as live:
