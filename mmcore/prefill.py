@@ -137,11 +137,14 @@ class MultimodalPrefiller:
         return segment
 
     def prefill(self, segments: Sequence[Segment], start_pos: int) -> npt.NDArray[Any]:
-        """Write segments at increasing positions; logits `[V]` after the last row (a copy)."""
+        """Write segments at increasing positions; logits `[V]` after the last row (a copy).
+
+        Adjacent token segments (a cached answer's tail and the next message, say) are written
+        together, in as few decoder calls as the chunk size allows: each call has a fixed cost."""
         logits: npt.NDArray[Any] = np.empty(0, dtype=np.float32)
         pos = start_pos
         step = self.chunk_size
-        for segment in segments:
+        for segment in _merge_tokens(segments):
             if isinstance(segment, TokensInput):
                 logits = self.decoder.prefill_ids(segment.ids, pos, step)  # a copy
                 pos += len(segment.ids)
@@ -181,3 +184,14 @@ class MultimodalPrefiller:
         raise InvalidInputError(
             f"{what}: its plugin's prefill returned {type(segment).__name__}; expected TokensInput or EmbeddingsInput"
         )
+
+
+def _merge_tokens(segments: Sequence[Segment]) -> list[Segment]:
+    """`segments` with each run of adjacent `TokensInput`s joined into one."""
+    out: list[Segment] = []
+    for segment in segments:
+        if isinstance(segment, TokensInput) and out and isinstance(out[-1], TokensInput):
+            out[-1] = TokensInput([*out[-1].ids, *segment.ids])
+        else:
+            out.append(segment)
+    return out

@@ -173,3 +173,23 @@ def test_top_logprobs_match_a_reference_loop_over_the_program_logits(runner):
         assert np.allclose([v for _, v in top], reference[order], atol=1e-4)
         logits = runner.decoder.step_token(token, pos).copy()
         pos += 1
+
+
+def test_adjacent_token_segments_are_written_in_one_decoder_call(runner, monkeypatch):
+    """A re-sent conversation's new part (an answer's tail, then the next message) is one write."""
+    from mmcore import TokensInput
+
+    first, second = runner.tokenizer.encode("the quick brown"), runner.tokenizer.encode("fox jumps")
+    expected = runner.generate([TokensInput(first + second)], GREEDY)
+    runner.reset()
+    calls: list[int] = []
+    original = runner.decoder.prefill_ids
+
+    def counted(ids, start_pos, chunk):
+        calls.append(len(ids))
+        return original(ids, start_pos, chunk)
+
+    monkeypatch.setattr(runner.decoder, "prefill_ids", counted)
+    result = runner.generate([TokensInput(first), TokensInput(second)], GREEDY)
+    assert calls == [len(first) + len(second)]
+    assert result.tokens == expected.tokens

@@ -92,7 +92,9 @@ def replica_runner(model: ChatModel) -> tuple[MultimodalRunner, Any]:
     """A second runner of `model`'s program (its own KV cache) and a chat renderer bound to it.
 
     The program file is opened again (ExecuTorch maps its constant data, so the weights' pages
-    are shared by the OS); tokenizer, settings, stop tokens and generation defaults are the model's.
+    are shared by the OS); tokenizer, settings, stop tokens, generation defaults and the encoder
+    cache (thread-safe, keyed by content) are the model's, so an image any slot has encoded is
+    encoded once and held once.
     """
     base = model.runner
     program = Program(base.program.path, data_path=base.program.data_path, native=base.program.native)
@@ -101,6 +103,7 @@ def replica_runner(model: ChatModel) -> tuple[MultimodalRunner, Any]:
         base.tokenizer,
         plugin_manager=base.plugin_manager,
         modality_settings=base.modality_settings,
+        encoder_cache=base.encoder_cache if base.encoder_cache is not None else False,
     )
     runner.metadata = base.metadata
     runner.generation_config = base.generation_config
