@@ -4,9 +4,11 @@ and results equal to single `mmcore run` calls whatever the worker count."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import signal
 import subprocess
+import sys
 
 import pytest
 from batch_support import (
@@ -164,6 +166,28 @@ def test_a_pool_of_two_gives_the_same_results(options, requests_file, inline_out
     assert {k: answer_of(v) for k, v in pooled.items()} == {k: answer_of(v) for k, v in inline_output.items()}
     rerun = run_batch(requests_file, out, ProcessPoolEngine(options, 2))
     assert rerun.stats.skipped == len(pooled) and rerun.stats.done == 0 and len(read_output(out)) == len(pooled)
+
+
+def test_pool_workers_do_not_import_the_jobs_main_script(tmp_path, options, requests_file, inline_output):
+    """multiprocessing re-imports the parent's main script in every child unless told otherwise; a
+    job started from a script that imports torch then paid ~150 MiB per worker."""
+    marks = tmp_path / "imported-by.txt"
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, sys\n"
+        f"open({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')  # every process importing this script\n"
+        "from mmcore.batch import ModelOptions, ProcessPoolEngine, run_batch\n"
+        "if __name__ == '__main__':\n"
+        f"    options = ModelOptions(**{dataclasses.asdict(options)!r})\n"
+        "    result = run_batch(sys.argv[1], sys.argv[2], ProcessPoolEngine(options, 2))\n"
+        "    assert result.finished and sorted(result.stats.worker_seconds) == ['worker-0', 'worker-1']\n"
+        "    print(os.getpid())\n"
+    )
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, str(script), str(requests_file), str(out)], capture_output=True,
+                          text=True, timeout=300, check=True)  # fmt: skip
+    assert marks.read_text().split() == [done.stdout.strip()]  # the job's process only
+    assert {k: answer_of(v) for k, v in read_output(out).items()} == {k: answer_of(v) for k, v in inline_output.items()}
 
 
 def test_bad_lines_and_bad_media_are_recorded_as_errors(tmp_path, pte, tokenizer_dir):
