@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -219,6 +220,7 @@ def test_bad_lines_and_bad_media_are_recorded_as_errors(tmp_path, pte, tokenizer
         assert line["error"] is not None and line["error"]["message"], custom_id
         assert 400 <= line["response"]["status_code"] < 500, (custom_id, line)
         assert line["response"]["body"]["error"]["message"] == line["error"]["message"]
+        assert not re.search(r"0x[0-9a-fA-F]{6,}", line["error"]["message"]), line  # reproducible: no addresses
     assert "/v1/embeddings" in answers["wrong-url"]["error"]["message"]
     assert "media directory" in answers["outside"]["error"]["message"]
 
