@@ -243,6 +243,17 @@ def memory_rows(label: str, peaks: dict[int, dict[str, int]]) -> Iterator[str]:
                f"{mib['program']:.0f} |")  # fmt: skip
 
 
+def load_label(before: float, after: float) -> str:
+    """How loaded the machine was: the 1-minute load average around the rounds, and a warning when
+    other work competed for the cores (the engines' own load is at most their worker count)."""
+    cpus = os.cpu_count() or 1
+    text = f"Load average {before:.1f} before the rounds, {after:.1f} after, on {cpus} CPUs."
+    if max(before, after) > cpus:
+        text += (" **Measured under load**: other work competed for the cores, so wall-clock rates (and the"
+                 " \"vs loop\" column) say little about scaling; CPU ms/request is the stabler figure.")  # fmt: skip
+    return text
+
+
 # -- main ------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,6 +295,7 @@ def main() -> None:
         engines["Ray, 2 actors"] = lambda: time_engine(RayEngine(options, 2), requests, _job_and_ray)
         workers.update({"Ray, 1 actor": 1, "Ray, 2 actors": 2})
 
+    load_before = os.getloadavg()[0]
     runs: dict[str, list[Run]] = {name: [] for name in engines}
     for round_ in range(args.repeats):
         for name, run in engines.items():
@@ -293,6 +305,7 @@ def main() -> None:
     base = statistics.median(r.rate for r in runs["loop of runner.generate (1 process)"])
     print(f"\n{args.requests} requests, {args.max_tokens} new tokens each (greedy), {args.model} program, "
           f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved rounds\n")  # fmt: skip
+    print(load_label(load_before, os.getloadavg()[0]) + "\n")
     print("| engine | requests/s | vs loop | start-up s | worker ms/request | overhead ms/request | CPU ms/request |")
     print("|---|---|---|---|---|---|---|")
     for name, measured in runs.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import re
 import signal
 import subprocess
@@ -189,6 +190,35 @@ def test_pool_workers_do_not_import_the_jobs_main_script(tmp_path, options, requ
                           text=True, timeout=300, check=True)  # fmt: skip
     assert marks.read_text().split() == [done.stdout.strip()]  # the job's process only
     assert {k: answer_of(v) for k, v in read_output(out).items()} == {k: answer_of(v) for k, v in inline_output.items()}
+
+
+def test_a_worker_shrinks_executorchs_thread_pool_to_its_share(make_spec, program_path, tokenizer_dir, tmp_path):
+    """N workers on C cores: each worker's kernel pool gets C // N threads, not C (the native path's
+    pool, which torch.set_num_threads and the pybindings' reset never reached). In subprocesses, so
+    this test process keeps its own pool."""
+    pte = program_path(make_spec(backend="xnnpack", decoder_max_context_len=512))  # test_structured's program
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import json, sys\n"
+        "from mmcore import kernels\n"
+        "from mmcore.batch import ModelOptions\n"
+        "from mmcore.batch.jsonl import BatchRequest\n"
+        "from mmcore.batch.worker import BatchWorker\n"
+        "threads = int(sys.argv[1]) or None\n"
+        f"worker = BatchWorker(ModelOptions({str(pte)!r}, tokenizer={str(tokenizer_dir)!r}), threads=threads)\n"
+        "body = {'messages': [{'role': 'user', 'content': 'the cat sees'}], 'max_tokens': 6, 'temperature': 0}\n"
+        "line = {'custom_id': 'r', 'method': 'POST', 'url': '/v1/chat/completions', 'body': body}\n"
+        "answer = worker.answer(BatchRequest('r', 1, line)).line['response']['body']['choices']\n"
+        "print(json.dumps([kernels.threadpool_size(), answer]))\n"
+    )
+
+    def run(threads: int) -> list:
+        command = [sys.executable, str(script), str(threads)]
+        return json.loads(subprocess.run(command, capture_output=True, text=True, timeout=300, check=True).stdout)
+
+    (default_size, default_answer), (one_size, one_answer) = run(0), run(1)
+    assert default_size == os.cpu_count() and one_size == 1
+    assert one_answer == default_answer  # the same answer on one thread
 
 
 def test_bad_lines_and_bad_media_are_recorded_as_errors(tmp_path, pte, tokenizer_dir):
