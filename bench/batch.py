@@ -2,7 +2,7 @@
 instance, against a loop of `runner.generate` in one process; Ray's overhead per request; memory
 per worker.
 
-    python3 bench/batch.py                          # tiny program, 64 requests, 3 interleaved rounds
+    python3 bench/batch.py                          # tiny program, 128 requests, 3 interleaved rounds
     python3 bench/batch.py --requests 96 --repeats 5 --max-tokens 64
     python3 bench/batch.py --no-ray                 # local engines only
     python3 bench/batch.py --memory-model 60M       # memory per worker on the ~25 M-parameter program
@@ -258,7 +258,7 @@ def load_label(before: float, after: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny", choices=sorted(MODELS))
-    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=128)  # a few seconds per engine: rates settle
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ray", action="store_true", help="local engines only")
