@@ -2,7 +2,7 @@
 instance, against a loop of `runner.generate` in one process; Ray's overhead per request; memory
 per worker.
 
-    python3 bench/batch.py                          # tiny program, 64 requests, 3 interleaved rounds
+    python3 bench/batch.py                          # tiny program, 128 requests, 3 interleaved rounds
     python3 bench/batch.py --requests 96 --repeats 5 --max-tokens 64
     python3 bench/batch.py --no-ray                 # local engines only
     python3 bench/batch.py --memory-model 60M       # memory per worker on the ~25 M-parameter program
@@ -243,11 +243,22 @@ def memory_rows(label: str, peaks: dict[int, dict[str, int]]) -> Iterator[str]:
                f"{mib['program']:.0f} |")  # fmt: skip
 
 
+def load_label(before: float, after: float) -> str:
+    """How loaded the machine was: the 1-minute load average around the rounds, and a warning when
+    other work competed for the cores (a load above 0.5 before the first round is not ours)."""
+    cpus = os.cpu_count() or 1
+    text = f"Load average {before:.1f} before the rounds, {after:.1f} after, on {cpus} CPUs."
+    if before > 0.5:  # before the rounds, the load is other work
+        text += (" **Measured under load**: other work competed for the cores, so wall-clock rates (and the"
+                 " \"vs loop\" column) understate scaling; CPU ms/request is the stabler figure.")  # fmt: skip
+    return text
+
+
 # -- main ------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny", choices=sorted(MODELS))
-    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=128)  # a few seconds per engine: rates settle
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ray", action="store_true", help="local engines only")
@@ -284,6 +295,7 @@ def main() -> None:
         engines["Ray, 2 actors"] = lambda: time_engine(RayEngine(options, 2), requests, _job_and_ray)
         workers.update({"Ray, 1 actor": 1, "Ray, 2 actors": 2})
 
+    load_before = os.getloadavg()[0]
     runs: dict[str, list[Run]] = {name: [] for name in engines}
     for round_ in range(args.repeats):
         for name, run in engines.items():
@@ -293,6 +305,7 @@ def main() -> None:
     base = statistics.median(r.rate for r in runs["loop of runner.generate (1 process)"])
     print(f"\n{args.requests} requests, {args.max_tokens} new tokens each (greedy), {args.model} program, "
           f"{os.cpu_count()} CPUs, medians of {args.repeats} interleaved rounds\n")  # fmt: skip
+    print(load_label(load_before, os.getloadavg()[0]) + "\n")
     print("| engine | requests/s | vs loop | start-up s | worker ms/request | overhead ms/request | CPU ms/request |")
     print("|---|---|---|---|---|---|---|")
     for name, measured in runs.items():

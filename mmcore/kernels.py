@@ -264,11 +264,16 @@ _THREADPOOL_USERS = (
     "libcustom_ops_aot_lib.so",
 )
 _GET_THREADPOOL = "_ZN10executorch9extension10threadpool14get_threadpoolEv"  # threadpool::get_threadpool()
+_THREAD_COUNT = "_ZNK10executorch9extension10threadpool10ThreadPool16get_thread_countEv"  # get_thread_count()
+_RESET = "_ZN10executorch9extension10threadpool10ThreadPool24_unsafe_reset_threadpoolEj"  # _unsafe_reset_threadpool(n)
 _threadpool_started = False
+_threadpool: int | None = None  # the ThreadPool* once created
+_threadpool_library: ctypes.CDLL | None = None
+_threadpool_limit: int | None = None  # threads for the pool when it is created (limit_threadpool)
 
 
 def _start_threadpool(root: Path) -> None:
-    global _threadpool_started
+    global _threadpool_started, _threadpool, _threadpool_library
     if _threadpool_started:
         return
     _threadpool_started = True
@@ -281,7 +286,41 @@ def _start_threadpool(root: Path) -> None:
         if get_threadpool is not None:
             get_threadpool.restype = ctypes.c_void_p
             get_threadpool.argtypes = []
-            get_threadpool()
+            _threadpool = get_threadpool()
+            _threadpool_library = handle
+            if _threadpool_limit is not None:
+                _shrink_threadpool(_threadpool_limit)  # before any program or delegate uses it
+
+
+def threadpool_size() -> int | None:
+    """Threads of ExecuTorch's kernel thread pool in this process; None when no program loaded so
+    far needed it (portable kernels only)."""
+    count = getattr(_threadpool_library, _THREAD_COUNT, None)
+    if not _threadpool or count is None:
+        return None
+    count.restype = ctypes.c_size_t
+    count.argtypes = [ctypes.c_void_p]
+    return int(count(_threadpool))
+
+
+def limit_threadpool(threads: int) -> bool:
+    """Give ExecuTorch's kernel thread pool (one thread per core by default) at most `threads`
+    threads in this process. Call it before loading a program: the pool is shrunk as it is created,
+    before any delegate holds it (resetting a pool that kernels have used can hang). False, and the
+    pool left alone, when it already exists."""
+    global _threadpool_limit
+    _threadpool_limit = threads
+    return not _threadpool_started
+
+
+def _shrink_threadpool(threads: int) -> None:
+    size = threadpool_size()
+    reset = getattr(_threadpool_library, _RESET, None)
+    if size is None or size <= threads or reset is None:
+        return
+    reset.restype = ctypes.c_bool
+    reset.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+    reset(_threadpool, threads)  # (inside _start_threadpool's quiet_stderr: the runtime logs the reset)
 
 
 def _load(library: Path) -> None:

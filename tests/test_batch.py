@@ -4,9 +4,13 @@ and results equal to single `mmcore run` calls whatever the worker count."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import os
+import re
 import signal
 import subprocess
+import sys
 
 import pytest
 from batch_support import (
@@ -166,6 +170,57 @@ def test_a_pool_of_two_gives_the_same_results(options, requests_file, inline_out
     assert rerun.stats.skipped == len(pooled) and rerun.stats.done == 0 and len(read_output(out)) == len(pooled)
 
 
+def test_pool_workers_do_not_import_the_jobs_main_script(tmp_path, options, requests_file, inline_output):
+    """multiprocessing re-imports the parent's main script in every child unless told otherwise; a
+    job started from a script that imports torch then paid ~150 MiB per worker."""
+    marks = tmp_path / "imported-by.txt"
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, sys\n"
+        f"open({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')  # every process importing this script\n"
+        "from mmcore.batch import ModelOptions, ProcessPoolEngine, run_batch\n"
+        "if __name__ == '__main__':\n"
+        f"    options = ModelOptions(**{dataclasses.asdict(options)!r})\n"
+        "    result = run_batch(sys.argv[1], sys.argv[2], ProcessPoolEngine(options, 2))\n"
+        "    assert result.finished and sorted(result.stats.worker_seconds) == ['worker-0', 'worker-1']\n"
+        "    print(os.getpid())\n"
+    )
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run([sys.executable, str(script), str(requests_file), str(out)], capture_output=True,
+                          text=True, timeout=300, check=True)  # fmt: skip
+    assert marks.read_text().split() == [done.stdout.strip()]  # the job's process only
+    assert {k: answer_of(v) for k, v in read_output(out).items()} == {k: answer_of(v) for k, v in inline_output.items()}
+
+
+def test_a_worker_shrinks_executorchs_thread_pool_to_its_share(make_spec, program_path, tokenizer_dir, tmp_path):
+    """N workers on C cores: each worker's kernel pool gets C // N threads, not C (the native path's
+    pool, which torch.set_num_threads and the pybindings' reset never reached). In subprocesses, so
+    this test process keeps its own pool."""
+    pte = program_path(make_spec(backend="xnnpack", decoder_max_context_len=512))  # test_structured's program
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import json, sys\n"
+        "from mmcore import kernels\n"
+        "from mmcore.batch import ModelOptions\n"
+        "from mmcore.batch.jsonl import BatchRequest\n"
+        "from mmcore.batch.worker import BatchWorker\n"
+        "threads = int(sys.argv[1]) or None\n"
+        f"worker = BatchWorker(ModelOptions({str(pte)!r}, tokenizer={str(tokenizer_dir)!r}), threads=threads)\n"
+        "body = {'messages': [{'role': 'user', 'content': 'the cat sees'}], 'max_tokens': 6, 'temperature': 0}\n"
+        "line = {'custom_id': 'r', 'method': 'POST', 'url': '/v1/chat/completions', 'body': body}\n"
+        "answer = worker.answer(BatchRequest('r', 1, line)).line['response']['body']['choices']\n"
+        "print(json.dumps([kernels.threadpool_size(), answer]))\n"
+    )
+
+    def run(threads: int) -> list:
+        command = [sys.executable, str(script), str(threads)]
+        return json.loads(subprocess.run(command, capture_output=True, text=True, timeout=300, check=True).stdout)
+
+    (default_size, default_answer), (one_size, one_answer) = run(0), run(1)
+    assert default_size == os.cpu_count() and one_size == 1
+    assert one_answer == default_answer  # the same answer on one thread
+
+
 def test_bad_lines_and_bad_media_are_recorded_as_errors(tmp_path, pte, tokenizer_dir):
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "broken.png").write_bytes(b"not an image")
@@ -195,6 +250,7 @@ def test_bad_lines_and_bad_media_are_recorded_as_errors(tmp_path, pte, tokenizer
         assert line["error"] is not None and line["error"]["message"], custom_id
         assert 400 <= line["response"]["status_code"] < 500, (custom_id, line)
         assert line["response"]["body"]["error"]["message"] == line["error"]["message"]
+        assert not re.search(r"0x[0-9a-fA-F]{6,}", line["error"]["message"]), line  # reproducible: no addresses
     assert "/v1/embeddings" in answers["wrong-url"]["error"]["message"]
     assert "media directory" in answers["outside"]["error"]["message"]
 

@@ -296,6 +296,18 @@ def test_structured_output_flag_errors(capsys, tmp_path, multimodal_pte, tokeniz
     assert main([*base, "--json-schema", str(unsupported)]) == 1  # the library rejects it before decoding
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mmcore: error:")
+    endless = tmp_path / "endless.lark"
+    endless.write_text('start: "a" start\n')
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"type": "string", "minLength": 3, "maxLength": 1}))
+    for args, message in [
+        (["--grammar", str(endless)], "rule 'start' never derives a finite string"),
+        (["--regex", "[^\\s\\S]"], "matches no text at all"),
+        (["--json-schema", str(empty)], "Unsatisfiable schema"),
+    ]:
+        assert main([*base, *args]) == 1  # refused before any decoding
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("mmcore: error:") and message in err[0], err
 
 
 # -- start-up: the light commands import no torch and no program runtime -------------------------

@@ -219,6 +219,12 @@ BAD = [
     ({"response_format": {"type": "regex", "regex": "a(b"}}, "response_format", "unclosed group"),
     ({"response_format": {"type": "xml"}}, "response_format", "must be one of"),
     ({"response_format": {"type": "regex", "regex": "é+"}}, "response_format", "allows no token"),  # ASCII vocabulary
+    ({"response_format": {"type": "regex", "regex": "[^\\s\\S]"}}, "response_format", "matches no text at all"),
+    (
+        {"response_format": {"type": "grammar", "grammar": 'start: "a" start'}},
+        "response_format",
+        "rule 'start' never derives a finite string",
+    ),
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "fly"}}}, "tool_choice", "'fly'"),
     ({"tool_choice": "required"}, "tool_choice", "needs tools"),
     (

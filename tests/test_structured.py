@@ -316,3 +316,52 @@ def test_properties_come_in_the_schemas_order(runner):
     }
     result = runner.generate(PROMPT, _config(_json_schema(schema), temperature=1.0, seed=0))
     assert list(json.loads(result.text)) == ["zeta", "alpha", "mid"]
+
+
+# -- unsatisfiable constraints: refused before any decoding, satisfiable look-alikes still accepted --
+UNSATISFIABLE = [
+    ({"type": "grammar", "grammar": 'start: "a" start'}, "rule 'start' never derives a finite string"),
+    ({"type": "grammar", "grammar": 'start: x\nx: "(" y ")"\ny: x "," x\n  | x'}, "'start', 'x', 'y'"),
+    ({"type": "grammar", "grammar": 'start: item+\nitem: "a" item'}, "'start', 'item'"),
+    ({"type": "grammar", "grammar": 'start: "a" X\nX: /[^\\s\\S]/'}, "'start', 'X'"),
+    ({"type": "grammar", "grammar": 'root ::= "a" root\n', "syntax": "gbnf"}, "rule 'root' never derives"),
+    ({"type": "regex", "regex": r"[^\s\S]"}, "matches no text at all"),
+    ({"type": "regex", "regex": r"ab[^\s\S]c"}, "matches no text at all"),
+    (_json_schema({"type": "string", "minLength": 3, "maxLength": 1}), "Unsatisfiable"),
+    (_json_schema({"enum": []}), "Unsatisfiable"),
+    (_json_schema({"allOf": [{"type": "string"}, {"type": "integer"}]}), "incompatible types"),
+    (_json_schema({"type": "string", "pattern": "^[^\\s\\S]$"}), "Regex is empty"),
+]
+SATISFIABLE = [
+    {"type": "grammar", "grammar": 'start: "a" start | "b"'},
+    {"type": "grammar", "grammar": 'start: item*\nitem: "a" item'},  # item never finishes, but start: "" does
+    {"type": "grammar", "grammar": 'start: [item] "z"\nitem: "a" item'},
+    {"type": "grammar", "grammar": 'start: x\nx: "(" y ")"\ny: x "," x\n  | "0"'},
+    {"type": "grammar", "grammar": 'start: %json {"type": "integer"} | <|eos|>'},
+    {"type": "grammar", "grammar": ARITHMETIC},
+    {"type": "grammar", "grammar": ARITHMETIC_GBNF, "syntax": "gbnf"},
+    {"type": "grammar", "grammar": 'start: "x"{0,3} "y" ~ 1..2 // comment\n'},
+    {"type": "regex", "regex": DATE},
+    {"type": "regex", "regex": "(?:)"},
+]
+
+
+@pytest.mark.parametrize(("fmt", "message"), UNSATISFIABLE, ids=[str(i) for i in range(len(UNSATISFIABLE))])
+def test_unsatisfiable_constraints_are_refused_at_config_time(fmt, message):
+    with pytest.raises(ConstraintError, match=re.escape(message)) as info:
+        GenerationConfig(response_format=fmt)
+    assert "\n" not in str(info.value) and str(info.value).startswith("response_format ")
+
+
+@pytest.mark.parametrize("fmt", SATISFIABLE, ids=[str(i) for i in range(len(SATISFIABLE))])
+def test_satisfiable_look_alikes_are_accepted(fmt):
+    assert GenerationConfig(response_format=fmt).response_format is not None
+
+
+def test_an_unsatisfiable_grammar_fails_before_any_decoding(runner):
+    pos = runner.pos
+    with pytest.raises(ConstraintError, match="never derives a finite string"):
+        runner.generate(PROMPT, _config(ResponseFormat.grammar('start: "a" start')))
+    assert runner.pos == pos  # nothing was prefilled or decoded
+    fine = runner.generate(PROMPT, _config(ResponseFormat.grammar('start: "a" start | "b"'), max_new_tokens=64))
+    assert re.fullmatch("a*b", fine.text)

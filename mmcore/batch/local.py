@@ -3,13 +3,16 @@ each with its own runner, requests of one conversation prefix kept on one worker
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import queue
 import signal
+import sys
 import threading
+import types
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -74,6 +77,23 @@ def _preload() -> list[str]:
     return ["mmcore.batch.worker", *dict.fromkeys(ep.module for ep in entry_points(group=ENTRY_POINT_GROUP))]
 
 
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Start processes that do not re-import this process's `__main__`.
+
+    multiprocessing makes every child import the parent's main script or module again (as
+    `__mp_main__`), whatever the child runs. A worker needs only `mmcore.batch.local`; the job's
+    main may be a script that imports torch (a benchmark, a test runner), which cost each worker
+    ~150 MiB of private memory and its import time. While the workers are started, `__main__` is a
+    bare module, so the children are told to import nothing."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def _exit_with_job() -> None:
     """End this process as soon as the job's process is gone, even killed by SIGKILL (its end of
     the sentinel pipe closes), whatever this process is doing."""
@@ -133,8 +153,9 @@ class ProcessPoolEngine:
         threads = max(1, (os.cpu_count() or 1) // self.workers)  # the cores split among the workers
         procs = [ctx.Process(target=_worker_main, args=(self.options, name, threads, q, results, cancel), name=name,
                              daemon=True) for name, q in zip(names, queues, strict=True)]  # fmt: skip
-        for proc in procs:
-            proc.start()
+        with _without_main_module():
+            for proc in procs:
+                proc.start()
         inflight: list[deque[int]] = [deque() for _ in names]
         ready: set[int] = set()
         try:

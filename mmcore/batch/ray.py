@@ -7,8 +7,10 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -38,8 +40,6 @@ class RayWorker:
     """The actor class of the pool: one `BatchWorker` per actor, a batch of lines in, answers out."""
 
     def __init__(self, options: ModelOptions, threads: int) -> None:
-        import os
-
         self.worker = BatchWorker(options, f"ray-{os.getpid()}", threads=threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -92,14 +92,21 @@ class RayEngine:
             rows.sort(key=lambda r: str(r["key"]))  # one prefix's requests share batches, hence an actor's cache
             # One block per actor call, so the pool shares the work (one block would go to one actor).
             blocks = max(1, -(-len(rows) // _BATCH_SIZE))
-            dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-                RayWorker,
-                fn_constructor_args=(self.options, max(1, int(self.num_cpus_per_worker))),
-                compute=ray.data.ActorPoolStrategy(size=self.workers),
-                batch_size=_BATCH_SIZE,
-                num_cpus=self.num_cpus_per_worker,
-                batch_format="numpy",
-            )
+            with warnings.catch_warnings():
+                # Ray 2.60 takes `max_restarts` only through the deprecated `ray_remote_args`.
+                warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", module=__name__)
+                dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+                    RayWorker,
+                    fn_constructor_args=(self.options, max(1, int(self.num_cpus_per_worker))),
+                    compute=ray.data.ActorPoolStrategy(size=self.workers),
+                    batch_size=_BATCH_SIZE,
+                    num_cpus=self.num_cpus_per_worker,
+                    batch_format="numpy",
+                    # A dead actor stops the job, as a dead local worker does (rerun to go on). Ray
+                    # Data's default, restarting it forever, makes Ray warn on stderr that a restart
+                    # may fail (its constructor arguments live in the object store; ray-project/ray#53727).
+                    max_restarts=0,
+                )
             for row in dataset.iter_rows():
                 yield _from_row(row)
                 if stop.is_set():
@@ -114,6 +121,8 @@ class RayEngine:
         if ray.is_initialized():
             return False
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        # A new local instance gets token authentication, Ray's default, and Ray announces it on stderr.
+        _drop_notice("ray._private.authentication.authentication_token_setup", "Token authentication is enabled")
         try:
             # "local" always starts a new instance (never one found through RAY_ADDRESS or `ray start`).
             ray.init(address=self.address or "local", include_dashboard=False if self.address is None else None,
@@ -133,3 +142,21 @@ class RayEngine:
         """Our progress bar replaces Ray Data's; its INFO logs stay in Ray's log files."""
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        _drop_notice("ray.data._internal.progress", "Progress bars disabled")
+
+
+def _drop_notice(logger_name: str, prefix: str) -> None:
+    """Drop the records of one Ray logger that start with `prefix` (a notice about a choice this
+    engine made); every other record of that logger passes."""
+    target = logging.getLogger(logger_name)
+    if not any(isinstance(f, _NoticeFilter) and f.prefix == prefix for f in target.filters):
+        target.addFilter(_NoticeFilter(prefix))
+
+
+class _NoticeFilter(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)

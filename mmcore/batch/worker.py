@@ -127,6 +127,10 @@ class BatchWorker:
     def __init__(self, options: ModelOptions, name: str = "worker-0", *, threads: int | None = None) -> None:
         self.options = options
         self.name = name
+        if threads is not None:  # the native path's kernel pool is sized as it is created, so before loading
+            from mmcore.kernels import limit_threadpool
+
+            limit_threadpool(threads)
         self.model = options.open()
         if threads is not None:
             limit_threads(threads)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mmcore.errors import ConstraintError
 from mmcore.structured.formats import ResponseFormat
+from mmcore.structured.productive import unproductive_rules
 from mmcore.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -59,7 +61,70 @@ def check_format(fmt: ResponseFormat, tokenizer: llguidance.LLTokenizer | None =
     is_error, messages = _library().LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
     if is_error:
         raise ConstraintError(f"response_format {fmt.describe()} is not usable: {one_line(messages[0])}")
+    _check_satisfiable(fmt, grammar)
     return grammar
+
+
+def _byte_tokenizer() -> llguidance.LLTokenizer:
+    """llguidance's 256-byte vocabulary: a format no byte string satisfies fails with every tokenizer."""
+    global _BYTES
+    if _BYTES is None:
+        _BYTES = _library().LLTokenizer("byte")
+    return _BYTES
+
+
+_BYTES: llguidance.LLTokenizer | None = None
+
+
+def _dead_at_start(grammar: str) -> bool:
+    """Whether the byte-level matcher of `grammar` allows neither a byte nor EOS at the start (its
+    language is empty). False when llguidance cannot build it (then other checks report why)."""
+    lib = _library()
+    tokenizer = _byte_tokenizer()
+    matcher = lib.LLMatcher(tokenizer, grammar, log_level=0, limits=lib.LLParserLimits(verbose_errors=False))
+    if matcher.is_error():
+        return False
+    bits = bytearray(4 * ((int(tokenizer.vocab_size) + 31) // 32))
+    holder = (ctypes.c_char * len(bits)).from_buffer(bits)
+    matcher.unsafe_compute_mask_ptr(ctypes.addressof(holder), len(bits))
+    error = str(matcher.get_error()) if matcher.is_error() else ""
+    return error.startswith("NoExtension") or not any(bits)
+
+
+def _regex_matches_something(regex: str) -> bool:
+    """Whether a Lark regex terminal (`/re/flags`) matches at least one string."""
+    try:
+        return not _dead_at_start(str(_library().LLMatcher.grammar_from_lark(f"start: {regex}")))
+    except Exception:  # noqa: BLE001 - an odd terminal is judged by llguidance itself, never refused here
+        return True
+
+
+def _check_satisfiable(fmt: ResponseFormat, grammar: str) -> None:
+    """`ConstraintError` when no answer can satisfy `fmt`: a regex or schema whose language is empty,
+    or a grammar whose start rule derives no finite string (checked before any decoding)."""
+    what = f"response_format {fmt.describe()}"
+    if fmt.kind == "grammar":
+        dead = unproductive_rules(_lark_text(fmt), _regex_matches_something)
+        if dead:
+            start = "root" if fmt.syntax == "gbnf" else "start"  # gbnf_to_lark renames root to start
+            names = [start if name == "start" else name for name in dead]
+            rules = ", ".join(repr(name) for name in names[:6])
+            raise ConstraintError(
+                f"{what} ({fmt.syntax}) cannot be satisfied: rule {start!r} never derives a finite string "
+                f"(rules that never finish: {rules}); give each recursive rule an alternative that does not "
+                f'recurse (e.g. {start}: "a" {start} | "a") and make every terminal match some text'
+            )
+    if _dead_at_start(grammar):
+        fix = {"regex": "fix the pattern", "grammar": "fix its terminals"}.get(fmt.kind, "relax the schema")
+        raise ConstraintError(f"{what} cannot be satisfied: it matches no text at all; {fix}")
+
+
+def _lark_text(fmt: ResponseFormat) -> str:
+    if fmt.syntax == "gbnf":
+        from llguidance.gbnf_to_lark import gbnf_to_lark
+
+        return str(gbnf_to_lark(fmt.source))
+    return fmt.source
 
 
 class _TokenizerView:

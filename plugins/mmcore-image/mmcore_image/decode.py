@@ -11,6 +11,7 @@ import functools
 import importlib
 import io
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -120,6 +121,18 @@ def _register_allowed_formats() -> None:
             continue
 
 
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's error as `Type: message`, without the object addresses its messages carry
+    (`cannot identify image file <_io.BytesIO object at 0x7f...>`): the same bad input gives the
+    same message in every process and every run."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return f"{type(exc).__name__}: no image format Pillow knows matches the data"
+    return f"{type(exc).__name__}: {_OBJECT_REPR.sub('the data', str(exc))}"
+
+
 def _open(source: Any, what: str, max_pixels: int, draft_size: DraftSize | None, exif_orientation: bool) -> Image.Image:
     stream = _stream(source, what)
     _register_allowed_formats()
@@ -127,11 +140,12 @@ def _open(source: Any, what: str, max_pixels: int, draft_size: DraftSize | None,
         image = Image.open(stream, formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
         raise InvalidInputError(
-            f"{what}: the image is too large to decode safely ({exc}); pass a smaller image"
+            f"{what}: the image is too large to decode safely ({_OBJECT_REPR.sub('the data', str(exc))}); "
+            "pass a smaller image"
         ) from exc
     except _DECODE_ERRORS as exc:
         raise InvalidInputError(
-            f"{what}: not a readable image ({type(exc).__name__}: {exc}); expected an encoded image in one of "
+            f"{what}: not a readable image ({_reason(exc)}); expected an encoded image in one of "
             f"{', '.join(ALLOWED_FORMATS)}"
         ) from exc
     _check_pixels(image.size, max_pixels, what)
@@ -145,7 +159,7 @@ def _open(source: Any, what: str, max_pixels: int, draft_size: DraftSize | None,
         image.load()
     except _DECODE_ERRORS as exc:
         raise InvalidInputError(
-            f"{what}: the {image.format or 'image'} data is damaged or truncated ({type(exc).__name__}: {exc}); "
+            f"{what}: the {image.format or 'image'} data is damaged or truncated ({_reason(exc)}); "
             "re-export or re-download the file"
         ) from exc
     return image
@@ -255,4 +269,4 @@ def _oriented(image: Image.Image, what: str) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except _DECODE_ERRORS as exc:
-        raise InvalidInputError(f"{what}: cannot apply the EXIF orientation ({exc})") from exc
+        raise InvalidInputError(f"{what}: cannot apply the EXIF orientation ({_reason(exc)})") from exc
