@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from mmcore.arrays import is_floating, is_tensor
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
+from mmcore.joint_decoder import JointDecoderRunner
 from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import InvalidInputError, MMCoreError
 from mmcore.inputs import EmbeddingsInput, TokensInput
@@ -49,7 +50,7 @@ class MultimodalPrefiller:
     def __init__(
         self,
         program: Program,
-        decoder: MultimodalDecoderRunner,
+        decoder: MultimodalDecoderRunner | JointDecoderRunner,
         registry: ModalityRegistry,
         tokenizer: Tokenizer | None,
         *,
@@ -138,6 +139,8 @@ class MultimodalPrefiller:
 
     def prefill(self, segments: Sequence[Segment], start_pos: int) -> npt.NDArray[Any]:
         """Write segments at increasing positions; logits `[V]` after the last row (a copy)."""
+        if isinstance(self.decoder, JointDecoderRunner):  # ids and embeddings in the same calls
+            return self.decoder.write(segments, start_pos, self.chunk_size)
         logits: npt.NDArray[Any] = np.empty(0, dtype=np.float32)
         pos = start_pos
         step = self.chunk_size

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from mmcore import constants as C
 from mmcore.config import GenerationConfig
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
+from mmcore.joint_decoder import JointDecoderRunner, is_joint_decoder
 from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import ContextOverflowError, InvalidInputError, RunnerStateError, TokenizerError
 from mmcore.generate import TextTokenGenerator
@@ -148,8 +149,8 @@ class _RunnerBase(IRunner):
         self._busy = threading.Lock()
         self._generator: TextTokenGenerator | None = None
         self._constraints: ConstraintCompiler | None = None  # built on the first constrained request
-        self.decoder: TextDecoderRunner | MultimodalDecoderRunner  # set by `_load_methods`
-        self._step_decoder: TextDecoderRunner | MultimodalDecoderRunner  # decodes one token at a time
+        self.decoder: TextDecoderRunner | MultimodalDecoderRunner | JointDecoderRunner  # set by `_load_methods`
+        self._step_decoder: TextDecoderRunner | MultimodalDecoderRunner | JointDecoderRunner  # one token a step
         # The ids the KV cache holds, by position (NO_TOKEN for embedding rows), for speculation.
         self._ids: list[int] = []
         self._speculation: RunnerSpeculation | None = None
@@ -536,7 +537,10 @@ class MultimodalRunner(_RunnerBase):
         encoder_cache: EncoderCache | bool | None = True,
     ) -> None:
         super().__init__(program, tokenizer, plugin_manager)
-        self.program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
+        if not is_joint_decoder(self.program):
+            self.program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
+        #: The id a joint decoder (ids + embeddings, `mmcore.joint_decoder`) reads at media rows.
+        self.media_token_id: int | None = None
         self.modality_settings = dict(modality_settings or {})
         self.encoder_cache: EncoderCache | None = (
             EncoderCache()
@@ -547,7 +551,10 @@ class MultimodalRunner(_RunnerBase):
         )
 
     def _load_methods(self) -> None:
-        self.decoder = MultimodalDecoderRunner(self.program, self.stats)
+        if is_joint_decoder(self.program):
+            self.decoder = JointDecoderRunner(self.program, self.stats, self.media_token_id)
+        else:
+            self.decoder = MultimodalDecoderRunner(self.program, self.stats)
         self.prefiller = MultimodalPrefiller(
             self.program,
             self.decoder,

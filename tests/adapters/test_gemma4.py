@@ -1,0 +1,174 @@
+"""Gemma 4 as ExecuTorch 1.5.1's example exports it: the committed tiny fixture (built by
+`tests/fixtures/gemma4/make_fixture.py` with the example's own export code, see its README) runs text,
+image and audio requests through `mmcore.open_model`, the runner and `mmcore run`, and gives the ids
+recorded from the example's runner (`run_gemma4.py`'s functions through `executorch.runtime`), HF
+`generate()` for text, and ExecuTorch's runtime run live here on mmcore's own preprocessed tensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mmcore
+from mmcore.cli import main
+from mmcore.errors import ConfigError, InvalidInputError
+from mmcore.inputs import TokensInput
+from mmcore.joint_decoder import JointDecoderRunner
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gemma4"
+PTE = FIXTURE / "model.pte"
+TOKENIZER = FIXTURE / "tokenizer.model"
+REFERENCE = json.loads((FIXTURE / "reference.json").read_text())
+RUNS = REFERENCE["runs"]
+MAX_NEW = REFERENCE["max_new_tokens"]
+GREEDY = mmcore.GenerationConfig(temperature=0.0, max_new_tokens=MAX_NEW, echo=False)
+STOP = {REFERENCE["tokens"]["eos"], REFERENCE["tokens"]["turn_end"]}
+
+
+def _message(kind: str | None) -> list[dict[str, Any]]:
+    run = RUNS[kind or "text"]
+    content: list[dict[str, Any]] = []
+    if kind == "image":
+        content.append({"type": "image", "image": str(FIXTURE / "image.png")})
+    if kind == "audio":
+        content.append({"type": "audio", "audio": str(FIXTURE / "audio.wav")})
+    content.append({"type": "text", "text": run["prompt"]})
+    return [{"role": "user", "content": content}]
+
+
+def _until_stop(ids: list[int]) -> list[int]:
+    """The reference loop's ids: up to and including the first stop token (EOS or <turn|>)."""
+    for index, token in enumerate(ids):
+        if token in STOP:
+            return ids[: index + 1]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def model() -> mmcore.ChatModel:
+    return mmcore.open_model(PTE, tokenizer=TOKENIZER)
+
+
+def test_fixture_provenance_and_references_are_recorded():
+    provenance = REFERENCE["provenance"]
+    assert provenance["executorch"].startswith("1.5") and provenance["torch"].startswith("2.13")
+    assert "export_single_pte" in provenance["export"] and "run_gemma4" in provenance["runner"]
+    assert RUNS["text"]["hf_generate"] == RUNS["text"]["generated"]  # HF generate() agrees on text
+    assert RUNS["image"]["num_media_tokens"] > 0 and RUNS["audio"]["num_media_tokens"] > 0
+    assert sum(p.stat().st_size for p in FIXTURE.iterdir()) < 12_000_000
+
+
+def test_adapter_is_detected_and_the_decoder_contract_used(model):
+    assert model.name == "gemma4"
+    assert "text_decoder(input_ids, input_pos, inputs_embeds)" in model.detection.reason
+    model.runner.load()
+    assert isinstance(model.runner.decoder, JointDecoderRunner)
+    assert model.runner.metadata.max_context_len == 1024  # no metadata methods: the decoder's bound + 1
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "audio"])
+def test_prompt_ids_and_greedy_ids_equal_the_example_runner(model, kind):
+    run = RUNS[kind]
+    messages = _message(None if kind == "text" else kind)
+    assert model.render(messages).ids == run["prompt_ids"]
+    got = model.chat(messages, GREEDY).tokens
+    assert _until_stop(got) == run["generated"]
+    assert len(set(run["generated"])) > 3
+
+
+def test_image_pixels_equal_the_example_preprocessing():
+    pytest.importorskip("executorch.examples.models.gemma4.image_utils")
+    from executorch.examples.models.gemma4.image_utils import preprocess_image as example
+
+    from mmcore_adapters.gemma4_media import preprocess_image
+
+    for size in [(150, 200), (333, 97), (48, 1000), (700, 700)]:
+        from PIL import Image
+
+        rng = np.random.default_rng(sum(size))
+        path = FIXTURE.parent / f"_tmp_{size[0]}x{size[1]}.png"
+        try:
+            Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(path)
+            pixels, positions, tokens = example(str(path))
+            ours = preprocess_image(path, 280)
+        finally:
+            path.unlink(missing_ok=True)
+        assert np.array_equal(ours.pixel_values, pixels.numpy())
+        assert np.array_equal(ours.positions, positions.numpy())
+        assert ours.tokens == tokens
+
+
+def test_live_executorch_runtime_on_our_tensors_gives_the_same_ids(model):
+    """ExecuTorch's Python runtime, driven as `run_gemma4.py` drives it, fed mmcore's prompt ids and
+    media embeddings: the same ids as mmcore (and as the recorded reference)."""
+    runtime = pytest.importorskip("executorch.runtime")
+    import torch
+
+    program = runtime.Runtime.get().load_program(str(PTE))
+    decoder = program.load_method("text_decoder")
+    for kind in ("image", "audio"):
+        messages = _message(kind)
+        ids = model.render(messages).ids
+        inputs = model.renderer.render(messages)
+        embeds = np.zeros((1, len(ids), 32), dtype=np.float32)
+        pos = 0
+        for item in inputs:
+            if isinstance(item, TokensInput):
+                pos += len(item.ids)
+            else:
+                rows = item.embeddings.shape[1]
+                embeds[0, pos : pos + rows] = item.embeddings[0]
+                pos += rows
+        logits = decoder.execute([torch.tensor([ids]), torch.arange(len(ids)), torch.from_numpy(embeds)])[0]
+        token = int(torch.argmax(logits[0, -1]).item())
+        generated = [token]
+        for step in range(MAX_NEW - 1):
+            if token in STOP:
+                break
+            step_inputs = [torch.tensor([[token]]), torch.tensor([len(ids) + step]), torch.zeros(1, 1, 32)]
+            token = int(torch.argmax(decoder.execute(step_inputs)[0][0, -1]).item())
+            generated.append(token)
+        assert generated == RUNS[kind]["generated"]
+
+
+def test_runner_takes_rendered_inputs_and_a_session_continues(model):
+    runner = model.runner
+    runner.reset()
+    result = runner.generate(model.renderer.render(_message("audio")), GREEDY)
+    assert _until_stop(result.tokens) == RUNS["audio"]["generated"]
+    session = model.session()
+    first = session.send(_message("text")[0], GREEDY)
+    assert _until_stop(first.tokens) == RUNS["text"]["generated"]
+    second = session.send("one two three", GREEDY)
+    history = [*_message("text"), {"role": "assistant", "tokens": first.tokens}]
+    history.append({"role": "user", "content": "one two three"})
+    fresh = model.chat(history, GREEDY)  # the whole history from an empty cache
+    assert second.tokens == fresh.tokens
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "audio"])
+def test_cli_run_gives_the_reference_ids(capsys, kind):
+    run = RUNS[kind]
+    args = ["run", str(PTE), "--tokenizer", str(TOKENIZER)]
+    if kind == "image":
+        args += ["--image", str(FIXTURE / "image.png")]
+    if kind == "audio":
+        args += ["--audio", str(FIXTURE / "audio.wav")]
+    args += ["--text", run["prompt"]]  # media first, as the example's prompt
+    assert main([*args, "--max-new-tokens", str(MAX_NEW), "--temperature", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert _until_stop(out["tokens"]) == run["generated"]
+
+
+def test_bad_inputs_are_typed_errors(model):
+    with pytest.raises(InvalidInputError, match="remote URL"):
+        model.render([{"role": "user", "content": [{"type": "image", "image": "https://x/y.png"}]}])
+    with pytest.raises(InvalidInputError, match="at least"):
+        model.render([{"role": "user", "content": [{"type": "audio", "audio": np.zeros(10, dtype=np.float32), "sample_rate": 16000}]}])
+    with pytest.raises(ConfigError, match="max_soft_tokens"):
+        mmcore.open_model({"program": str(PTE), "tokenizer": str(TOKENIZER), "adapter": {"name": "gemma4",
+                                                                                          "max_soft_tokens": 99}})
