@@ -119,7 +119,9 @@ class JointDecoderRunner(_DecoderBase):
         for begin in range(0, ids.shape[1], chunk):
             end = begin + chunk
             logits = self._run(
-                np.ascontiguousarray(ids[:, begin:end]), np.ascontiguousarray(embeds_all[:, begin:end]), start_pos + begin
+                np.ascontiguousarray(ids[:, begin:end]),
+                np.ascontiguousarray(embeds_all[:, begin:end]),
+                start_pos + begin,
             )
         return logits.copy()
 

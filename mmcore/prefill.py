@@ -11,10 +11,10 @@ import numpy.typing as npt
 
 from mmcore.arrays import is_floating, is_tensor
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
-from mmcore.joint_decoder import JointDecoderRunner
 from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import InvalidInputError, MMCoreError
 from mmcore.inputs import EmbeddingsInput, TokensInput
+from mmcore.joint_decoder import JointDecoderRunner
 from mmcore.program import Program
 from mmcore.registry import ModalityHandler, ModalityRegistry, PrefillContext, PrefillOutput
 from mmcore.tokenizer import Tokenizer

@@ -19,11 +19,11 @@ import numpy.typing as npt
 from mmcore import constants as C
 from mmcore.config import GenerationConfig
 from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
-from mmcore.joint_decoder import JointDecoderRunner, is_joint_decoder
 from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import ContextOverflowError, InvalidInputError, RunnerStateError, TokenizerError
 from mmcore.generate import TextTokenGenerator
 from mmcore.inputs import EmbeddingsInput, TokensInput
+from mmcore.joint_decoder import JointDecoderRunner, is_joint_decoder
 from mmcore.metadata import LLMMetadata
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.prefill import MultimodalPrefiller, Segment, TextPrefiller
@@ -309,6 +309,10 @@ class _RunnerBase(IRunner):
         """The call's `Speculation` (None when off; why it is off goes to `stats.extra`); `mask`: the
         constrained answer's, after `first`."""
         if config.speculative is None or not config.speculative.enabled:
+            return None
+        if isinstance(self._step_decoder, JointDecoderRunner):
+            off = "this text_decoder returns the last row's logits only, so drafts cannot be verified"
+            self.stats.extra["speculative"] = {"method": config.speculative.method, "off": off}
             return None
         if self._speculation is None:
             self._speculation = RunnerSpeculation(self.program, self._step_decoder, self.metadata.max_context_len)

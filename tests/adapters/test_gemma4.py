@@ -18,6 +18,7 @@ from mmcore.cli import main
 from mmcore.errors import ConfigError, InvalidInputError
 from mmcore.inputs import TokensInput
 from mmcore.joint_decoder import JointDecoderRunner
+from mmcore.speculative import SpeculativeConfig
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gemma4"
 PTE = FIXTURE / "model.pte"
@@ -83,7 +84,6 @@ def test_prompt_ids_and_greedy_ids_equal_the_example_runner(model, kind):
 def test_image_pixels_equal_the_example_preprocessing():
     pytest.importorskip("executorch.examples.models.gemma4.image_utils")
     from executorch.examples.models.gemma4.image_utils import preprocess_image as example
-
     from mmcore_adapters.gemma4_media import preprocess_image
 
     for size in [(150, 200), (333, 97), (48, 1000), (700, 700)]:
@@ -168,7 +168,32 @@ def test_bad_inputs_are_typed_errors(model):
     with pytest.raises(InvalidInputError, match="remote URL"):
         model.render([{"role": "user", "content": [{"type": "image", "image": "https://x/y.png"}]}])
     with pytest.raises(InvalidInputError, match="at least"):
-        model.render([{"role": "user", "content": [{"type": "audio", "audio": np.zeros(10, dtype=np.float32), "sample_rate": 16000}]}])
+        model.render(
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "audio", "audio": np.zeros(10, dtype=np.float32), "sample_rate": 16000}],
+                }
+            ]
+        )
     with pytest.raises(ConfigError, match="max_soft_tokens"):
-        mmcore.open_model({"program": str(PTE), "tokenizer": str(TOKENIZER), "adapter": {"name": "gemma4",
-                                                                                          "max_soft_tokens": 99}})
+        mmcore.open_model(
+            {"program": str(PTE), "tokenizer": str(TOKENIZER), "adapter": {"name": "gemma4", "max_soft_tokens": 99}}
+        )
+
+
+def test_audio_as_an_array_and_speculation_off(model):
+    """Samples given as an array (16 kHz) give the WAV's ids; speculative decoding is turned off
+    with a reason (the decoder returns the last row's logits only) and the ids stay the same."""
+    import wave
+
+    with wave.open(str(FIXTURE / "audio.wav"), "rb") as wf:
+        samples = np.frombuffer(wf.readframes(wf.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
+    part = {"type": "audio", "audio": samples, "sample_rate": 16000}
+    messages = [{"role": "user", "content": [part, {"type": "text", "text": RUNS["audio"]["prompt"]}]}]
+    config = mmcore.GenerationConfig(
+        temperature=0.0, max_new_tokens=MAX_NEW, echo=False, speculative=SpeculativeConfig(method="ngram")
+    )
+    result = model.chat(messages, config)
+    assert _until_stop(result.tokens) == RUNS["audio"]["generated"]
+    assert "last row" in result.stats.extra["speculative"]["off"]

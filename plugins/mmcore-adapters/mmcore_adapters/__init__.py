@@ -1,4 +1,5 @@
-"""mmcore-adapters: model adapters for Gemma 3, Gemma 4, LLaVA, SmolVLM, Voxtral, ExecuTorch's LLaVA and the generic contract."""
+"""mmcore-adapters: model adapters for Gemma 3, Gemma 4, LLaVA, SmolVLM, Voxtral, ExecuTorch's LLaVA and the
+generic contract."""
 
 from __future__ import annotations
 

@@ -80,7 +80,9 @@ class Gemma4Adapter:
         if not is_joint_decoder(program):
             return None
         if source.model_type is not None and source.model_type.startswith("gemma4"):
-            return f"config.json model_type '{source.model_type}' and a text_decoder(input_ids, input_pos, inputs_embeds)"
+            return (
+                f"config.json model_type '{source.model_type}' and a text_decoder(input_ids, input_pos, inputs_embeds)"
+            )
         if program.has_method("speech_transform") or program.has_method(C.VISION_ENCODER):
             return "text_decoder(input_ids, input_pos, inputs_embeds) with Gemma 4's encoders (ExecuTorch export)"
         return None
@@ -208,7 +210,9 @@ class Gemma4Renderer:
         template_kwargs: Mapping[str, Any] | None = None,
     ) -> list[Any]:
         """Ordered runner inputs: token segments and each media item's embeddings (valid rows)."""
-        prompt = self.render_prompt(messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs)
+        prompt = self.render_prompt(
+            messages, add_generation_prompt=add_generation_prompt, template_kwargs=template_kwargs
+        )
         check_prompt_fits(prompt, self.context.max_positions, program=self.program.path)
         out: list[Any] = []
         number = 0

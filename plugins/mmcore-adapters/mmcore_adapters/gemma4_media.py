@@ -61,15 +61,15 @@ class Gemma4Audio:
 def _target_size(height: int, width: int, max_patches: int) -> tuple[int, int]:
     """`image_utils._get_aspect_ratio_preserving_size`: both sides multiples of 48."""
     factor = math.sqrt(max_patches * PATCH_SIZE**2 / (height * width))
-    target_h = int(math.floor(factor * height / CELL)) * CELL
-    target_w = int(math.floor(factor * width / CELL)) * CELL
+    target_h = math.floor(factor * height / CELL) * CELL
+    target_w = math.floor(factor * width / CELL) * CELL
     if target_h == 0 and target_w == 0:
         raise InvalidInputError(f"image {height}x{width} is too small for Gemma 4 ({CELL} px cells)")
     max_side = (max_patches // POOLING**2) * CELL
     if target_h == 0:
-        target_h, target_w = CELL, min(int(math.floor(width / height)) * CELL, max_side)
+        target_h, target_w = CELL, min(math.floor(width / height) * CELL, max_side)
     elif target_w == 0:
-        target_w, target_h = CELL, min(int(math.floor(height / width)) * CELL, max_side)
+        target_w, target_h = CELL, min(math.floor(height / width) * CELL, max_side)
     return target_h, target_w
 
 
@@ -113,9 +113,10 @@ def preprocess_image(item: Any, max_soft_tokens: int) -> Gemma4Image:
         patches = np.pad(patches, [(0, pad), (0, 0)], constant_values=0)
         positions = np.pad(positions, [(0, pad), (0, 0)], constant_values=-1)
     return Gemma4Image(
-        np.ascontiguousarray(patches[None], dtype=np.float32), np.ascontiguousarray(positions[None], dtype=np.int64), tokens
+        np.ascontiguousarray(patches[None], dtype=np.float32),
+        np.ascontiguousarray(positions[None], dtype=np.int64),
+        tokens,
     )
-
 
 
 # -- audio -----------------------------------------------------------------------------------------
