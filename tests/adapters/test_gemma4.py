@@ -197,3 +197,13 @@ def test_audio_as_an_array_and_speculation_off(model):
     result = model.chat(messages, config)
     assert _until_stop(result.tokens) == RUNS["audio"]["generated"]
     assert "last row" in result.stats.extra["speculative"]["off"]
+
+
+def test_cli_inspect_reports_the_contract(capsys):
+    assert main(["inspect", str(PTE), "--tokenizer", str(TOKENIZER), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["methods"]["text_decoder"]["inputs"] == ["int64[1, 1023]", "int64[1023]", "float32[1, 1023, 32]"]
+    assert report["context"]["max_context_len"] == 1024 and report["context"]["per_call"] == 1023
+    assert report["adapter"]["name"] == "gemma4"
+    assert "last row's logits" in report["speculative"]
+    assert "greedy decoding below Python" not in report["execution"]
