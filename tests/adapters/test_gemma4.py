@@ -72,6 +72,28 @@ def test_adapter_is_detected_and_the_decoder_contract_used(model):
     assert model.runner.metadata.max_context_len == 1024  # no metadata methods: the decoder's bound + 1
 
 
+QUANTIZED = FIXTURE / "quantized"
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "audio"])
+def test_quantized_custom_sdpa_export_equals_the_example_runner(kind, capfd):
+    """The example's default export options (8da4w+emb8 text, 8da4w audio, 8da8w vision, group 32,
+    `llama::custom_sdpa`): kernels load without an import by the user, quietly, and ids equal the
+    example runner's on the same program."""
+    reference = json.loads((QUANTIZED / "reference.json").read_text())
+    assert (
+        "8da4w+emb8" in reference["provenance"]["export"]
+        and "use_custom_sdpa=True" in reference["provenance"]["export"]
+    )
+    run = reference["runs"][kind]
+    quantized = mmcore.open_model(QUANTIZED / "model.pte", tokenizer=QUANTIZED / "tokenizer.model")
+    messages = _message(None if kind == "text" else kind)
+    assert quantized.render(messages).ids == run["prompt_ids"]
+    assert _until_stop(quantized.chat(messages, GREEDY).tokens) == run["generated"]
+    assert run["generated"] != RUNS[kind]["generated"]  # the quantization did change the numbers
+    assert "Missing operator" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["text", "image", "audio"])
 def test_prompt_ids_and_greedy_ids_equal_the_example_runner(model, kind):
     run = RUNS[kind]
