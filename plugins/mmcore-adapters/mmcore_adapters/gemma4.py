@@ -27,7 +27,6 @@ from mmcore.adapters import (
 from mmcore.chat import Message, content_parts
 from mmcore.errors import AdapterError, ConfigError, InvalidInputError
 from mmcore.inputs import TokensInput
-from mmcore.joint_decoder import is_joint_decoder
 from mmcore.program import Program
 from mmcore.tokenizer import Tokenizer
 from mmcore_adapters.base import int_option
@@ -76,6 +75,8 @@ class Gemma4Adapter:
     def detect(self, source: ModelSource) -> str | None:
         """A joint `text_decoder` (ids, positions, embeddings; no `token_embedding`) with Gemma 4's
         encoders, or `config.json` `model_type` gemma4."""
+        from mmcore.joint_decoder import is_joint_decoder  # not at import: `mmcore plugins` stays light
+
         program = source.program
         if not is_joint_decoder(program):
             return None
