@@ -167,6 +167,10 @@ def test_runner_takes_rendered_inputs_and_a_session_continues(model):
     first = session.send(_message("text")[0], GREEDY)
     assert _until_stop(first.tokens) == RUNS["text"]["generated"]
     second = session.send("one two three", GREEDY)
+    image_turn = session.send(_message("image")[0], GREEDY)
+    hits = model.runner.encoder_cache.stats.hits
+    session.send("one", GREEDY)  # re-renders the history: the image comes from the encoder cache
+    assert model.runner.encoder_cache.stats.hits == hits + 1 and image_turn.tokens
     history = [*_message("text"), {"role": "assistant", "tokens": first.tokens}]
     history.append({"role": "user", "content": "one two three"})
     fresh = model.chat(history, GREEDY)  # the whole history from an empty cache

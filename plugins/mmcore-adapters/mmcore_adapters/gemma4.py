@@ -9,10 +9,13 @@ piece tokenized on its own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from mmcore import constants as C
 from mmcore.adapters import (
@@ -25,8 +28,9 @@ from mmcore.adapters import (
     check_prompt_fits,
 )
 from mmcore.chat import Message, content_parts
+from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import AdapterError, ConfigError, InvalidInputError
-from mmcore.inputs import TokensInput
+from mmcore.inputs import EmbeddingsInput, TokensInput
 from mmcore.program import Program
 from mmcore.tokenizer import Tokenizer
 from mmcore_adapters.base import int_option
@@ -219,11 +223,32 @@ class Gemma4Renderer:
         number = 0
         for part in prompt.parts:
             if isinstance(part, MediaSpan):
-                out.append(encode(self.program, part.item, where=f"{part.kind} item {number}"))
+                out.append(self._encoded(part, f"{part.kind} item {number}"))
                 number += 1
             else:
                 out.append(part)
         return out
+
+    def _encoded(self, span: MediaSpan, where: str) -> EmbeddingsInput:
+        """The span's embeddings, through the bound runner's encoder cache when it has one (a replayed
+        conversation re-renders its media every turn)."""
+        runner = getattr(self.context.encoder, "runner", None)
+        cache: EncoderCache | None = getattr(runner, "encoder_cache", None)
+        media = span.item
+        if cache is None:
+            return encode(self.program, media, where=where)
+        if isinstance(media, Gemma4Image):
+            prepared = np.concatenate([media.pixel_values.ravel(), media.positions.ravel().astype(np.float32)])
+        else:
+            prepared = media.samples
+        key = cache.key(f"{self.program.path}|gemma4-{span.kind}", prepared)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        began = time.perf_counter()
+        embeddings = encode(self.program, media, where=where)
+        cache.put(key, embeddings, time.perf_counter() - began)
+        return embeddings
 
     def _prepare(self, kind: str, part: Mapping[str, Any], where: str) -> Gemma4Image | Gemma4Audio:
         method = C.VISION_ENCODER if kind == "image" else "speech_transform"
