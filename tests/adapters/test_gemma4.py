@@ -2,7 +2,8 @@
 `tests/fixtures/gemma4/make_fixture.py` with the example's own export code, see its README) runs text,
 image and audio requests through `mmcore.open_model`, the runner and `mmcore run`, and gives the ids
 recorded from the example's runner (`run_gemma4.py`'s functions through `executorch.runtime`), HF
-`generate()` for text, and ExecuTorch's runtime run live here on mmcore's own preprocessed tensors."""
+`generate()` from the same weights, the example's runner functions run live here, and ExecuTorch's
+runtime fed mmcore's own prompt ids and media embeddings."""
 
 from __future__ import annotations
 
@@ -234,3 +235,38 @@ def test_cli_inspect_reports_the_contract(capsys):
     assert report["adapter"]["name"] == "gemma4"
     assert "last row's logits" in report["speculative"]
     assert "greedy decoding below Python" not in report["execution"]
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "audio"])
+def test_the_example_runner_run_live_gives_mmcores_ids(model, kind, monkeypatch):
+    """`run_gemma4.py`'s own functions (its image preprocessing, its audio pipeline through the
+    program's `speech_transform`, its prompt assembly and greedy loop) run here through
+    `executorch.runtime` on the committed program: the same prompt ids and tokens as mmcore's."""
+    pytest.importorskip("executorch.runtime")
+    pytest.importorskip("sentencepiece")
+    import importlib.util
+
+    from executorch.examples.models.gemma4 import run_gemma4
+
+    spec = importlib.util.spec_from_file_location("gemma4_make_fixture", FIXTURE / "make_fixture.py")
+    assert spec is not None and spec.loader is not None
+    make_fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_fixture)
+    tokens = REFERENCE["tokens"]
+    for name, value in {
+        "BOS_TOKEN_ID": tokens["bos"],
+        "TURN_START_ID": tokens["turn"],
+        "TURN_END_ID": tokens["turn_end"],
+        "AUDIO_TOKEN_ID": tokens["audio"],
+        "IMAGE_TOKEN_ID": tokens["image"],
+        "BOI_TOKEN_ID": tokens["boi"],
+        "EOI_TOKEN_ID": tokens["eoi"],
+        "STOP_TOKENS": STOP,
+    }.items():
+        monkeypatch.setattr(run_gemma4, name, value)
+    image = FIXTURE / "image.png" if kind == "image" else None
+    audio = FIXTURE / "audio.wav" if kind == "audio" else None
+    live = make_fixture.reference_run(PTE, TOKENIZER, RUNS[kind]["prompt"], image, audio)
+    messages = _message(None if kind == "text" else kind)
+    assert live["prompt_ids"] == model.render(messages).ids == RUNS[kind]["prompt_ids"]
+    assert live["generated"] == _until_stop(model.chat(messages, GREEDY).tokens) == RUNS[kind]["generated"]
