@@ -543,8 +543,7 @@ class MultimodalRunner(_RunnerBase):
         super().__init__(program, tokenizer, plugin_manager)
         if not is_joint_decoder(self.program):
             self.program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
-        #: The id a joint decoder (ids + embeddings, `mmcore.joint_decoder`) reads at media rows.
-        self.media_token_id: int | None = None
+        self._media_token_id: int | None = None
         self.modality_settings = dict(modality_settings or {})
         self.encoder_cache: EncoderCache | None = (
             EncoderCache()
@@ -553,6 +552,17 @@ class MultimodalRunner(_RunnerBase):
             if isinstance(encoder_cache, EncoderCache)
             else None
         )
+
+    @property
+    def media_token_id(self) -> int | None:
+        """The id a joint decoder (ids + embeddings, `mmcore.joint_decoder`) reads at media rows."""
+        return self._media_token_id
+
+    @media_token_id.setter
+    def media_token_id(self, value: int | None) -> None:
+        self._media_token_id = value
+        if self._loaded and isinstance(self.decoder, JointDecoderRunner):
+            self.decoder.media_token_id = value
 
     def _load_methods(self) -> None:
         if is_joint_decoder(self.program):

@@ -270,3 +270,17 @@ def test_the_example_runner_run_live_gives_mmcores_ids(model, kind, monkeypatch)
     messages = _message(None if kind == "text" else kind)
     assert live["prompt_ids"] == model.render(messages).ids == RUNS[kind]["prompt_ids"]
     assert live["generated"] == _until_stop(model.chat(messages, GREEDY).tokens) == RUNS[kind]["generated"]
+
+
+def test_runner_without_adapter_needs_the_placeholder_id(model):
+    """`MultimodalRunner` on the program alone: token ids run; embeddings need the media id (a typed
+    error names the fix), and setting it after loading gives the adapter's ids."""
+    runner = mmcore.MultimodalRunner(PTE, TOKENIZER)
+    text = runner.generate([TokensInput(RUNS["text"]["prompt_ids"])], GREEDY)
+    assert _until_stop(text.tokens) == RUNS["text"]["generated"]
+    inputs = model.renderer.render(_message("image"))
+    runner.reset()
+    with pytest.raises(InvalidInputError, match="media_token_id"):
+        runner.generate(inputs, GREEDY)
+    runner.media_token_id = REFERENCE["tokens"]["image"]
+    assert _until_stop(runner.generate(inputs, GREEDY).tokens) == RUNS["image"]["generated"]
