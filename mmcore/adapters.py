@@ -296,6 +296,8 @@ class ModelProfile:
         max_items: the most items of a modality one conversation may hold (declared limits only).
         make_renderer: builds the chat renderer.
         notes: facts worth showing in `mmcore inspect` (position form, unsupported features).
+        media_token_id: for decoders taking token ids and embeddings together
+            (`mmcore.joint_decoder`), the id their `input_ids` carry at media rows.
     """
 
     adapter: str
@@ -305,6 +307,7 @@ class ModelProfile:
     tokens_per_item: Mapping[str, int] = field(default_factory=dict)
     max_items: Mapping[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    media_token_id: int | None = None
 
 
 @runtime_checkable

@@ -190,6 +190,7 @@ def build_chat_model(
     adapter, detection, profile = configure_adapter(source, tokenizer, config, pm)
     settings = merge_settings(profile.modality_settings, config.modalities.items())
     runner = MultimodalRunner(program, tokenizer, plugin_manager=pm, modality_settings=settings)
+    runner.media_token_id = profile.media_token_id
     stop_ids = profile.stop_token_ids | _generation_eos_ids(source, tokenizer)
     if stop_ids:
         runner.metadata = dataclasses.replace(runner.metadata, eos_ids=runner.metadata.eos_ids | stop_ids)

@@ -43,6 +43,10 @@ def inspect_program(
     }
     metadata = {name: _json_value(program.constant(name)) for name in constants}
     max_seq = metadata.get(C.GET_MAX_SEQ_LEN)
+    if max_seq is None:  # ExecuTorch's Gemma 4 export has no metadata methods: its decoder's bound
+        from mmcore.joint_decoder import joint_decoder_bound
+
+        max_seq = joint_decoder_bound(program)
     context = metadata.get(C.GET_MAX_CONTEXT_LEN, max_seq)
     report: dict[str, Any] = {
         "program": str(program.path),
@@ -196,6 +200,10 @@ def _execution(program: Program) -> str:
     from mmcore import native
 
     if program.native:
+        from mmcore.joint_decoder import is_joint_decoder
+
+        if is_joint_decoder(program):  # ids and embeddings each step: decoded from Python
+            return native.status().describe()
         return f"{native.status().describe()}; greedy decoding below Python"
     if os.environ.get("MMCORE_NATIVE", "1") == "0":
         return "ExecuTorch's Python bindings (MMCORE_NATIVE=0)"

@@ -44,15 +44,21 @@ class LLMMetadata:
         Unlike ExecuTorch (which lets `get_eos_ids` replace the tokenizer's EOS and ignores the
         singular `get_eos_id`), the EOS set is the union of all three sources.
         """
-        if C.GET_MAX_SEQ_LEN not in program.method_names:
+        from mmcore.joint_decoder import joint_decoder_bound
+
+        bound = None if C.GET_MAX_SEQ_LEN in program.method_names else joint_decoder_bound(program)
+        if bound is not None:  # ExecuTorch's Gemma 4 export writes no metadata methods
+            max_seq_len = max_context_len = bound
+        elif C.GET_MAX_SEQ_LEN not in program.method_names:
             raise MissingMetadataError(
                 f"program {program.path} has no '{C.GET_MAX_SEQ_LEN}' metadata method; ExecuTorch "
                 "runners require it. Re-export with constant_methods={'get_max_seq_len': N, ...}"
             )
-        max_seq_len = _positive_int(program, C.GET_MAX_SEQ_LEN, program.constant(C.GET_MAX_SEQ_LEN))
-        max_context_len = _positive_int(
-            program, C.GET_MAX_CONTEXT_LEN, program.constant_or(C.GET_MAX_CONTEXT_LEN, max_seq_len)
-        )
+        else:
+            max_seq_len = _positive_int(program, C.GET_MAX_SEQ_LEN, program.constant(C.GET_MAX_SEQ_LEN))
+            max_context_len = _positive_int(
+                program, C.GET_MAX_CONTEXT_LEN, program.constant_or(C.GET_MAX_CONTEXT_LEN, max_seq_len)
+            )
         eos: set[int] = set()
         for name in (C.GET_EOS_IDS, C.GET_EOS_ID):
             value = program.constant_or(name, [])

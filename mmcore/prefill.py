@@ -14,6 +14,7 @@ from mmcore.decoder import MultimodalDecoderRunner, TextDecoderRunner
 from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import InvalidInputError, MMCoreError
 from mmcore.inputs import EmbeddingsInput, TokensInput
+from mmcore.joint_decoder import JointDecoderRunner
 from mmcore.program import Program
 from mmcore.registry import ModalityHandler, ModalityRegistry, PrefillContext, PrefillOutput
 from mmcore.tokenizer import Tokenizer
@@ -49,7 +50,7 @@ class MultimodalPrefiller:
     def __init__(
         self,
         program: Program,
-        decoder: MultimodalDecoderRunner,
+        decoder: MultimodalDecoderRunner | JointDecoderRunner,
         registry: ModalityRegistry,
         tokenizer: Tokenizer | None,
         *,
@@ -141,6 +142,8 @@ class MultimodalPrefiller:
 
         Adjacent token segments (a cached answer's tail and the next message, say) are written
         together, in as few decoder calls as the chunk size allows: each call has a fixed cost."""
+        if isinstance(self.decoder, JointDecoderRunner):  # ids and embeddings in the same calls
+            return self.decoder.write(segments, start_pos, self.chunk_size)
         logits: npt.NDArray[Any] = np.empty(0, dtype=np.float32)
         pos = start_pos
         step = self.chunk_size

@@ -23,6 +23,7 @@ from mmcore.encoder_cache import EncoderCache
 from mmcore.errors import ContextOverflowError, InvalidInputError, RunnerStateError, TokenizerError
 from mmcore.generate import TextTokenGenerator
 from mmcore.inputs import EmbeddingsInput, TokensInput
+from mmcore.joint_decoder import JointDecoderRunner, is_joint_decoder
 from mmcore.metadata import LLMMetadata
 from mmcore.plugins import PluginManager, get_plugin_manager
 from mmcore.prefill import MultimodalPrefiller, Segment, TextPrefiller
@@ -148,8 +149,8 @@ class _RunnerBase(IRunner):
         self._busy = threading.Lock()
         self._generator: TextTokenGenerator | None = None
         self._constraints: ConstraintCompiler | None = None  # built on the first constrained request
-        self.decoder: TextDecoderRunner | MultimodalDecoderRunner  # set by `_load_methods`
-        self._step_decoder: TextDecoderRunner | MultimodalDecoderRunner  # decodes one token at a time
+        self.decoder: TextDecoderRunner | MultimodalDecoderRunner | JointDecoderRunner  # set by `_load_methods`
+        self._step_decoder: TextDecoderRunner | MultimodalDecoderRunner | JointDecoderRunner  # one token a step
         # The ids the KV cache holds, by position (NO_TOKEN for embedding rows), for speculation.
         self._ids: list[int] = []
         self._speculation: RunnerSpeculation | None = None
@@ -308,6 +309,10 @@ class _RunnerBase(IRunner):
         """The call's `Speculation` (None when off; why it is off goes to `stats.extra`); `mask`: the
         constrained answer's, after `first`."""
         if config.speculative is None or not config.speculative.enabled:
+            return None
+        if isinstance(self._step_decoder, JointDecoderRunner):
+            off = "this text_decoder returns the last row's logits only, so drafts cannot be verified"
+            self.stats.extra["speculative"] = {"method": config.speculative.method, "off": off}
             return None
         if self._speculation is None:
             self._speculation = RunnerSpeculation(self.program, self._step_decoder, self.metadata.max_context_len)
@@ -536,7 +541,9 @@ class MultimodalRunner(_RunnerBase):
         encoder_cache: EncoderCache | bool | None = True,
     ) -> None:
         super().__init__(program, tokenizer, plugin_manager)
-        self.program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
+        if not is_joint_decoder(self.program):
+            self.program.require(C.TOKEN_EMBEDDING, C.TEXT_DECODER)
+        self._media_token_id: int | None = None
         self.modality_settings = dict(modality_settings or {})
         self.encoder_cache: EncoderCache | None = (
             EncoderCache()
@@ -546,8 +553,22 @@ class MultimodalRunner(_RunnerBase):
             else None
         )
 
+    @property
+    def media_token_id(self) -> int | None:
+        """The id a joint decoder (ids + embeddings, `mmcore.joint_decoder`) reads at media rows."""
+        return self._media_token_id
+
+    @media_token_id.setter
+    def media_token_id(self, value: int | None) -> None:
+        self._media_token_id = value
+        if self._loaded and isinstance(self.decoder, JointDecoderRunner):
+            self.decoder.media_token_id = value
+
     def _load_methods(self) -> None:
-        self.decoder = MultimodalDecoderRunner(self.program, self.stats)
+        if is_joint_decoder(self.program):
+            self.decoder = JointDecoderRunner(self.program, self.stats, self.media_token_id)
+        else:
+            self.decoder = MultimodalDecoderRunner(self.program, self.stats)
         self.prefiller = MultimodalPrefiller(
             self.program,
             self.decoder,

@@ -40,6 +40,11 @@ def speculation_unsupported(program: Program, decoder: str, max_context_len: int
         )
     if first is None or first.rank < 2 or first.shape[1] < 2:
         return f"method '{decoder}' takes one position per call (a static [1, 1] input)"
+    if output.shape[1] == 1:
+        return (
+            f"method '{decoder}' returns only the last row's logits ({output.describe()}) for up to "
+            f"{first.shape[1]} rows per call; verifying drafts needs logits for every row"
+        )
     window = program.constant_or(SLIDING_WINDOW, None)
     if isinstance(window, (int, float)) and not isinstance(window, bool) and 0 < window < max_context_len:
         return (

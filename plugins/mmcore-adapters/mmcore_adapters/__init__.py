@@ -1,4 +1,5 @@
-"""mmcore-adapters: model adapters for Gemma 3, LLaVA, SmolVLM, Voxtral, ExecuTorch's LLaVA and the generic contract."""
+"""mmcore-adapters: model adapters for Gemma 3, Gemma 4, LLaVA, SmolVLM, Voxtral, ExecuTorch's LLaVA and the
+generic contract."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from mmcore.adapters import AdapterRegistrar, ModelAdapter
 from mmcore_adapters.base import HFChatAdapter, Placeholder
 from mmcore_adapters.executorch_llava import LLAVA_SYSTEM_PROMPT, ExecuTorchLlavaAdapter
 from mmcore_adapters.gemma3 import Gemma3Adapter
+from mmcore_adapters.gemma4 import Gemma4Adapter
 from mmcore_adapters.generic import GenericAdapter
 from mmcore_adapters.llava import LlavaAdapter
 from mmcore_adapters.renderer import MediaRule, SegmentRenderer, TemplateRenderer, fixed_count
@@ -20,6 +22,7 @@ __all__ = [
     "ChatTemplate",
     "ExecuTorchLlavaAdapter",
     "Gemma3Adapter",
+    "Gemma4Adapter",
     "GenericAdapter",
     "HFChatAdapter",
     "LlavaAdapter",
@@ -40,6 +43,7 @@ def builtin_adapters() -> list[ModelAdapter]:
     """This package's adapters."""
     return [
         Gemma3Adapter(),
+        Gemma4Adapter(),
         LlavaAdapter(),
         SmolVLMAdapter(),
         VoxtralAdapter(),
@@ -50,6 +54,6 @@ def builtin_adapters() -> list[ModelAdapter]:
 
 @hookimpl
 def mmcore_register_adapters(registry: AdapterRegistrar) -> None:
-    """Register gemma3, llava, smolvlm, voxtral, executorch-llava and generic."""
+    """Register gemma3, gemma4, llava, smolvlm, voxtral, executorch-llava and generic."""
     for adapter in builtin_adapters():
         registry.add(adapter)
