@@ -78,7 +78,7 @@ class Probes(nn.Module):
         self.pitch = nn.Linear(model.audio.features, len(PITCHES))
 
 
-def _probe_loss(logits: Tensor, labels: np.ndarray | None) -> Tensor:  # type: ignore[type-arg]
+def _probe_loss(logits: Tensor, labels: np.ndarray | None) -> Tensor:
     if labels is None:
         raise ValueError("a batch with media must carry its class labels")
     return F.cross_entropy(logits, torch.from_numpy(labels))

@@ -514,7 +514,7 @@ class ChatService:
         )
         finish = "tool_calls" if calls else _FINISH[result.stop_reason]
         logprobs = self._logprobs(result.tokens, result.logprobs, result.top_logprobs)
-        choice = Choice(message=message, finish_reason=finish, logprobs=logprobs)  # type: ignore[arg-type]
+        choice = Choice(message=message, finish_reason=finish, logprobs=logprobs)
         response = ChatCompletionResponse(
             id=job.id, created=job.created, model=self.model_id, choices=[choice], usage=outcome.usage
         )
@@ -527,7 +527,7 @@ class ChatService:
             logprobs = self._text_logprobs(result.tokens, result.logprobs, result.top_logprobs, len(job.echo))
         choice = CompletionChoice(
             text=job.echo + result.text, finish_reason=_FINISH[result.stop_reason], logprobs=logprobs
-        )  # type: ignore[arg-type]
+        )
         response = CompletionResponse(
             id=job.id, created=job.created, model=self.model_id, choices=[choice], usage=outcome.usage
         )
@@ -746,7 +746,7 @@ def _message(message: ChatMessage) -> dict[str, Any]:
 def _prompt_part(prompt: str | list[str] | list[int] | list[list[int]], model: ChatModel) -> tuple[dict[str, Any], str]:
     """The content part of a completion prompt (text or token ids) and its text for `echo`."""
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-        prompt = prompt[0]  # type: ignore[assignment]
+        prompt = prompt[0]
     if isinstance(prompt, str):
         if not prompt:
             raise APIError(400, "prompt is empty; send some text", param="prompt")

@@ -175,7 +175,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def _uvicorn_server() -> type[Any]:
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):
         """uvicorn's server, but a SIGINT/SIGTERM ends in a graceful shutdown and exit 0: uvicorn
         re-raises the signal after shutting down (a KeyboardInterrupt, or death by SIGTERM)."""
 

@@ -135,10 +135,10 @@ def _offline_example_inputs(shape: tuple[int, ...]) -> Iterator[None]:
 
     owners = (integrations.VisionExportableModule, integrations.AudioExportableModule)
     saved = [owner.prepare_export_inputs for owner in owners]
-    integrations.VisionExportableModule.prepare_export_inputs = vision_inputs  # type: ignore[method-assign]
-    integrations.AudioExportableModule.prepare_export_inputs = audio_inputs  # type: ignore[method-assign]
+    integrations.VisionExportableModule.prepare_export_inputs = vision_inputs
+    integrations.AudioExportableModule.prepare_export_inputs = audio_inputs
     try:
         yield
     finally:
         for owner, method in zip(owners, saved, strict=True):
-            owner.prepare_export_inputs = method  # type: ignore[method-assign]
+            owner.prepare_export_inputs = method
