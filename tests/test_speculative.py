@@ -236,7 +236,8 @@ def test_rejected_rows_need_no_undo_except_in_a_ring_buffer(
         assert "ring buffer" in off.stats.extra["speculative"]["off"]
         assert "ring buffer" in inspect_program(program_path(spec), tokenizer=tokenizer_dir)["speculative"]
     else:
-        np.testing.assert_allclose(clean, dirty, atol=1e-5)
+        # rows of a 4-row call round differently from a 1-row call's: the bound the test above checks
+        np.testing.assert_allclose(clean, dirty, atol=1e-4)
         plain = _run(runner, [TokensInput(PROMPT[:12])], GREEDY)
         assert _run(runner, [TokensInput(PROMPT[:12])], GREEDY.replace(speculative=FORCED)).tokens == plain.tokens
 
