@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -109,15 +108,10 @@ def limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
     runtime = sys.modules.get("executorch.extension.pybindings._C")  # loaded with the model
     if runtime is not None and runtime._threadpool_get_thread_count() > threads:
-        sys.stderr.flush()
-        saved = os.dup(2)  # the runtime logs the reset on the stderr file descriptor: silence it
-        try:
-            with open(os.devnull, "wb") as devnull:
-                os.dup2(devnull.fileno(), 2)
-                runtime._unsafe_reset_threadpool(threads)  # safe here: nothing runs on the pool yet
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        from mmcore.kernels import quiet_stderr
+
+        with quiet_stderr():  # the runtime logs the reset on the stderr file descriptor
+            runtime._unsafe_reset_threadpool(threads)  # safe here: nothing runs on the pool yet
 
 
 class BatchWorker:
