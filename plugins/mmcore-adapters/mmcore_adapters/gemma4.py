@@ -254,11 +254,9 @@ class Gemma4Renderer:
         method = C.VISION_ENCODER if kind == "image" else "speech_transform"
         if not self.program.has_method(method):
             raise InvalidInputError(f"{where}: this Gemma 4 program was exported without {kind} ({method} is absent)")
-        value = part.get(kind, part.get("path"))
+        value = part.get(kind)  # canonical part (mmcore.content.normalize_part: remote URLs refused there)
         if value is None:
             raise InvalidInputError(f"{where}: an {kind} part needs an '{kind}' value (a path, bytes or array)")
-        if isinstance(value, str) and value.lower().startswith(("http://", "https://")):
-            raise InvalidInputError(f"{where}: URLs are not fetched; download the {kind} and pass its path")
         try:
             if kind == "image":
                 return preprocess_image(Path(value) if isinstance(value, str) else value, self.max_soft_tokens)
